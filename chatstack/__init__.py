@@ -1,0 +1,1 @@
+"""The chatstack CLI, the local runtime, the client SDK, benchmarks and the capacity planner."""

@@ -1,0 +1,19 @@
+"""`chatstack bench ...`: benchmarks that print their figures and write them to JSON."""
+
+from __future__ import annotations
+
+from chatstack.cli import LazyGroup
+
+import click
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "overhead": "chatstack.bench.overhead:overhead",
+        "model": "chatstack.bench.model:model",
+        "rag": "chatstack.bench.rag:rag",
+    },
+)
+def bench() -> None:
+    """Benchmarks; each prints its figures and writes a JSON file."""

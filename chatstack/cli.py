@@ -1,0 +1,45 @@
+"""The `chatstack` command line. Subcommands load lazily so `chatstack token` starts fast."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use ("module:attribute")."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, attribute = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise click.ClickException(f"{self.lazy[cmd_name]} is not a command.")
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "up": "chatstack.commands.up:up",
+        "token": "chatstack.commands.token:token",
+        "model": "chatstack.commands.model:model",
+        "ingest": "chatstack.commands.ingest:ingest",
+        "bench": "chatstack.bench:bench",
+        "plan": "chatstack.commands.plan:plan",
+        "keys": "chatstack.commands.keys:keys",
+    },
+)
+@click.version_option(package_name="chatstack")
+def main() -> None:
+    """Run, test, benchmark and plan the chatstack LLM chat service."""

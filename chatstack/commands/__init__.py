@@ -1,0 +1,1 @@
+"""The subcommands of the chatstack CLI, one module each."""

@@ -1,0 +1,132 @@
+"""JWT verification against an OIDC issuer's JWKS (Cognito, any OIDC provider, or the local dev issuer).
+
+Only asymmetric algorithms from the configuration are accepted; issuer, audience (or Cognito's
+`client_id` + `token_use`), `exp` and `nbf` are checked with a small leeway. Keys are cached for a TTL
+and refetched once when a token names an unknown `kid` (PyJWKClient's behaviour).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from jwt import PyJWKClient
+
+from lambdas.config import Settings
+from lambdas.errors import Unauthorized
+
+MAX_TOKEN_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: the small context the authorizer hands to every route."""
+
+    tenant_id: str
+    user_id: str
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    method: str = "jwt"  # "jwt" | "api_key"
+    key_id: str = ""
+
+    def to_context(self) -> dict[str, str]:
+        """API Gateway authorizer context: flat string values only."""
+        return {
+            "tenantId": self.tenant_id,
+            "userId": self.user_id,
+            "scopes": " ".join(sorted(self.scopes)),
+            "method": self.method,
+            "keyId": self.key_id,
+        }
+
+    @classmethod
+    def from_context(cls, context: dict[str, Any] | None) -> Identity:
+        context = context or {}
+        tenant, user = context.get("tenantId"), context.get("userId")
+        if not tenant or not user:
+            raise Unauthorized("The connection carries no identity; reconnect with a token.")
+        return cls(
+            tenant_id=str(tenant),
+            user_id=str(user),
+            scopes=frozenset(str(context.get("scopes") or "").split()),
+            method=str(context.get("method") or "jwt"),
+            key_id=str(context.get("keyId") or ""),
+        )
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class JwtVerifier:
+    def __init__(self, settings: Settings, jwks_client: PyJWKClient | None = None) -> None:
+        if not settings.auth_issuer:
+            raise ValueError("No token issuer: set CHATSTACK_AUTH_ISSUER.")
+        self.settings = settings
+        jwks_url = settings.auth_jwks_url or settings.auth_issuer.rstrip("/") + "/.well-known/jwks.json"
+        self.jwks = jwks_client or PyJWKClient(
+            jwks_url, cache_jwk_set=True, lifespan=max(settings.auth_jwks_ttl_s, 1), timeout=5
+        )
+
+    def verify(self, token: str) -> Identity:
+        s = self.settings
+        if not token:
+            raise Unauthorized("No token was presented.")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthorized("The token is larger than 8 KB.")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("The token is malformed.") from None
+        if header.get("alg") not in s.algorithms:
+            raise Unauthorized(f"Token algorithm {str(header.get('alg'))[:20]!r} is not accepted.")
+        try:
+            key = self.jwks.get_signing_key_from_jwt(token)
+        except jwt.PyJWKClientError:
+            raise Unauthorized("The token's signing key is unknown to the issuer.") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("The token is malformed.") from None
+        cognito_access = False
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=s.algorithms,
+                issuer=s.auth_issuer,
+                # Cognito access tokens carry client_id instead of aud: checked below.
+                audience=s.auth_audience or None,
+                leeway=s.auth_leeway_s,
+                options={"require": ["exp", "iss", "sub"], "verify_aud": bool(s.auth_audience)},
+            )
+        except jwt.MissingRequiredClaimError as exc:
+            if exc.claim != "aud":
+                raise Unauthorized(f"The token lacks the {exc.claim!r} claim.") from None
+            claims = jwt.decode(
+                token, key=key.key, algorithms=s.algorithms, issuer=s.auth_issuer, leeway=s.auth_leeway_s,
+                options={"require": ["exp", "iss", "sub"], "verify_aud": False},
+            )
+            cognito_access = True
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The token has expired.") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthorized("The token is not valid yet.") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("The token was issued by another issuer.") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("The token is meant for another audience.") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("The token's signature or claims are invalid.") from None
+        if cognito_access and not (
+            claims.get("token_use") == "access" and claims.get("client_id") == s.auth_audience
+        ):
+            raise Unauthorized("The token is meant for another audience.")
+        tenant = claims.get(s.auth_tenant_claim)
+        user = claims.get(s.auth_user_claim)
+        if not isinstance(tenant, str) or not tenant or not isinstance(user, str) or not user:
+            raise Unauthorized(
+                f"The token lacks the tenant ({s.auth_tenant_claim!r}) or user ({s.auth_user_claim!r}) claim."
+            )
+        if len(tenant) > 128 or len(user) > 256:
+            raise Unauthorized("The token's tenant or user claim is too long.")
+        raw_scopes = claims.get(s.auth_scopes_claim, "")
+        scopes = raw_scopes.split() if isinstance(raw_scopes, str) else [str(x) for x in raw_scopes or []]
+        return Identity(tenant_id=tenant, user_id=user, scopes=frozenset(scopes), method="jwt")

@@ -1,0 +1,204 @@
+"""Redis: the hot path. Connection registry, idempotency records, the recent-turns window, per-request
+delta streams for resume, watchers and cancel flags.
+
+Losing Redis loses speed, never data: every record here is either rebuilt from PostgreSQL or only
+matters for the few minutes a request is streaming.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+import redis
+
+P = "cs:"  # key prefix, so one Redis can be shared with other applications
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """What sendMessage decided for one requestId; the idempotency record."""
+
+    tenant_id: str
+    user_id: str
+    conversation_id: str = ""
+    message_id: str = ""
+    answer_id: str = ""
+    state: str = "pending"  # pending -> accepted
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """What one publish returned: the connections watching and whether a cancel was asked."""
+
+    watchers: list[str]
+    cancelled: bool
+
+
+def _k_conn(cid: str) -> str:
+    return f"{P}conn:{cid}"
+
+
+def _k_req(rid: str) -> str:
+    return f"{P}req:{rid}"
+
+
+def _k_watch(rid: str) -> str:
+    return f"{P}watch:{rid}"
+
+
+def _k_stream(rid: str) -> str:
+    return f"{P}deltas:{rid}"
+
+
+def _k_cancel(rid: str) -> str:
+    return f"{P}cancel:{rid}"
+
+
+def _k_claim(rid: str) -> str:
+    return f"{P}claim:{rid}"
+
+
+def _k_hist(conversation_id: str) -> str:
+    return f"{P}hist:{conversation_id}"
+
+
+class Cache:
+    """Typed operations over one redis-py client (thread-safe, pooled)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self._append_if_exists = client.register_script(_APPEND_IF_EXISTS)
+
+    @classmethod
+    def from_url(cls, url: str) -> Cache:
+        if not url:
+            raise ValueError("No Redis URL: set CHATSTACK_REDIS_URL or REDIS_URL.")
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    # ---- connection registry -----------------------------------------------------------------
+    def register_connection(self, connection_id: str, *, tenant_id: str, user_id: str, ttl_s: int) -> None:
+        key = _k_conn(connection_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(key, mapping={"tenant": tenant_id, "user": user_id})
+        pipe.expire(key, ttl_s)
+        pipe.execute()
+
+    def connection(self, connection_id: str) -> dict[str, str]:
+        return cast(dict[str, str], self.r.hgetall(_k_conn(connection_id)))
+
+    def drop_connection(self, connection_id: str) -> None:
+        self.r.delete(_k_conn(connection_id))
+
+    # ---- idempotency ---------------------------------------------------------------------------
+    def claim_request(self, request_id: str, record: RequestRecord, ttl_s: int) -> RequestRecord | None:
+        """Store the record if this requestId is new; otherwise return the existing record."""
+        key = _k_req(request_id)
+        if self.r.set(key, json.dumps(asdict(record)), nx=True, ex=ttl_s):
+            return None
+        raw = self.r.get(key)
+        if raw is None:  # expired between the two calls: treat as new
+            return self.claim_request(request_id, record, ttl_s)
+        return RequestRecord(**json.loads(cast(str, raw)))
+
+    def update_request(self, request_id: str, record: RequestRecord, ttl_s: int) -> None:
+        self.r.set(_k_req(request_id), json.dumps(asdict(record)), ex=ttl_s)
+
+    def request(self, request_id: str) -> RequestRecord | None:
+        raw = self.r.get(_k_req(request_id))
+        return RequestRecord(**json.loads(cast(str, raw))) if raw else None
+
+    def forget_request(self, request_id: str) -> None:
+        self.r.delete(_k_req(request_id))
+
+    # ---- generation claims and cancel flags ---------------------------------------------------
+    def claim_generation(self, request_id: str, ttl_s: int) -> bool:
+        return bool(self.r.set(_k_claim(request_id), "1", nx=True, ex=ttl_s))
+
+    def release_generation(self, request_id: str) -> None:
+        self.r.delete(_k_claim(request_id))
+
+    def request_cancel(self, request_id: str, ttl_s: int) -> None:
+        self.r.set(_k_cancel(request_id), "1", ex=ttl_s)
+
+    def is_cancelled(self, request_id: str) -> bool:
+        return bool(self.r.exists(_k_cancel(request_id)))
+
+    # ---- delta streams and watchers ------------------------------------------------------------
+    def watch(self, request_id: str, connection_id: str, ttl_s: int) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.sadd(_k_watch(request_id), connection_id)
+        pipe.expire(_k_watch(request_id), ttl_s)
+        pipe.execute()
+
+    def unwatch(self, request_id: str, connection_id: str) -> None:
+        self.r.srem(_k_watch(request_id), connection_id)
+
+    def publish(self, request_id: str, frame: str, ttl_s: int) -> Publish:
+        """Append a frame to the request's stream and read watchers and the cancel flag: one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(_k_stream(request_id), {"f": frame})
+        pipe.expire(_k_stream(request_id), ttl_s)
+        pipe.smembers(_k_watch(request_id))
+        pipe.exists(_k_cancel(request_id))
+        _, _, watchers, cancelled = pipe.execute()
+        return Publish(watchers=sorted(watchers), cancelled=bool(cancelled))
+
+    def replay(self, request_id: str) -> list[str] | None:
+        """Every frame published for the request, in order; None when no stream exists."""
+        entries = self.r.xrange(_k_stream(request_id))
+        if not entries and not self.r.exists(_k_stream(request_id)):
+            return None
+        return [fields["f"] for _, fields in entries]
+
+    # ---- recent-turns window ------------------------------------------------------------------
+    def history(self, conversation_id: str) -> list[dict[str, Any]] | None:
+        key = _k_hist(conversation_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(key)
+        pipe.lrange(key, 0, -1)
+        exists, items = pipe.execute()
+        if not exists:
+            return None
+        return [json.loads(item) for item in items if item != ""]
+
+    def set_history(self, conversation_id: str, turns: list[dict[str, Any]], *, keep: int, ttl_s: int) -> None:
+        key = _k_hist(conversation_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(key)
+        # An empty marker keeps "known empty" apart from "not cached".
+        kept = [json.dumps(t) for t in turns[-keep:]] if keep else []
+        pipe.rpush(key, "", *kept)
+        pipe.expire(key, ttl_s)
+        pipe.execute()
+
+    def append_history(
+        self, conversation_id: str, turns: list[dict[str, Any]], *, keep: int, ttl_s: int
+    ) -> None:
+        """Append turns only if the window is cached (else the next reader rebuilds it from the DB)."""
+        key = _k_hist(conversation_id)
+        self._append_if_exists(keys=[key], args=[keep, ttl_s, *[json.dumps(t) for t in turns]])
+
+    def drop_history(self, conversation_id: str) -> None:
+        self.r.delete(_k_hist(conversation_id))
+
+
+# Append to the window only when it exists, keep the marker plus the last `keep` turns.
+_APPEND_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+local keep = tonumber(ARGV[1])
+local len = redis.call('LLEN', KEYS[1])
+if len - 1 > keep then
+  local turns = redis.call('LRANGE', KEYS[1], len - keep, -1)
+  redis.call('DEL', KEYS[1])
+  redis.call('RPUSH', KEYS[1], '')
+  if #turns > 0 then redis.call('RPUSH', KEYS[1], unpack(turns)) end
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""

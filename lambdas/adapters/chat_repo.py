@@ -1,0 +1,197 @@
+"""SQL for conversations, messages and the usage ledger. Every query is scoped to a tenant."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+
+from lambdas.errors import BadRequest, NotFound
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    conversation_id: str
+    message_id: str
+    answer_id: str
+    created: bool  # False when this requestId had already been stored (a retry)
+
+
+def accept_user_message(
+    conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str | None, request_id: str, text: str
+) -> Accepted:
+    """Store the user's message (creating the conversation if needed) inside the caller's transaction."""
+    existing = conn.execute(
+        "SELECT m.id, m.conversation_id, m.tenant_id, c.user_id FROM messages m"
+        " JOIN conversations c ON c.id = m.conversation_id WHERE m.request_id = %s AND m.role = 'user'",
+        (request_id,),
+    ).fetchone()
+    if existing:
+        if existing["tenant_id"] != tenant_id or existing["user_id"] != user_id:
+            raise BadRequest("This requestId was already used; send a new one.")
+        return Accepted(str(existing["conversation_id"]), str(existing["id"]),
+                        str(uuid.uuid5(existing["id"], "answer")), created=False)
+    if conversation_id:
+        row = conn.execute(
+            "SELECT id, message_count FROM conversations WHERE id = %s AND tenant_id = %s AND user_id = %s"
+            " FOR UPDATE",
+            (conversation_id, tenant_id, user_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound("No such conversation.")
+        seq = row["message_count"] + 1
+    else:
+        conversation_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO conversations (id, tenant_id, user_id, title) VALUES (%s, %s, %s, %s)",
+            (conversation_id, tenant_id, user_id, _title(text)),
+        )
+        seq = 1
+    message_id = uuid.uuid4()
+    conn.execute(
+        "INSERT INTO messages (id, conversation_id, tenant_id, seq, role, content, request_id)"
+        " VALUES (%s, %s, %s, %s, 'user', %s, %s)",
+        (message_id, conversation_id, tenant_id, seq, text, request_id),
+    )
+    conn.execute(
+        "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s", (seq, conversation_id)
+    )
+    # The answer's id is derived from the user message's id, so every retry names the same answer.
+    return Accepted(conversation_id, str(message_id), str(uuid.uuid5(message_id, "answer")), created=True)
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 80 else line[:77].rstrip() + "..."
+
+
+def user_message_exists(conn: Conn, message_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM messages WHERE id = %s", (message_id,)).fetchone() is not None
+
+
+def answer_exists(conn: Conn, answer_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM messages WHERE id = %s", (answer_id,)).fetchone() is not None
+
+
+def recent_turns(conn: Conn, conversation_id: str, *, before_seq: int | None, limit: int) -> list[dict[str, str]]:
+    rows = conn.execute(
+        "SELECT role, content FROM ("
+        "  SELECT role, content, seq FROM messages WHERE conversation_id = %s AND (%s::int IS NULL OR seq < %s)"
+        "  ORDER BY seq DESC LIMIT %s) t ORDER BY seq",
+        (conversation_id, before_seq, before_seq, limit),
+    ).fetchall()
+    return [{"role": r["role"], "content": r["content"]} for r in rows]
+
+
+def message_seq(conn: Conn, message_id: str) -> int | None:
+    row = conn.execute("SELECT seq FROM messages WHERE id = %s", (message_id,)).fetchone()
+    return int(row["seq"]) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    answer_id: str
+    conversation_id: str
+    tenant_id: str
+    user_id: str
+    request_id: str
+    text: str
+    finish_reason: str
+    citations: list[dict[str, Any]]
+    input_tokens: int
+    output_tokens: int
+    model_profile: str
+    region: str
+    ttft_ms: int | None
+    duration_ms: int
+    cost_usd: Decimal
+
+
+def record_answer(conn: Conn, a: Answer) -> bool:
+    """Store the answer and its usage row once; False when they were already stored (a redelivery)."""
+    seq_row = conn.execute(
+        "SELECT message_count FROM conversations WHERE id = %s FOR UPDATE", (a.conversation_id,)
+    ).fetchone()
+    stored_message = False
+    if seq_row is not None:  # the conversation may have been deleted while the answer streamed
+        inserted = conn.execute(
+            "INSERT INTO messages (id, conversation_id, tenant_id, seq, role, content, request_id,"
+            " finish_reason, citations, input_tokens, output_tokens)"
+            " VALUES (%s, %s, %s, %s, 'assistant', %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING seq",
+            (a.answer_id, a.conversation_id, a.tenant_id, seq_row["message_count"] + 1, a.text, a.request_id,
+             a.finish_reason, json.dumps(a.citations), a.input_tokens, a.output_tokens),
+        ).fetchone()
+        if inserted:
+            stored_message = True
+            conn.execute(
+                "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
+                (inserted["seq"], a.conversation_id),
+            )
+    usage = conn.execute(
+        "INSERT INTO usage_records (request_id, tenant_id, user_id, conversation_id, message_id, model_profile,"
+        " region, input_tokens, output_tokens, ttft_ms, duration_ms, finish_reason, cost_usd)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING"
+        " RETURNING id",
+        (a.request_id, a.tenant_id, a.user_id, a.conversation_id, a.answer_id, a.model_profile, a.region,
+         a.input_tokens, a.output_tokens, a.ttft_ms, a.duration_ms, a.finish_reason, a.cost_usd),
+    ).fetchone()
+    return stored_message or usage is not None
+
+
+# ---- reads for the REST API ---------------------------------------------------------------------
+
+def list_conversations(
+    conn: Conn, *, tenant_id: str, user_id: str, limit: int, cursor: tuple[datetime, str] | None
+) -> list[dict[str, Any]]:
+    if cursor is None:
+        return conn.execute(
+            "SELECT id, title, message_count, created_at, updated_at FROM conversations"
+            " WHERE tenant_id = %s AND user_id = %s ORDER BY updated_at DESC, id DESC LIMIT %s",
+            (tenant_id, user_id, limit),
+        ).fetchall()
+    return conn.execute(
+        "SELECT id, title, message_count, created_at, updated_at FROM conversations"
+        " WHERE tenant_id = %s AND user_id = %s AND (updated_at, id) < (%s, %s)"
+        " ORDER BY updated_at DESC, id DESC LIMIT %s",
+        (tenant_id, user_id, cursor[0], cursor[1], limit),
+    ).fetchall()
+
+
+def get_conversation(conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT id, title, message_count, created_at, updated_at FROM conversations"
+        " WHERE id = %s AND tenant_id = %s AND user_id = %s",
+        (conversation_id, tenant_id, user_id),
+    ).fetchone()
+    if row is None:
+        raise NotFound("No such conversation.")
+    return row
+
+
+def list_messages(
+    conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str, after_seq: int, limit: int
+) -> list[dict[str, Any]]:
+    get_conversation(conn, tenant_id=tenant_id, user_id=user_id, conversation_id=conversation_id)
+    return conn.execute(
+        "SELECT id, seq, role, content, request_id, finish_reason, citations, input_tokens, output_tokens,"
+        " created_at FROM messages WHERE conversation_id = %s AND tenant_id = %s AND seq > %s"
+        " ORDER BY seq LIMIT %s",
+        (conversation_id, tenant_id, after_seq, limit),
+    ).fetchall()
+
+
+def delete_conversation(conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str) -> None:
+    deleted = conn.execute(
+        "DELETE FROM conversations WHERE id = %s AND tenant_id = %s AND user_id = %s RETURNING id",
+        (conversation_id, tenant_id, user_id),
+    ).fetchone()
+    if deleted is None:
+        raise NotFound("No such conversation.")

@@ -1,0 +1,90 @@
+"""PostgreSQL access: one connection pool per process and the versioned migrations.
+
+Migrations are the SQL files in `migrations/` named `NNNN_description.sql`, applied in order, each
+in its own transaction, recorded in `schema_migrations`, under an advisory lock so that concurrent
+starters (many Lambda containers, several test processes) apply each exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+MIGRATION_LOCK_ID = 0x63686174  # "chat"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration file, in order."""
+    found = []
+    for entry in resources.files("lambdas.adapters.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(versions) != len(set(versions)):
+        raise RuntimeError(f"Two migrations share a version number: {[n for _, n, _ in found]}.")
+    return found
+
+
+class Database:
+    """A pool of psycopg connections returning rows as dicts."""
+
+    def __init__(self, url: str, *, max_size: int = 16, min_size: int = 1) -> None:
+        if not url:
+            raise ValueError("No database URL: set CHATSTACK_DATABASE_URL or DATABASE_URL.")
+        self.url = url
+        self.pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row, "autocommit": False},
+            open=True,
+            name="chatstack",
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A connection in a transaction: committed on success, rolled back on any error."""
+        with self.pool.connection() as conn:
+            yield conn
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names applied now."""
+        applied_now: list[str] = []
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version int PRIMARY KEY, name text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+                for version, name, sql in migrations():
+                    if version in done:
+                        continue
+                    with conn.transaction():
+                        conn.execute(sql)  # type: ignore[arg-type]  # a whole file, no parameters
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
+                        )
+                    applied_now.append(name)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+        return applied_now
+
+    def ping(self) -> bool:
+        with self.pool.connection() as conn:
+            return conn.execute("SELECT 1 AS ok").fetchone() is not None
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,1 @@
+"""The REST API: one FastAPI app, uvicorn locally and Mangum in Lambda."""

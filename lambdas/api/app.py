@@ -1,0 +1,55 @@
+"""The REST API: one FastAPI app, served by uvicorn locally and by Mangum in Lambda.
+
+Errors are mapped in one place: a ChatError becomes `{"error": {"code", "message"}}` with its status;
+request validation failures become 400 BAD_REQUEST with the first problem named.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from lambdas.api.routers import conversations, health
+from lambdas.errors import ChatError
+
+API_TITLE = "chatstack REST API"
+
+
+def _error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, int(retry_after)))} if retry_after else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title=API_TITLE, version="1.0.0", docs_url="/docs", openapi_url="/openapi.json")
+
+    @app.exception_handler(ChatError)
+    async def chat_error(_: Request, exc: ChatError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, exc.retry_after)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return _error(400, "BAD_REQUEST", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+    app.include_router(health.router)
+    app.include_router(conversations.router)
+    for module in _optional_routers():
+        app.include_router(module.router)
+    return app
+
+
+def _optional_routers() -> list:  # type: ignore[type-arg]
+    """Routers of features whose modules ship with this build (documents, usage, api keys, limits)."""
+    import importlib
+
+    found = []
+    for name in ("documents", "usage", "api_keys", "limits"):
+        try:
+            found.append(importlib.import_module(f"lambdas.api.routers.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"lambdas.api.routers.{name}":
+                raise
+    return found

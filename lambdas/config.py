@@ -1,0 +1,127 @@
+"""Typed settings, read once per process (cold start) from `CHATSTACK_<NAME>` environment variables.
+
+Every field here is documented in docs/configuration.md with its default. The CDK stacks set these
+variables on each function; `chatstack up` sets them for the in-process handlers.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PREFIX = "CHATSTACK_"
+# Unprefixed names honoured too, because every tool in this field reads them.
+ALIASES = {"DATABASE_URL": "database_url", "REDIS_URL": "redis_url"}
+
+
+class Settings(BaseModel):
+    """All runtime settings. Defaults suit the local runtime; the CDK stacks override what differs."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    environment: Literal["local", "test", "cloud"] = "local"
+    region: str = "us-east-1"
+    service_name: str = "chatstack"
+
+    # Data
+    database_url: str = ""
+    # Secrets Manager secret holding the database credentials (cloud; used when database_url is empty).
+    database_secret_arn: str = ""
+    database_pool_max: int = Field(default=16, ge=1, le=256)
+    redis_url: str = ""
+
+    # API Gateway @connections endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage}).
+    connections_url: str = ""
+    # SQS
+    queue_url: str = ""
+    sqs_endpoint_url: str = ""  # local stand-in only; empty in the cloud
+
+    # Model
+    model_transport: Literal["sagemaker", "http"] = "http"
+    model_endpoint: str = ""  # SageMaker endpoint name, or the http(s) URL of /invocations
+    model_inference_component: str = ""
+    model_fallback_endpoint: str = ""  # the other region's endpoint (failover)
+    model_fallback_region: str = ""
+    sagemaker_endpoint_url: str = ""  # local stand-in only
+    model_profile: str = "local-extractive"
+    # Estimated cost: the profile's instance price per hour over its configured throughput, per 1K
+    # output tokens; input (prefill) tokens cost this fraction of an output token (docs/configuration.md).
+    model_price_per_1k_output_tokens_usd: float = Field(default=0.0, ge=0)
+    input_token_cost_ratio: float = Field(default=0.1, ge=0, le=1)
+    model_max_context_tokens: int = Field(default=4096, ge=256)
+    max_output_tokens: int = Field(default=512, ge=1, le=8192)
+    model_timeout_s: float = Field(default=70.0, gt=0)
+    circuit_failure_threshold: int = Field(default=3, ge=1)
+    circuit_reset_s: float = Field(default=30.0, gt=0)
+
+    # Streaming and memory
+    flush_interval_ms: int = Field(default=50, ge=0, le=5000)
+    delta_ttl_s: int = Field(default=900, ge=10)
+    history_turns: int = Field(default=20, ge=0, le=500)
+    hot_window_ttl_s: int = Field(default=3600, ge=10)
+    idempotency_ttl_s: int = Field(default=86_400, ge=60)
+    system_prompt: str = (
+        "You are a helpful assistant. Answer from the provided context when it is relevant and cite "
+        "passages as [n]."
+    )
+
+    # Identity
+    auth_issuer: str = ""
+    auth_jwks_url: str = ""
+    auth_audience: str = "chatstack"
+    auth_algorithms: str = "RS256,ES256"
+    auth_tenant_claim: str = "tenant"
+    auth_user_claim: str = "sub"
+    auth_scopes_claim: str = "scope"
+    auth_leeway_s: int = Field(default=30, ge=0, le=300)
+    auth_jwks_ttl_s: int = Field(default=600, ge=0)
+
+    # Retrieval
+    rag_enabled: bool = True
+    rag_top_k: int = Field(default=4, ge=0, le=50)
+    rag_min_score: float = Field(default=0.3, ge=-1.0, le=1.0)
+    rag_context_tokens: int = Field(default=1200, ge=0)
+    vector_store: Literal["pgvector", "opensearch"] = "pgvector"
+    opensearch_endpoint: str = ""
+    embeddings: Literal["local", "sagemaker"] = "local"
+    embedding_endpoint: str = ""
+
+    @field_validator("auth_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: str) -> str:
+        allowed = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+        algs = [a.strip() for a in value.split(",") if a.strip()]
+        bad = [a for a in algs if a not in allowed]
+        if not algs or bad:
+            raise ValueError(f"only asymmetric JWT algorithms are accepted, not {bad or 'none'}")
+        return ",".join(algs)
+
+    @property
+    def algorithms(self) -> list[str]:
+        return self.auth_algorithms.split(",")
+
+
+def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    for name, field in ALIASES.items():
+        if env.get(name):
+            values[field] = env[name]
+    for key, value in env.items():
+        if key.startswith(PREFIX):
+            values[key[len(PREFIX):].lower()] = value
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = PREFIX + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise SystemExit(f"Invalid setting {name}: {first['msg']}.") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once, like a Lambda cold start)."""
+    return settings_from_env()

@@ -1,0 +1,1 @@
+"""The chat core: prompt building, token budgets, delta batching. No I/O."""

@@ -1,0 +1,83 @@
+"""The error hierarchy. Each error carries its protocol code and HTTP status; this module is the only
+place that maps errors to codes and statuses."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+ErrorCode = Literal[
+    "BAD_REQUEST",
+    "UNAUTHORIZED",
+    "FORBIDDEN",
+    "TOO_LARGE",
+    "RATE_LIMITED",
+    "QUOTA_EXCEEDED",
+    "NOT_FOUND",
+    "MODEL_UNAVAILABLE",
+    "INTERNAL",
+]
+
+
+class ChatError(Exception):
+    """Base of every error a client may see. `message` is one sentence, safe to show."""
+
+    code: ClassVar[ErrorCode] = "INTERNAL"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.details = details
+
+
+class BadRequest(ChatError):
+    code = "BAD_REQUEST"
+    status = 400
+
+
+class Unauthorized(ChatError):
+    code = "UNAUTHORIZED"
+    status = 401
+
+
+class Forbidden(ChatError):
+    code = "FORBIDDEN"
+    status = 403
+
+
+class NotFound(ChatError):
+    code = "NOT_FOUND"
+    status = 404
+
+
+class TooLarge(ChatError):
+    code = "TOO_LARGE"
+    status = 413
+
+
+class RateLimited(ChatError):
+    code = "RATE_LIMITED"
+    status = 429
+
+
+class QuotaExceeded(ChatError):
+    code = "QUOTA_EXCEEDED"
+    status = 429
+
+
+class ModelUnavailable(ChatError):
+    code = "MODEL_UNAVAILABLE"
+    status = 503
+
+
+class Internal(ChatError):
+    code = "INTERNAL"
+    status = 500
+
+
+BY_CODE: dict[str, type[ChatError]] = {
+    cls.code: cls
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, TooLarge, RateLimited, QuotaExceeded,
+                ModelUnavailable, Internal)
+}

@@ -1,0 +1,63 @@
+"""The shape every WebSocket route handler shares: parse the API Gateway event (Powertools model), take
+the identity from the authorizer context, run one service call, and turn every failure into exactly
+one protocol `error` frame on the caller's connection."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import APIGatewayWebSocketMessageEventModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas import protocol
+from lambdas.adapters.auth import Identity
+from lambdas.errors import ChatError, Internal
+from lambdas.observability import logger, metrics, tracer
+from lambdas.runtime import Deps, deps
+
+OK = {"statusCode": 200}
+
+
+@dataclass(frozen=True, slots=True)
+class WsRequest:
+    connection_id: str
+    identity: Identity
+    body: str
+    deps: Deps
+
+
+RouteFn = Callable[[WsRequest], protocol.ServerFrame | None]
+
+
+def ws_route(fn: RouteFn) -> Callable[[dict[str, Any], LambdaContext], dict[str, int]]:
+    @logger.inject_lambda_context(clear_state=True)
+    @metrics.log_metrics
+    @tracer.capture_lambda_handler(capture_response=False)
+    @functools.wraps(fn)
+    def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+        ev = parse(event=event, model=APIGatewayWebSocketMessageEventModel)
+        connection_id = ev.request_context.connection_id
+        body = ev.body if isinstance(ev.body, str) else ""
+        d = deps()
+        logger.append_keys(connection_id=connection_id, route=ev.request_context.route_key)
+        try:
+            identity = Identity.from_context(event["requestContext"].get("authorizer"))
+            logger.append_keys(tenant_id=identity.tenant_id)
+            reply = fn(WsRequest(connection_id, identity, body, d))
+        except ChatError as exc:
+            metrics.add_metric(name=f"Error{exc.code}", unit="Count", value=1)
+            reply = protocol.error_frame(exc, protocol.peek_request_id(body))
+        except Exception:
+            logger.exception("route failed")
+            metrics.add_metric(name="ErrorINTERNAL", unit="Count", value=1)
+            reply = protocol.error_frame(Internal("Something went wrong on our side; please retry."),
+                                         protocol.peek_request_id(body))
+        if reply is not None:
+            d.connections.post(connection_id, protocol.dump(reply))
+        return OK
+
+    return handler

@@ -1,0 +1,53 @@
+"""The queue worker: one invocation takes a batch of SQS FIFO jobs and runs them concurrently.
+
+A Lambda bills wall-clock time while it waits on the GPU; one invocation streaming up to ten answers
+costs about a tenth of one per answer. Jobs of one message group (a conversation) run in order; after
+a failure the rest of that group is reported failed too, as SQS FIFO requires.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aws_lambda_powertools.utilities.parser import parse
+from aws_lambda_powertools.utilities.parser.models import SqsModel, SqsRecordModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambdas.observability import logger, metrics, tracer
+from lambdas.runtime import deps
+from lambdas.services.generation import GenerationService, Job
+
+
+def _run_group(service: GenerationService, records: list[SqsRecordModel]) -> list[str]:
+    """Run one group's jobs in order; returns the message ids to redeliver."""
+    for index, record in enumerate(records):
+        try:
+            job = Job.parse(json.loads(record.body))
+        except (ValueError, KeyError, TypeError):
+            logger.error("unparseable job", extra={"message_id": record.messageId})
+            return [r.messageId for r in records[index:]]
+        try:
+            service.run(job)
+        except Exception:
+            logger.exception("job failed; it will be redelivered", extra={"request_id": job.request_id})
+            return [r.messageId for r in records[index:]]
+    return []
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    batch = parse(event=event, model=SqsModel)
+    groups: dict[str, list[SqsRecordModel]] = defaultdict(list)
+    for record in batch.Records:
+        groups[record.attributes.MessageGroupId or record.messageId].append(record)
+    service = GenerationService(deps())
+    with ThreadPoolExecutor(max_workers=len(groups) or 1, thread_name_prefix="job") as pool:
+        results = list(pool.map(lambda records: _run_group(service, records), groups.values()))
+    failures = [message_id for failed in results for message_id in failed]
+    metrics.add_metric(name="JobsFailed", unit="Count", value=len(failures))
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}

@@ -1,0 +1,181 @@
+"""Wire protocol v1: every frame as a Pydantic model.
+
+Client frames are routed on `action`; server frames carry `type`. Parsing never raises anything but
+`BadRequest` / `TooLarge`, so a handler can turn any bad frame into one `error` frame.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from lambdas.errors import BadRequest, ChatError, ErrorCode, TooLarge
+
+PROTOCOL_VERSION = 1
+MAX_TEXT_CHARS = 32_000  # a user turn; the gateway's 128 KB message limit comes first for most clients
+MAX_ID_CHARS = 64
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ChatOptions(_Frame):
+    """Per-message generation options. All optional; the server applies its defaults."""
+
+    max_tokens: int | None = Field(default=None, alias="maxTokens", ge=1, le=8192)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, alias="topP", gt=0.0, le=1.0)
+    rag: bool = True
+    model: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+
+
+# ---- client -> server ----------------------------------------------------------------------------
+
+class SendMessage(_Frame):
+    action: Literal["sendMessage"]
+    request_id: UUID = Field(alias="requestId")
+    conversation_id: UUID | None = Field(default=None, alias="conversationId")
+    text: str = Field(min_length=1)
+    options: ChatOptions = ChatOptions()
+
+
+class Resume(_Frame):
+    action: Literal["resume"]
+    request_id: UUID = Field(alias="requestId")
+    after_seq: int = Field(default=0, alias="afterSeq", ge=0)
+
+
+class Cancel(_Frame):
+    action: Literal["cancel"]
+    request_id: UUID = Field(alias="requestId")
+
+
+class Ping(_Frame):
+    action: Literal["ping"]
+
+
+ClientFrame = Annotated[SendMessage | Resume | Cancel | Ping, Field(discriminator="action")]
+_client_frame: TypeAdapter[SendMessage | Resume | Cancel | Ping] = TypeAdapter(ClientFrame)
+
+
+# ---- server -> client ----------------------------------------------------------------------------
+
+class Ack(_Frame):
+    type: Literal["ack"] = "ack"
+    request_id: str = Field(alias="requestId")
+    conversation_id: str = Field(alias="conversationId")
+    message_id: str = Field(alias="messageId")
+
+
+class Delta(_Frame):
+    type: Literal["delta"] = "delta"
+    request_id: str = Field(alias="requestId")
+    seq: int = Field(ge=1)
+    text: str
+
+
+class Usage(_Frame):
+    input_tokens: int = Field(alias="inputTokens", ge=0)
+    output_tokens: int = Field(alias="outputTokens", ge=0)
+
+
+class Citation(_Frame):
+    index: int
+    document_id: str = Field(alias="documentId")
+    title: str
+    chunk: int
+    score: float
+    source: str | None = None
+
+
+class Done(_Frame):
+    type: Literal["done"] = "done"
+    request_id: str = Field(alias="requestId")
+    message_id: str = Field(alias="messageId")
+    finish_reason: str = Field(alias="finishReason")
+    usage: Usage
+    citations: list[Citation] = []
+
+
+class Error(_Frame):
+    type: Literal["error"] = "error"
+    request_id: str | None = Field(default=None, alias="requestId")
+    code: ErrorCode
+    message: str
+    retry_after: float | None = Field(default=None, alias="retryAfter")
+
+
+class Pong(_Frame):
+    type: Literal["pong"] = "pong"
+
+
+ServerFrame = Ack | Delta | Done | Error | Pong
+
+
+def dump(frame: BaseModel) -> str:
+    """Serialize a frame with its wire (camelCase) names, leaving out unset optionals."""
+    return frame.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def error_frame(exc: ChatError, request_id: str | UUID | None = None) -> Error:
+    return Error(
+        requestId=str(request_id) if request_id is not None else None,
+        code=exc.code,
+        message=exc.message,
+        retryAfter=exc.retry_after,
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+def peek_request_id(body: str | None) -> str | None:
+    """The requestId of a frame that failed validation, so the error frame can name it."""
+    try:
+        value = json.loads(body or "")
+    except ValueError:
+        return None
+    if isinstance(value, dict):
+        rid = value.get("requestId")
+        if isinstance(rid, str) and len(rid) <= MAX_ID_CHARS:
+            return rid
+    return None
+
+
+def parse_client_frame(body: str | None) -> SendMessage | Resume | Cancel | Ping:
+    """Parse one client frame, raising BadRequest (or TooLarge) with one clear sentence."""
+    if body is None or body == "":
+        raise BadRequest("The frame is empty; send a JSON object with an 'action'.")
+    try:
+        value: Any = json.loads(body)
+    except ValueError:
+        raise BadRequest("The frame is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise BadRequest("The frame must be a JSON object with an 'action'.")
+    action = value.get("action")
+    if action not in ("sendMessage", "resume", "cancel", "ping"):
+        raise BadRequest(f"Unknown action {str(action)[:40]!r}; expected sendMessage, resume, cancel or ping.")
+    text = value.get("text")
+    if action == "sendMessage" and isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+        raise TooLarge(f"The message text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")
+    try:
+        return _client_frame.validate_python(value)
+    except ValidationError as exc:
+        raise BadRequest(f"Invalid {action} frame: {_describe(exc)}.") from None
+
+
+def parse_server_frame(data: str | bytes) -> ServerFrame:
+    """Parse a server frame (clients and tests)."""
+    return _server_frame.validate_json(data)
+
+
+_server_frame: TypeAdapter[ServerFrame] = TypeAdapter(
+    Annotated[Ack | Delta | Done | Error | Pong, Field(discriminator="type")]
+)

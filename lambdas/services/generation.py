@@ -1,0 +1,237 @@
+"""The worker's use case: turn one queued job into a streamed, persisted, metered answer.
+
+load context (Redis window, PostgreSQL fallback) -> retrieve -> build the prompt within budget ->
+stream from the model -> batch deltas by time into the request's Redis stream and PostToConnection ->
+persist the answer and one usage row -> metrics. Every way this can end sends the client a terminal
+frame (`done` or `error`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from lambdas import protocol
+from lambdas.adapters import chat_repo
+from lambdas.core.deltas import DeltaBatcher
+from lambdas.core.prompt import build_prompt
+from lambdas.core.tokens import estimate_tokens
+from lambdas.errors import ChatError, Internal
+from lambdas.observability import logger, metrics
+from lambdas.runtime import Deps
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    request_id: str
+    conversation_id: str
+    message_id: str
+    answer_id: str
+    tenant_id: str
+    user_id: str
+    connection_id: str
+    text: str
+    options: dict[str, Any]
+    enqueued_at: float
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> Job:
+        return cls(
+            request_id=str(body["requestId"]),
+            conversation_id=str(body["conversationId"]),
+            message_id=str(body["messageId"]),
+            answer_id=str(body["answerId"]),
+            tenant_id=str(body["tenantId"]),
+            user_id=str(body["userId"]),
+            connection_id=str(body["connectionId"]),
+            text=str(body["text"]),
+            options=dict(body.get("options") or {}),
+            enqueued_at=float(body.get("enqueuedAt") or time.time()),
+        )
+
+
+class Stream:
+    """Publishes frames of one request: to its Redis stream (for resume) and to every watcher."""
+
+    def __init__(self, deps: Deps, request_id: str) -> None:
+        self.d = deps
+        self.rid = request_id
+        self.cancelled = False
+
+    def publish(self, frame: protocol.ServerFrame) -> None:
+        data = protocol.dump(frame)
+        result = self.d.cache.publish(self.rid, data, self.d.settings.delta_ttl_s)
+        self.cancelled = result.cancelled
+        for connection_id in result.watchers:
+            if not self.d.connections.post(connection_id, data):
+                # Gone: the client may come back and resume; stop posting to this connection.
+                self.d.cache.unwatch(self.rid, connection_id)
+
+
+class GenerationService:
+    def __init__(self, deps: Deps) -> None:
+        self.d = deps
+        self.s = deps.settings
+
+    def run(self, job: Job) -> None:
+        """Generate the answer for one job. Raises only for failures worth a redelivery."""
+        cache = self.d.cache
+        if not cache.claim_generation(job.request_id, ttl_s=self._claim_ttl()):
+            logger.info("generation already claimed", extra={"request_id": job.request_id})
+            return
+        try:
+            with self.d.db.transaction() as conn:
+                if not chat_repo.user_message_exists(conn, job.message_id):
+                    logger.warning("job without a stored message dropped", extra={"request_id": job.request_id})
+                    return
+                if chat_repo.answer_exists(conn, job.answer_id):
+                    return  # a redelivery of an answered job
+            self._generate(job)
+        except BaseException:
+            cache.release_generation(job.request_id)  # let the redelivery run
+            raise
+
+    def _claim_ttl(self) -> int:
+        return 15 * 60
+
+    def _generate(self, job: Job) -> None:
+        started = time.monotonic()
+        stream = Stream(self.d, job.request_id)
+        metrics.add_metric(name="QueueWait", unit=MetricUnit.Milliseconds,
+                           value=max(0.0, (time.time() - job.enqueued_at) * 1000))
+        if self.d.cache.is_cancelled(job.request_id):
+            self._finish(job, stream, text="", finish="cancelled", citations=[], input_tokens=0,
+                         output_tokens=0, ttft_ms=None, started=started)
+            return
+        max_tokens = int(job.options.get("maxTokens") or self.s.max_output_tokens)
+        max_tokens = min(max_tokens, self.s.max_output_tokens)
+        history = self._history(job)
+        citations, context_block = self._retrieve(job)
+        prompt = build_prompt(
+            system=self.s.system_prompt,
+            context_block=context_block,
+            history=history,
+            user_text=job.text,
+            max_context_tokens=self.s.model_max_context_tokens,
+            max_output_tokens=max_tokens,
+        )
+        batcher = DeltaBatcher(interval_s=self.s.flush_interval_ms / 1000)
+        parts: list[str] = []
+        finish = "stop"
+        usage: tuple[int, int] | None = None
+        ttft_ms: int | None = None
+        try:
+            for chunk in self.d.model.stream_chat(
+                prompt.messages,
+                max_tokens=max_tokens,
+                temperature=job.options.get("temperature"),
+                top_p=job.options.get("topP"),
+                adapter=job.options.get("adapter") or None,
+            ):
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.text:
+                    parts.append(chunk.text)
+                    if ttft_ms is None:
+                        ttft_ms = int((time.monotonic() - started) * 1000)
+                    due = batcher.add(chunk.text, time.monotonic())
+                    if due:
+                        stream.publish(protocol.Delta(requestId=job.request_id, seq=due[0], text=due[1]))
+                        if stream.cancelled:
+                            finish = "cancelled"
+                            break
+                if chunk.finish_reason:
+                    finish = chunk.finish_reason
+        except ChatError as exc:
+            self._fail(job, stream, batcher, parts, exc, prompt.input_tokens, ttft_ms, started)
+            return
+        except Exception:  # the model client's contract is ChatError; anything else is a bug
+            logger.exception("model stream failed")
+            self._fail(job, stream, batcher, parts, Internal("The answer failed; please retry."),
+                       prompt.input_tokens, ttft_ms, started)
+            return
+        tail = batcher.flush(time.monotonic())
+        if tail:
+            stream.publish(protocol.Delta(requestId=job.request_id, seq=tail[0], text=tail[1]))
+        text = "".join(parts)
+        input_tokens, output_tokens = usage or (prompt.input_tokens, estimate_tokens(text))
+        self._finish(job, stream, text=text, finish=finish, citations=citations, input_tokens=input_tokens,
+                     output_tokens=output_tokens, ttft_ms=ttft_ms, started=started)
+
+    def _history(self, job: Job) -> list[dict[str, str]]:
+        cached = self.d.cache.history(job.conversation_id)
+        if cached is not None:
+            return [t for t in cached if t.get("requestId") != job.request_id]
+        with self.d.db.transaction() as conn:
+            seq = chat_repo.message_seq(conn, job.message_id)
+            turns = chat_repo.recent_turns(conn, job.conversation_id, before_seq=seq, limit=self.s.history_turns)
+        self.d.cache.set_history(job.conversation_id, turns, keep=self.s.history_turns,
+                                 ttl_s=self.s.hot_window_ttl_s)
+        return turns
+
+    def _retrieve(self, job: Job) -> tuple[list[protocol.Citation], str]:
+        retriever = self.d.retriever if job.options.get("rag", True) else None
+        if retriever is None or self.s.rag_top_k == 0:
+            return [], ""
+        from lambdas.rag.retriever import fit_passages, format_context
+
+        passages = retriever.retrieve(tenant_id=job.tenant_id, query=job.text, k=self.s.rag_top_k,
+                                      min_score=self.s.rag_min_score)
+        passages = fit_passages(passages, self.s.rag_context_tokens, estimate_tokens)
+        citations = [
+            protocol.Citation(index=i, documentId=p.document_id, title=p.title, chunk=p.chunk,
+                              score=round(p.score, 4), source=p.source)
+            for i, p in enumerate(passages, start=1)
+        ]
+        return citations, format_context(passages) if passages else ""
+
+    def _fail(self, job: Job, stream: Stream, batcher: DeltaBatcher, parts: list[str], exc: ChatError,
+              input_tokens: int, ttft_ms: int | None, started: float) -> None:
+        tail = batcher.flush(time.monotonic())
+        if tail:
+            stream.publish(protocol.Delta(requestId=job.request_id, seq=tail[0], text=tail[1]))
+        metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
+        logger.warning("generation failed", extra={"request_id": job.request_id, "code": exc.code})
+        text = "".join(parts)
+        # The answer was cut short: it is still stored and metered (usage is written once per answer).
+        self._record(job, text=text, finish="error", citations=[], input_tokens=input_tokens,
+                     output_tokens=estimate_tokens(text), ttft_ms=ttft_ms, started=started)
+        stream.publish(protocol.error_frame(exc, job.request_id))
+
+    def _finish(self, job: Job, stream: Stream, *, text: str, finish: str,
+                citations: list[protocol.Citation], input_tokens: int, output_tokens: int,
+                ttft_ms: int | None, started: float) -> None:
+        self._record(job, text=text, finish=finish, citations=citations, input_tokens=input_tokens,
+                     output_tokens=output_tokens, ttft_ms=ttft_ms, started=started)
+        self.d.cache.append_history(
+            job.conversation_id,
+            [{"role": "user", "content": job.text, "requestId": job.request_id},
+             {"role": "assistant", "content": text, "requestId": job.request_id}],
+            keep=self.s.history_turns, ttl_s=self.s.hot_window_ttl_s,
+        )
+        stream.publish(protocol.Done(
+            requestId=job.request_id, messageId=job.answer_id, finishReason=finish,
+            usage=protocol.Usage(inputTokens=input_tokens, outputTokens=output_tokens), citations=citations,
+        ))
+        metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=output_tokens)
+        metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=input_tokens)
+        if ttft_ms is not None:
+            metrics.add_metric(name="TimeToFirstToken", unit=MetricUnit.Milliseconds, value=ttft_ms)
+
+    def _record(self, job: Job, *, text: str, finish: str, citations: list[protocol.Citation],
+                input_tokens: int, output_tokens: int, ttft_ms: int | None, started: float) -> None:
+        s = self.s
+        cost = (Decimal(output_tokens) + Decimal(input_tokens) * Decimal(str(s.input_token_cost_ratio))) \
+            * Decimal(str(s.model_price_per_1k_output_tokens_usd)) / 1000
+        with self.d.db.transaction() as conn:
+            chat_repo.record_answer(conn, chat_repo.Answer(
+                answer_id=job.answer_id, conversation_id=job.conversation_id, tenant_id=job.tenant_id,
+                user_id=job.user_id, request_id=job.request_id, text=text, finish_reason=finish,
+                citations=[c.model_dump(by_alias=True) for c in citations], input_tokens=input_tokens,
+                output_tokens=output_tokens, model_profile=s.model_profile, region=s.region, ttft_ms=ttft_ms,
+                duration_ms=int((time.monotonic() - started) * 1000), cost_usd=cost,
+            ))

@@ -1,0 +1,1 @@
+"""LMI model profiles and the local LMI-compatible model server."""
