@@ -1,0 +1,534 @@
+"""A local API Gateway WebSocket API: same handshake, routing, events, limits and @connections API.
+
+The handlers that run behind API Gateway in the cloud run here unchanged: the REQUEST authorizer and
+`$connect` decide the handshake, messages are routed on `$request.body.action`, every close ends in
+one `$disconnect`, and the handlers answer clients through boto3's `apigatewaymanagementapi` client
+pointed at this server (`endpoint_url="http://HOST:PORT"`), never through a local shortcut.
+
+Handlers are synchronous and may block (Redis, PostgreSQL, boto3 calls back into this server), so
+each invocation runs in a worker thread; the event loop only moves frames.
+
+Frame size (32 KB in API Gateway): ASGI hands the application whole messages and sends each
+`websocket.send` as one frame, so frames are not seen here. Incoming messages are limited to
+128 KB (close 1009, as API Gateway); outgoing messages up to 128 KB go out as one frame, which any
+conforming client reassembles exactly as it does API Gateway's 32 KB fragments. Serve with
+`ws_max_size=MAX_MESSAGE_BYTES` (see `server_options`) so that oversized input is refused before
+it is buffered whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fnmatch
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from chatstack.local.lambda_context import Handler, invoke
+from lambdas import wiring
+
+logger = logging.getLogger(__name__)
+
+GOING_AWAY = (1001, "Going away")
+_PREDEFINED_ROUTES = frozenset({"$connect", "$disconnect", "$default"})
+
+
+def _aws_id() -> str:
+    """An id shaped like API Gateway's connection and request ids ("L0SM9cOFvHcCIhw=")."""
+    return base64.b64encode(os.urandom(11)).decode("ascii")
+
+
+def _iso(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Refused(Exception):
+    """The handshake is refused with this HTTP status (authorizer or `$connect` said no)."""
+
+    def __init__(self, status: int, message: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(eq=False)
+class _Connection:
+    id: str
+    websocket: WebSocket
+    source_ip: str
+    user_agent: str | None
+    domain_name: str
+    opened: float  # event-loop clock, for the limits
+    connected_at_ms: int
+    authorizer: dict[str, Any] | None = None
+    last_active: float = 0.0
+    last_active_epoch: float = 0.0
+    # Set by whoever closes the socket from this side: (close code, reason the $disconnect event gives).
+    closed_by_server: tuple[int, str] | None = None
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def touch(self) -> None:
+        self.last_active = asyncio.get_running_loop().time()
+        self.last_active_epoch = time.time()
+
+
+@dataclass(frozen=True)
+class _Handshake:
+    """What the authorizer and `$connect` see of the upgrade request."""
+
+    request_id: str
+    headers: dict[str, str]
+    multi_headers: dict[str, list[str]]
+    query: list[tuple[str, str]]
+
+
+class GatewayEmulator:
+    """An API Gateway WebSocket API and its @connections management API, as Starlette routes."""
+
+    def __init__(
+        self,
+        *,
+        routes: Mapping[str, Handler],
+        authorizer: Handler | None,
+        api_id: str = "local",
+        stage: str = wiring.STAGE_NAME,
+        region: str = "us-east-1",
+        account_id: str = "000000000000",
+        ws_path: str = "/ws",
+        idle_timeout_s: float = wiring.IDLE_TIMEOUT_S,
+        max_connection_s: float = wiring.MAX_CONNECTION_S,
+        max_message_bytes: int = wiring.MAX_MESSAGE_BYTES,
+        send_timeout_s: float = 10.0,
+        thread_tokens: int = 1000,
+        new_connection_id: Callable[[], str] = _aws_id,
+    ) -> None:
+        self.handlers = dict(routes)
+        self.authorizer = authorizer
+        self.api_id = api_id
+        self.stage = stage
+        self.region = region
+        self.account_id = account_id
+        self.ws_path = ws_path
+        self.idle_timeout_s = idle_timeout_s
+        self.max_connection_s = max_connection_s
+        self.max_message_bytes = max_message_bytes
+        # A client that stops reading fills its buffer; API Gateway then answers 429 LimitExceeded.
+        self.send_timeout_s = send_timeout_s
+        self._thread_tokens = thread_tokens
+        self._new_connection_id = new_connection_id
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._connections: dict[str, _Connection] = {}
+        self._sessions: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._shutting_down = False
+
+    # -- public surface -------------------------------------------------------------------------
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        """The WebSocket endpoint and `@connections/{id}` (also under `/{stage}`, as in AWS)."""
+        methods = ["GET", "POST", "DELETE"]
+        return [
+            WebSocketRoute(self.ws_path, self._session),
+            Route("/@connections/{connection_id:path}", self._manage, methods=methods),
+            Route(f"/{self.stage}/@connections/{{connection_id:path}}", self._manage, methods=methods),
+        ]
+
+    @property
+    def server_options(self) -> dict[str, Any]:
+        """uvicorn settings that apply API Gateway's message limit in the WebSocket layer itself."""
+        return {"ws_max_size": self.max_message_bytes}
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def method_arn(self) -> str:
+        return f"arn:aws:execute-api:{self.region}:{self.account_id}:{self.api_id}/{self.stage}/$connect"
+
+    async def aclose(self) -> None:
+        """Close every socket with 1001 "Going away" and wait for every `$disconnect` and handler."""
+        self._shutting_down = True
+        for connection in list(self._connections.values()):
+            await self._close(connection, *GOING_AWAY)
+        for connection in list(self._sessions):
+            await connection.finished.wait()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- invocation -----------------------------------------------------------------------------
+
+    async def _invoke(self, handler: Handler, event: dict[str, Any]) -> Any:
+        if self._limiter is None:  # created lazily: it must belong to the running event loop
+            self._limiter = anyio.CapacityLimiter(self._thread_tokens)
+        return await anyio.to_thread.run_sync(invoke, handler, event, limiter=self._limiter)
+
+    # -- the WebSocket session ------------------------------------------------------------------
+
+    async def _session(self, websocket: WebSocket) -> None:
+        await websocket.receive()  # "websocket.connect"
+        client = websocket.scope.get("client")
+        now = time.time()
+        connection = _Connection(
+            id=self._new_connection_id(),
+            websocket=websocket,
+            source_ip=client[0] if client else "127.0.0.1",
+            user_agent=websocket.headers.get("user-agent"),
+            domain_name=websocket.headers.get("host", "localhost"),
+            opened=asyncio.get_running_loop().time(),
+            connected_at_ms=int(now * 1000),
+        )
+        connection.touch()
+        query = parse_qsl(websocket.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        handshake = _Handshake(_aws_id(), *self._headers(websocket), query)
+        self._sessions.add(connection)  # from here on, aclose() waits for this session
+        try:
+            try:
+                if self._shutting_down:
+                    raise _Refused(503, "Service Unavailable")
+                connection.authorizer = await self._authorize(connection, handshake)
+                subprotocol = await self._connect(connection, handshake)
+            except _Refused as refused:
+                await self._refuse(websocket, refused)
+                return
+            await self._open(connection, subprotocol)
+        finally:
+            connection.finished.set()
+            self._sessions.discard(connection)
+
+    async def _open(self, connection: _Connection, subprotocol: str | None) -> None:
+        """From an accepted `$connect` to `$disconnect`, which runs once whatever ends the session."""
+        code, reason = 1006, "Client disconnected during the handshake"
+        try:
+            try:
+                await connection.websocket.accept(subprotocol=subprotocol)
+            except Exception:  # the client left while $connect ran: accept() found no socket
+                logger.debug("connection %s lost during the handshake", connection.id)
+                return
+            self._connections[connection.id] = connection
+            if self._shutting_down:  # aclose() ran while the authorizer or $connect did
+                await self._close(connection, *GOING_AWAY)
+            code, reason = await self._serve(connection)
+        finally:
+            self._connections.pop(connection.id, None)
+            await self._disconnect(connection, code, reason)
+
+    async def _serve(self, connection: _Connection) -> tuple[int, str]:
+        watchdog = asyncio.create_task(self._watch_limits(connection))
+        try:
+            while True:
+                message = await connection.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    if connection.closed_by_server is not None:
+                        return connection.closed_by_server
+                    code = int(message.get("code") or 1005)
+                    return code, self._client_close_reason(code, message.get("reason"))
+                text: str | None = message.get("text")
+                data: bytes = text.encode() if text is not None else (message.get("bytes") or b"")
+                if len(data) > self.max_message_bytes:
+                    await self._close(connection, 1009, "Message too big")
+                    continue
+                connection.touch()
+                task = asyncio.create_task(self._route(connection, text, data))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        finally:
+            watchdog.cancel()
+
+    async def _watch_limits(self, connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            idle_deadline = connection.last_active + self.idle_timeout_s
+            deadline = min(idle_deadline, connection.opened + self.max_connection_s)
+            if loop.time() >= deadline:
+                await self._close(connection, *GOING_AWAY)
+                return
+            await asyncio.sleep(deadline - loop.time())
+
+    async def _close(self, connection: _Connection, code: int, reason: str) -> None:
+        if connection.closed_by_server is not None:
+            return
+        connection.closed_by_server = (code, reason)
+        async with connection.send_lock:
+            try:
+                await connection.websocket.close(code, "" if code == 1000 else reason)
+            except Exception:  # already gone: the session loop sees the disconnect anyway
+                logger.debug("close of %s after the peer left", connection.id)
+
+    @staticmethod
+    def _client_close_reason(code: int, reason: str | None) -> str:
+        if reason:
+            return str(reason)
+        if code == 1005:
+            return "Client-side close frame status not set"
+        return f"Client-side close frame status set to {code}"
+
+    async def _refuse(self, websocket: WebSocket, refused: _Refused) -> None:
+        body = {"message": refused.message}
+        try:
+            await websocket.send_denial_response(JSONResponse(body, status_code=refused.status))
+        except Exception:  # the client already left
+            logger.debug("handshake refusal (%s) after the client left", refused.status)
+
+    # -- handshake: authorizer and $connect ------------------------------------------------------
+
+    @staticmethod
+    def _headers(websocket: WebSocket) -> tuple[dict[str, str], dict[str, list[str]]]:
+        headers: dict[str, str] = {}
+        multi: dict[str, list[str]] = {}
+        for raw_name, raw_value in websocket.scope["headers"]:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            headers[name] = value
+            multi.setdefault(name, []).append(value)
+        client = websocket.scope.get("client")
+        forwarded = {
+            "X-Forwarded-For": client[0] if client else "127.0.0.1",
+            "X-Forwarded-Port": str((websocket.scope.get("server") or ("", 0))[1]),
+            "X-Forwarded-Proto": "https" if websocket.scope.get("scheme") == "wss" else "http",
+        }
+        for name, value in forwarded.items():
+            if name.lower() not in {key.lower() for key in headers}:
+                headers[name] = value
+                multi[name] = [value]
+        return headers, multi
+
+    def _request_context(self, connection: _Connection, request_id: str, route_key: str) -> dict[str, Any]:
+        now = time.time()
+        event_type = {"$connect": "CONNECT", "$disconnect": "DISCONNECT"}.get(route_key, "MESSAGE")
+        context: dict[str, Any] = {
+            "routeKey": route_key,
+            "eventType": event_type,
+            "extendedRequestId": request_id,
+            "requestTime": datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "messageDirection": "IN",
+            "stage": self.stage,
+            "connectedAt": connection.connected_at_ms,
+            "requestTimeEpoch": int(now * 1000),
+            "identity": {"sourceIp": connection.source_ip, "userAgent": connection.user_agent},
+            "requestId": request_id,
+            "domainName": connection.domain_name,
+            "connectionId": connection.id,
+            "apiId": self.api_id,
+        }
+        if connection.authorizer is not None:  # set once the authorizer allowed the handshake
+            context["authorizer"] = connection.authorizer
+        return context
+
+    async def _authorize(self, connection: _Connection, handshake: _Handshake) -> dict[str, Any] | None:
+        if self.authorizer is None:
+            return None
+        event = {
+            "type": "REQUEST",
+            "methodArn": self.method_arn,
+            "headers": handshake.headers,
+            "multiValueHeaders": handshake.multi_headers,
+            "queryStringParameters": dict(handshake.query),
+            "multiValueQueryStringParameters": _multi(handshake.query),
+            "stageVariables": {},
+            "requestContext": self._request_context(connection, handshake.request_id, "$connect"),
+        }
+        started = time.monotonic()
+        try:
+            response = await self._invoke(self.authorizer, event)
+        except Exception as error:
+            if str(error) == "Unauthorized":
+                raise _Refused(401, "Unauthorized") from None
+            logger.exception("authorizer failed")
+            raise _Refused(500, None) from None
+        latency_ms = int((time.monotonic() - started) * 1000)
+        return self._evaluate_policy(response, latency_ms)
+
+    def _evaluate_policy(self, response: Any, latency_ms: int) -> dict[str, Any]:
+        """The authorizer's verdict on `$connect`: its context, or a refusal (403 deny, 500 malformed)."""
+        try:
+            principal = response["principalId"]
+            statements = response["policyDocument"]["Statement"]
+            context = response.get("context") or {}
+            if not isinstance(principal, str) or not isinstance(context, dict):
+                raise TypeError("principalId must be a string and context an object")
+            if any(not isinstance(value, str | int | float | bool) for value in context.values()):
+                raise TypeError("context values must be strings, numbers or booleans")
+            effects = [
+                statement["Effect"]
+                for statement in (statements if isinstance(statements, list) else [statements])
+                if self._statement_matches(statement)
+            ]
+        except (KeyError, TypeError, AttributeError):
+            logger.error("malformed authorizer response: %r", response)
+            raise _Refused(500, None) from None
+        if "Deny" in effects or "Allow" not in effects:
+            raise _Refused(403, "Forbidden")
+        return {**context, "principalId": principal, "integrationLatency": latency_ms}
+
+    def _statement_matches(self, statement: dict[str, Any]) -> bool:
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        return any(fnmatch.fnmatchcase("execute-api:Invoke", action) for action in actions) and any(
+            fnmatch.fnmatchcase(self.method_arn, resource) for resource in resources
+        )
+
+    async def _connect(self, connection: _Connection, handshake: _Handshake) -> str | None:
+        """Run `$connect`; answers the subprotocol to accept, or raises `_Refused`."""
+        handler = self.handlers.get("$connect")
+        if handler is None:
+            return None
+        event: dict[str, Any] = {
+            "headers": handshake.headers,
+            "multiValueHeaders": handshake.multi_headers,
+            "requestContext": self._request_context(connection, handshake.request_id, "$connect"),
+            "isBase64Encoded": False,
+        }
+        if handshake.query:
+            event["queryStringParameters"] = dict(handshake.query)
+            event["multiValueQueryStringParameters"] = _multi(handshake.query)
+        try:
+            response = await self._invoke(handler, event)
+        except Exception:
+            logger.exception("$connect failed")
+            raise _Refused(500, "Internal server error") from None
+        status = response.get("statusCode", 200) if isinstance(response, dict) else 200
+        if not isinstance(status, int) or not 200 <= status < 300:
+            raise _Refused(status if isinstance(status, int) and 400 <= status < 600 else 500, None)
+        response_headers = (response.get("headers") or {}) if isinstance(response, dict) else {}
+        subprotocol = {k.lower(): v for k, v in response_headers.items()}.get("sec-websocket-protocol")
+        return str(subprotocol) if subprotocol else None
+
+    # -- messages and $disconnect ----------------------------------------------------------------
+
+    def _select_route(self, text: str | None) -> str | None:
+        """`$request.body.action`: the route whose key equals the action, else `$default` if any."""
+        action: Any = None
+        if text is not None:
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and "action" in body:
+                action = body["action"]
+                action = action if isinstance(action, str) else json.dumps(action)
+        if action is not None and action not in _PREDEFINED_ROUTES and action in self.handlers:
+            return str(action)
+        return "$default" if "$default" in self.handlers else None
+
+    async def _route(self, connection: _Connection, text: str | None, data: bytes) -> None:
+        request_id = _aws_id()
+        route_key = self._select_route(text)
+        if route_key is None:
+            await self._send_status(connection, "Forbidden", request_id)
+            return
+        context = self._request_context(connection, request_id, route_key)
+        context["messageId"] = _aws_id()
+        event = {
+            "requestContext": context,
+            "body": text if text is not None else base64.b64encode(data).decode("ascii"),
+            "isBase64Encoded": text is None,
+        }
+        try:
+            await self._invoke(self.handlers[route_key], event)
+        except Exception:
+            logger.exception("route %s failed on connection %s", route_key, connection.id)
+            await self._send_status(connection, "Internal server error", request_id)
+
+    async def _send_status(self, connection: _Connection, message: str, request_id: str) -> None:
+        frame = json.dumps({"message": message, "connectionId": connection.id, "requestId": request_id})
+        await self._send(connection, frame)
+
+    async def _disconnect(self, connection: _Connection, code: int, reason: str) -> None:
+        handler = self.handlers.get("$disconnect")
+        if handler is None:
+            return
+        # API Gateway repeats only a few of the handshake's headers on $disconnect.
+        headers = {
+            "Host": connection.domain_name,
+            "x-api-key": "",
+            "X-Forwarded-For": connection.source_ip,
+            "x-restapi": "",
+        }
+        context = self._request_context(connection, _aws_id(), "$disconnect")
+        context.update(disconnectStatusCode=code, disconnectReason=reason)
+        event = {
+            "headers": headers,
+            "multiValueHeaders": {name: [value] for name, value in headers.items()},
+            "requestContext": context,
+            "isBase64Encoded": False,
+        }
+        try:
+            await self._invoke(handler, event)
+        except Exception:
+            logger.exception("$disconnect failed for %s", connection.id)
+
+    # -- @connections ----------------------------------------------------------------------------
+
+    async def _send(self, connection: _Connection, payload: str | bytes) -> bool:
+        """One frame to the client in call order; False when the connection is gone."""
+        key = "text" if isinstance(payload, str) else "bytes"
+        with anyio.fail_after(self.send_timeout_s):
+            async with connection.send_lock:
+                if connection.closed_by_server is not None:
+                    return False
+                try:
+                    await connection.websocket.send({"type": "websocket.send", key: payload})
+                except Exception:  # closed under us (Starlette state or uvicorn ClientDisconnected)
+                    return False
+        connection.touch()
+        return True
+
+    async def _manage(self, request: Request) -> Response:
+        connection = self._connections.get(request.path_params["connection_id"])
+        if connection is None or connection.closed_by_server is not None:
+            return _error(410, "GoneException", None)
+        if request.method == "POST":
+            body = await request.body()
+            if len(body) > self.max_message_bytes:
+                return _error(413, "PayloadTooLargeException", "Message too long")
+            if not body:
+                return _error(400, "BadRequestException", "Invalid request body: Data must not be empty")
+            try:
+                payload: str | bytes = body.decode("utf-8")
+            except UnicodeDecodeError:
+                payload = body
+            try:
+                sent = await self._send(connection, payload)
+            except TimeoutError:
+                return _error(429, "LimitExceededException", "The client side buffer is full")
+            return Response(status_code=200) if sent else _error(410, "GoneException", None)
+        if request.method == "GET":
+            return JSONResponse(
+                {
+                    "connectedAt": _iso(connection.connected_at_ms / 1000),
+                    "identity": {"sourceIp": connection.source_ip, "userAgent": connection.user_agent or ""},
+                    "lastActiveAt": _iso(connection.last_active_epoch),
+                }
+            )
+        await self._close(connection, 1000, "Connection Closed Normally")
+        return Response(status_code=204)
+
+
+def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        multi.setdefault(name, []).append(value)
+    return multi
+
+
+def _error(status: int, error_type: str, message: str | None) -> Response:
+    """An error in the rest-json shape botocore maps to `client.exceptions.<error_type>`."""
+    return JSONResponse({"message": message}, status_code=status, headers={"x-amzn-ErrorType": error_type})
