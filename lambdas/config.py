@@ -79,6 +79,25 @@ class Settings(BaseModel):
     auth_leeway_s: int = Field(default=30, ge=0, le=300)
     auth_jwks_ttl_s: int = Field(default=600, ge=0)
 
+    # Rate limits and quotas (docs/identity.md). 0 means "no limit". Per-minute limits are token buckets
+    # (a burst of the whole minute's allowance, refilled evenly); quotas are calendar periods in UTC.
+    # Tenants override all but the per-IP limit through PUT /v1/limits.
+    limits_enabled: bool = True
+    limit_connections_per_ip_per_minute: int = Field(default=600, ge=0, le=1_000_000)
+    limit_messages_per_connection_per_minute: int = Field(default=30, ge=0, le=1_000_000)
+    limit_messages_per_user_per_minute: int = Field(default=60, ge=0, le=1_000_000)
+    limit_tokens_per_user_per_minute: int = Field(default=50_000, ge=0, le=10**12)
+    limit_tokens_per_tenant_per_minute: int = Field(default=1_000_000, ge=0, le=10**12)
+    quota_tokens_per_user_per_day: int = Field(default=1_000_000, ge=0, le=10**12)
+    quota_tokens_per_user_per_month: int = Field(default=10_000_000, ge=0, le=10**12)
+    quota_tokens_per_tenant_per_day: int = Field(default=0, ge=0, le=10**12)
+    quota_tokens_per_tenant_per_month: int = Field(default=0, ge=0, le=10**12)
+    budget_usd_per_tenant_per_month: float = Field(default=0.0, ge=0, le=1e9)
+    # How long the tenant's month-to-date spend, summed from the usage ledger, is reused before re-reading.
+    budget_refresh_s: int = Field(default=60, ge=1, le=3600)
+    # How long a tenant's limits are cached in Redis; PUT /v1/limits drops the cache at once.
+    limits_cache_s: int = Field(default=60, ge=1, le=3600)
+
     # Retrieval
     rag_enabled: bool = True
     rag_top_k: int = Field(default=4, ge=0, le=50)

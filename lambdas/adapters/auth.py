@@ -85,36 +85,16 @@ class JwtVerifier:
             raise Unauthorized("The token's signing key is unknown to the issuer.") from None
         except jwt.PyJWTError:
             raise Unauthorized("The token is malformed.") from None
-        cognito_access = False
         try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key=key.key,
-                algorithms=s.algorithms,
-                issuer=s.auth_issuer,
-                # Cognito access tokens carry client_id instead of aud: checked below.
-                audience=s.auth_audience or None,
-                leeway=s.auth_leeway_s,
-                options={"require": ["exp", "iss", "sub"], "verify_aud": bool(s.auth_audience)},
-            )
+            claims = self._decode(token, key.key, verify_aud=bool(s.auth_audience))
+            cognito_access = False
         except jwt.MissingRequiredClaimError as exc:
             if exc.claim != "aud":
                 raise Unauthorized(f"The token lacks the {exc.claim!r} claim.") from None
-            claims = jwt.decode(
-                token, key=key.key, algorithms=s.algorithms, issuer=s.auth_issuer, leeway=s.auth_leeway_s,
-                options={"require": ["exp", "iss", "sub"], "verify_aud": False},
-            )
+            # Cognito access tokens carry client_id instead of aud: checked below. Every other check
+            # (signature, issuer, expiry) already passed, since PyJWT checks the audience last.
+            claims = self._decode(token, key.key, verify_aud=False)
             cognito_access = True
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("The token has expired.") from None
-        except jwt.ImmatureSignatureError:
-            raise Unauthorized("The token is not valid yet.") from None
-        except jwt.InvalidIssuerError:
-            raise Unauthorized("The token was issued by another issuer.") from None
-        except jwt.InvalidAudienceError:
-            raise Unauthorized("The token is meant for another audience.") from None
-        except jwt.PyJWTError:
-            raise Unauthorized("The token's signature or claims are invalid.") from None
         if cognito_access and not (
             claims.get("token_use") == "access" and claims.get("client_id") == s.auth_audience
         ):
@@ -127,6 +107,40 @@ class JwtVerifier:
             )
         if len(tenant) > 128 or len(user) > 256:
             raise Unauthorized("The token's tenant or user claim is too long.")
-        raw_scopes = claims.get(s.auth_scopes_claim, "")
-        scopes = raw_scopes.split() if isinstance(raw_scopes, str) else [str(x) for x in raw_scopes or []]
-        return Identity(tenant_id=tenant, user_id=user, scopes=frozenset(scopes), method="jwt")
+        return Identity(tenant_id=tenant, user_id=user, scopes=_scopes(claims.get(s.auth_scopes_claim)),
+                        method="jwt")
+
+    def _decode(self, token: str, key: Any, *, verify_aud: bool) -> dict[str, Any]:
+        s = self.settings
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=s.algorithms,
+                issuer=s.auth_issuer,
+                audience=(s.auth_audience or None) if verify_aud else None,
+                leeway=s.auth_leeway_s,
+                options={"require": ["exp", "iss", "sub"], "verify_aud": verify_aud},
+            )
+        except jwt.MissingRequiredClaimError:
+            raise
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("The token has expired.") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthorized("The token is not valid yet.") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("The token was issued by another issuer.") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("The token is meant for another audience.") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("The token's signature or claims are invalid.") from None
+        return claims
+
+
+def _scopes(raw: Any) -> frozenset[str]:
+    """Scopes as a space-separated string (OAuth, Cognito) or a list of strings; anything else is none."""
+    if isinstance(raw, str):
+        return frozenset(raw.split())
+    if isinstance(raw, list):
+        return frozenset(x for x in raw if isinstance(x, str) and x and " " not in x)
+    return frozenset()

@@ -10,9 +10,10 @@ from lambdas import protocol
 from lambdas.adapters import chat_repo
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.cache import RequestRecord
-from lambdas.errors import BadRequest, NotFound
+from lambdas.errors import BadRequest, Forbidden, NotFound
 from lambdas.observability import logger
 from lambdas.runtime import Deps
+from lambdas.services.limits import LimitService
 
 
 class ChatService:
@@ -27,6 +28,10 @@ class ChatService:
     # ---- sendMessage -----------------------------------------------------------------------------
     def accept(self, identity: Identity, msg: protocol.SendMessage, connection_id: str) -> protocol.Ack:
         rid = str(msg.request_id)
+        if not identity.has_scope("chat"):
+            raise Forbidden("This identity may not chat; it needs the 'chat' scope.")
+        # Limits and quotas first: a refused message leaves nothing behind, not even its requestId.
+        LimitService(self.d).admit_message(identity, connection_id)
         cache = self.d.cache
         fresh = RequestRecord(tenant_id=identity.tenant_id, user_id=identity.user_id)
         previous = cache.claim_request(rid, fresh, self.s.idempotency_ttl_s)

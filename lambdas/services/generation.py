@@ -23,6 +23,7 @@ from lambdas.core.tokens import estimate_tokens
 from lambdas.errors import ChatError, Internal
 from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps
+from lambdas.services.limits import LimitService
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +229,20 @@ class GenerationService:
         cost = (Decimal(output_tokens) + Decimal(input_tokens) * Decimal(str(s.input_token_cost_ratio))) \
             * Decimal(str(s.model_price_per_1k_output_tokens_usd)) / 1000
         with self.d.db.transaction() as conn:
-            chat_repo.record_answer(conn, chat_repo.Answer(
+            stored = chat_repo.record_answer(conn, chat_repo.Answer(
                 answer_id=job.answer_id, conversation_id=job.conversation_id, tenant_id=job.tenant_id,
                 user_id=job.user_id, request_id=job.request_id, text=text, finish_reason=finish,
                 citations=[c.model_dump(by_alias=True) for c in citations], input_tokens=input_tokens,
                 output_tokens=output_tokens, model_profile=s.model_profile, region=s.region, ttft_ms=ttft_ms,
                 duration_ms=int((time.monotonic() - started) * 1000), cost_usd=cost,
             ))
+        if stored:  # a redelivery was charged the first time
+            self._charge(job, input_tokens + output_tokens, cost)
+
+    def _charge(self, job: Job, tokens: int, cost: Decimal) -> None:
+        """Spend the answer's tokens and dollars from the rate limits and quotas. The ledger row is
+        already stored, so a Redis failure here costs limit accuracy, never the answer."""
+        try:
+            LimitService(self.d).charge(job.tenant_id, job.user_id, tokens, cost)
+        except Exception:
+            logger.exception("charging limits failed", extra={"request_id": job.request_id})

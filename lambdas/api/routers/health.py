@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from lambdas.adapters.model_health import model_ready
 from lambdas.api.deps import DepsDep
 
 router = APIRouter(tags=["health"])
@@ -31,7 +32,7 @@ def healthz(d: DepsDep) -> JSONResponse:
     checks = {
         "database": _check(d.db.ping),
         "redis": _check(d.cache.ping),
-        "model": _check(d.model.ping),
+        "model": _check(lambda: model_ready(d.settings)),
     }
     healthy = all(c["ok"] for c in checks.values())
     return JSONResponse({"status": "ok" if healthy else "degraded", "checks": checks},

@@ -1,0 +1,117 @@
+"""`chatstack keys`: create, list and revoke API keys in the database of a data directory (or
+`DATABASE_URL`), for bootstrapping a tenant before anyone holds an admin token."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+import click
+
+from lambdas.adapters.auth import Identity
+
+if TYPE_CHECKING:
+    from lambdas.services.api_keys import ApiKeyService
+
+SCOPES = ("chat", "finance", "admin")
+DATA_DIR = click.option("--data-dir", default=".chatstack", show_default=True,
+                        type=click.Path(file_okay=False, path_type=Path),
+                        help="The data directory of `chatstack up` (ignored when DATABASE_URL is set).")
+TENANT = click.option("--tenant", required=True, help="The tenant the keys belong to.")
+
+
+@contextmanager
+def _service(data_dir: Path) -> Iterator[ApiKeyService]:
+    from chatstack.local.embedded import EmbeddedPostgres
+    from lambdas.config import Settings
+    from lambdas.runtime import Deps
+    from lambdas.services.api_keys import ApiKeyService
+
+    url = os.environ.get("DATABASE_URL") or os.environ.get("CHATSTACK_DATABASE_URL") or ""
+    if not url and not (data_dir / "pg").exists():
+        raise click.ClickException(f"No database in {data_dir}: run `chatstack up --data-dir {data_dir}`.")
+    # Shares the server of a running `chatstack up`, or starts one that stops when this command exits.
+    pg = None if url else EmbeddedPostgres(data_dir / "pg")
+    deps = Deps(Settings(database_url=url or (pg.url if pg else ""), database_pool_max=1))
+    try:
+        deps.db.migrate()
+        yield ApiKeyService(deps)
+    finally:
+        deps.db.close()
+
+
+def _check_tenant(tenant: str) -> None:
+    if not tenant.strip() or len(tenant) > 128:
+        raise click.BadParameter("must be 1 to 128 characters.", param_hint="--tenant")
+
+
+@click.group()
+def keys() -> None:
+    """Manage API keys (the REST API offers the same under /v1/api-keys)."""
+
+
+@keys.command()
+@TENANT
+@click.option("--name", required=True, help="What the key is for (1 to 100 characters).")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPES),
+              help="Repeatable. Default: chat.")
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=None, help="Days until it expires.")
+@DATA_DIR
+def create(tenant: str, name: str, scopes: tuple[str, ...], expires_days: int | None, data_dir: Path) -> None:
+    """Create a key and print it (the only time it is shown)."""
+    from lambdas.errors import ChatError
+
+    _check_tenant(tenant)
+    wanted = list(scopes or ("chat",))
+    # The operator acts for the tenant with every scope: this is how the first admin key is made.
+    operator = Identity(tenant_id=tenant, user_id="cli", scopes=frozenset(SCOPES))
+    with _service(data_dir) as service:
+        try:
+            created = service.create(operator, name=name, scopes=wanted, expires_in_days=expires_days)
+        except ChatError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(created.key)
+    click.echo(f"id {created.row.id}, scopes {' '.join(created.row.scopes)}; store the key now, it is not "
+               "shown again.", err=True)
+
+
+@keys.command(name="list")
+@TENANT
+@DATA_DIR
+def list_keys(tenant: str, data_dir: Path) -> None:
+    """List the tenant's keys (never their secrets)."""
+    _check_tenant(tenant)
+    with _service(data_dir) as service:
+        rows = service.list(tenant)
+    for r in rows:
+        state = "revoked" if r.revoked_at else "active"
+        expires = r.expires_at.isoformat(timespec="seconds") if r.expires_at else "never"
+        used = r.last_used_at.isoformat(timespec="seconds") if r.last_used_at else "never"
+        click.echo(f"{r.id}  {r.prefix}  {state:<7}  {','.join(r.scopes):<18}  expires {expires}  "
+                   f"last used {used}  {r.name}")
+
+
+@keys.command()
+@click.argument("key_id")
+@TENANT
+@DATA_DIR
+def revoke(key_id: str, tenant: str, data_dir: Path) -> None:
+    """Revoke the key KEY_ID (its id, as `keys list` prints it)."""
+    from lambdas.errors import ChatError
+
+    try:
+        key_uuid = UUID(key_id)
+    except ValueError:
+        raise click.BadParameter("must be a key id as `chatstack keys list` prints it.",
+                                 param_hint="KEY_ID") from None
+    _check_tenant(tenant)
+    with _service(data_dir) as service:
+        try:
+            service.revoke(tenant, str(key_uuid))
+        except ChatError as exc:
+            raise click.ClickException(exc.message) from None
+    click.echo(f"revoked {key_uuid}")
