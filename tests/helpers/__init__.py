@@ -1,0 +1,1 @@
+"""Shared test helpers (model fixtures and the like)."""
