@@ -43,3 +43,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="chatstack")
 def main() -> None:
     """Run, test, benchmark and plan the chatstack LLM chat service."""
+
+
+if __name__ == "__main__":
+    main()

@@ -34,6 +34,6 @@ class EmbeddedRedis:
         import redis
 
         try:
-            self.client.shutdown(save=True, now=True, force=True)
+            self.client.shutdown(save=True)  # Redis 6.2: no NOW/FORCE
         except redis.ConnectionError:
             pass  # the server closes the connection as it exits

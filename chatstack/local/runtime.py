@@ -1,0 +1,277 @@
+"""`chatstack up`: the whole service on one machine, through the real handler code.
+
+One uvicorn server carries the gateway emulator (WebSocket + @connections), the SQS stand-in, the
+REST API (the very FastAPI app Lambda runs behind Mangum), the dev JWKS and the chat page. The model
+server runs as its own process, as the LMI container does in the cloud. Handlers reach everything
+through the same boto3 calls as in the cloud, pointed with endpoint URLs at these stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Mount, Route
+
+from chatstack.local.embedded import EmbeddedPostgres, EmbeddedRedis
+from chatstack.local.identity import AUDIENCE, ISSUER, DevIdentity
+from lambdas import wiring
+
+
+@dataclass
+class RuntimeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".chatstack")
+    model_url: str = ""  # an existing LMI-compatible server; empty starts the local one
+    model_backend: str = "extractive"
+    model_args: list[str] = field(default_factory=list)
+    token_rate: float = 30.0
+    flush_interval_ms: int = 50
+    idle_timeout_s: float = wiring.IDLE_TIMEOUT_S
+    max_connection_s: float = wiring.MAX_CONNECTION_S
+    log_level: str = "warning"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Urls:
+    base: str
+    websocket: str
+    page: str
+    model: str
+    token: str
+
+
+class ModelProcess:
+    """The local LMI-compatible model server in its own process."""
+
+    def __init__(self, backend: str, token_rate: float, extra: list[str]) -> None:
+        cmd = [sys.executable, "-m", "sagemaker_containers.server", "--host", "127.0.0.1", "--port", "0",
+               "--backend", backend, "--token-rate", str(token_rate), *extra]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+        self.url = ""
+
+    def wait_ready(self, timeout_s: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"The model server exited before it was ready (exit code {self.proc.poll()}).")
+            if "model server ready on " in line:
+                self.url = line.rsplit("model server ready on ", 1)[1].strip()
+                return self.url
+        raise SystemExit("The model server did not become ready in time.")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise SystemExit(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _page() -> str:
+    return (resources.files("chatstack.web") / "index.html").read_text(encoding="utf-8")
+
+
+class LocalRuntime:
+    def __init__(self, options: RuntimeOptions) -> None:
+        self.o = options
+        self.pg: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+        self.model: ModelProcess | None = None
+        self.identity = DevIdentity(options.data_dir / "identity")
+        self.urls: Urls | None = None
+        self.server: uvicorn.Server | None = None
+
+    # ---- start-up ------------------------------------------------------------------------------
+    def _start_data(self) -> tuple[str, str]:
+        data = self.o.data_dir
+        db_url = os.environ.get("DATABASE_URL") or os.environ.get("CHATSTACK_DATABASE_URL") or ""
+        redis_url = os.environ.get("REDIS_URL") or os.environ.get("CHATSTACK_REDIS_URL") or ""
+        if not db_url:
+            self.pg = EmbeddedPostgres(data / "pg")
+            db_url = self.pg.url
+        if not redis_url:
+            self.redis = EmbeddedRedis(data / "redis")
+            redis_url = self.redis.url
+        return db_url, redis_url
+
+    def _environment(self, base: str, db_url: str, redis_url: str, model_url: str, queue_url: str,
+                     sqs_url: str) -> None:
+        env = {
+            "CHATSTACK_ENVIRONMENT": "local",
+            "CHATSTACK_DATABASE_URL": db_url,
+            "CHATSTACK_REDIS_URL": redis_url,
+            "CHATSTACK_CONNECTIONS_URL": base,
+            "CHATSTACK_QUEUE_URL": queue_url,
+            "CHATSTACK_SQS_ENDPOINT_URL": sqs_url,
+            "CHATSTACK_MODEL_TRANSPORT": "http",
+            "CHATSTACK_MODEL_ENDPOINT": model_url.rstrip("/") + "/invocations",
+            "CHATSTACK_AUTH_ISSUER": ISSUER,
+            "CHATSTACK_AUTH_AUDIENCE": AUDIENCE,
+            "CHATSTACK_AUTH_ALGORITHMS": "ES256",
+            "CHATSTACK_AUTH_JWKS_URL": base + "/.well-known/jwks.json",
+            "CHATSTACK_FLUSH_INTERVAL_MS": str(self.o.flush_interval_ms),
+            # boto3 signs every call; the stand-ins do not check signatures.
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+            "POWERTOOLS_SERVICE_NAME": "chatstack",
+        }
+        # What the user set wins over our defaults, except the wiring to our own stand-ins.
+        for key, value in {**env, **self.o.extra_env}.items():
+            if key in self.o.extra_env or key not in os.environ or key.startswith("CHATSTACK_"):
+                os.environ[key] = value
+
+    def _app(self, gateway: Any, sqs: Any) -> Starlette:
+        from lambdas.api.app import create_app
+
+        identity = self.identity
+
+        async def jwks(_: Request) -> JSONResponse:
+            return JSONResponse(identity.jwks(), headers={"Cache-Control": "max-age=300"})
+
+        page = _page()
+
+        async def index(_: Request) -> HTMLResponse:
+            return HTMLResponse(page)
+
+        routes = [
+            *gateway.routes,
+            *sqs.routes,
+            Route("/.well-known/jwks.json", jwks),
+            Route("/", index),
+            Mount("/", app=create_app()),
+        ]
+        return Starlette(routes=routes)
+
+    async def serve(self, on_ready: Callable[[Urls], Awaitable[None] | None] | None = None) -> None:
+        from chatstack.local.gateway import GatewayEmulator
+        from chatstack.local.lambda_context import load_handler
+        from chatstack.local.sqs import LocalSqs
+
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        o = self.o
+        o.data_dir.mkdir(parents=True, exist_ok=True)
+        sock = _bind(o.host, o.port)
+        port = sock.getsockname()[1]
+        host_for_urls = "127.0.0.1" if o.host in ("0.0.0.0", "::") else o.host
+        base = f"http://{host_for_urls}:{port}"
+        if o.model_url:
+            model_url = o.model_url
+        else:
+            self.model = ModelProcess(o.model_backend, o.token_rate, o.model_args)
+        db_url, redis_url = await asyncio.to_thread(self._start_data)
+        if self.model is not None:
+            model_url = await asyncio.to_thread(self.model.wait_ready)
+
+        worker = load_handler(wiring.WORKER)
+        sqs = LocalSqs(queue=wiring.JOBS_QUEUE, worker=worker, base_url=base + "/sqs")
+        self._environment(base, db_url, redis_url, model_url, sqs.queue_url, sqs.endpoint_url)
+
+        from lambdas.config import get_settings
+        from lambdas.runtime import deps
+
+        get_settings.cache_clear()
+        d = deps()
+        await asyncio.to_thread(d.db.migrate)
+
+        gateway = GatewayEmulator(
+            routes={route.key: load_handler(route.function) for route in wiring.ROUTES},
+            authorizer=load_handler(wiring.AUTHORIZER),
+            idle_timeout_s=o.idle_timeout_s,
+            max_connection_s=o.max_connection_s,
+        )
+        app = self._app(gateway, sqs)
+        config = uvicorn.Config(app, log_level=o.log_level, lifespan="off", timeout_graceful_shutdown=5,
+                                **gateway.server_options)
+        self.server = server = uvicorn.Server(config)
+        token = self.identity.mint(user="dev", tenant="local", ttl_s=12 * 3600)
+        ws_base = base.replace("http://", "ws://")
+        self.urls = Urls(base=base, websocket=f"{ws_base}{gateway.ws_path}",
+                         page=f"{base}/?token={token}", model=model_url, token=token)
+        await sqs.start()
+        serve_task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            while not server.started:
+                if serve_task.done():
+                    await serve_task
+                    return
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(self._warm, base)
+            if on_ready is not None:
+                result = on_ready(self.urls)
+                if asyncio.iscoroutine(result):
+                    await result
+            await serve_task
+        finally:
+            await sqs.stop()
+            await gateway.aclose()
+            self.close()
+
+    def _warm(self, base: str) -> None:
+        """Touch every dependency once so the first chat does not pay for cold starts."""
+        from lambdas.runtime import deps
+
+        d = deps()
+        d.cache.ping()
+        d.connections  # noqa: B018  (builds the boto3 client)
+        d.queue  # noqa: B018
+        d.model  # noqa: B018  (builds the model client)
+        if d.retriever is not None:  # loads the embedding model (seconds) now rather than on the first chat
+            d.retriever.retrieve(tenant_id="warm-up", query="warm up", k=1, min_score=1.0)
+        with contextlib.suppress(Exception):
+            d.verifier.jwks.get_jwk_set()
+        with httpx.Client(timeout=10) as client:
+            client.get(base + "/healthz")
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.stop()
+        from lambdas.runtime import deps
+
+        with contextlib.suppress(Exception):
+            deps().db.close()
+        if self.redis is not None:
+            self.redis.close()
+        if self.pg is not None:
+            self.pg.close()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True

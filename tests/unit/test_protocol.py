@@ -1,0 +1,69 @@
+"""Protocol v1 frames: what clients may send, what the server answers with for bad frames."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from lambdas import protocol
+from lambdas.errors import BadRequest, TooLarge
+
+RID = str(uuid.uuid4())
+
+
+def test_send_message_frame_parses_with_wire_names() -> None:
+    frame = protocol.parse_client_frame(json.dumps(
+        {"action": "sendMessage", "requestId": RID, "text": "hi", "options": {"maxTokens": 10, "rag": False}}))
+    assert isinstance(frame, protocol.SendMessage)
+    assert str(frame.request_id) == RID and frame.options.max_tokens == 10 and frame.options.rag is False
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ("", "empty"),
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"text": "hi"}', "Unknown action"),
+        ('{"action": "dance"}', "Unknown action 'dance'"),
+        ('{"action": "sendMessage", "text": "hi"}', "requestId"),
+        (json.dumps({"action": "sendMessage", "requestId": "nope", "text": "hi"}), "requestId"),
+        (json.dumps({"action": "sendMessage", "requestId": RID, "text": ""}), "text"),
+        (json.dumps({"action": "sendMessage", "requestId": RID, "text": "x", "extra": 1}), "extra"),
+        (json.dumps({"action": "resume", "requestId": RID, "afterSeq": -1}), "afterSeq"),
+        (json.dumps({"action": "sendMessage", "requestId": RID, "text": "x", "options": {"maxTokens": 0}}),
+         "maxTokens"),
+    ],
+)
+def test_bad_frames_are_refused_with_one_clear_sentence(body: str, fragment: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        protocol.parse_client_frame(body)
+    assert fragment in info.value.message
+    assert info.value.code == "BAD_REQUEST"
+
+
+def test_oversized_text_is_too_large() -> None:
+    body = json.dumps({"action": "sendMessage", "requestId": RID, "text": "x" * (protocol.MAX_TEXT_CHARS + 1)})
+    with pytest.raises(TooLarge) as info:
+        protocol.parse_client_frame(body)
+    assert info.value.code == "TOO_LARGE"
+
+
+def test_error_frame_names_the_request_and_omits_unset_fields() -> None:
+    wire = json.loads(protocol.dump(protocol.error_frame(BadRequest("nope."), RID)))
+    assert wire == {"type": "error", "requestId": RID, "code": "BAD_REQUEST", "message": "nope."}
+
+
+def test_server_frames_round_trip() -> None:
+    done = protocol.Done(requestId=RID, messageId="m", finishReason="stop",
+                         usage=protocol.Usage(inputTokens=3, outputTokens=4))
+    assert protocol.parse_server_frame(protocol.dump(done)) == done
+    assert json.loads(protocol.dump(done))["usage"] == {"inputTokens": 3, "outputTokens": 4}
+
+
+def test_peek_request_id_reads_ids_of_invalid_frames_only_when_sane() -> None:
+    assert protocol.peek_request_id(json.dumps({"requestId": RID, "action": "x"})) == RID
+    assert protocol.peek_request_id(json.dumps({"requestId": "y" * 500})) is None
+    assert protocol.peek_request_id("garbage") is None
