@@ -1,0 +1,286 @@
+"""The one typed, frozen deployment config, validated before any construct is built.
+
+Sources, later ones winning: the config file named by the `config` context key (cdk.json sets
+`cdk.config.example.json`; `-c config=FILE` or CHATSTACK_CDK_CONFIG picks another), then the
+`chatstack` context key (a JSON object of overrides, e.g. `-c chatstack='{"alarm_email": "..."}'`).
+Every failure is a `ConfigError` whose message is one sentence naming the field.
+
+Nothing here calls AWS: regions are checked against botocore's bundled endpoint table and model
+profiles against `sagemaker_containers.profiles`, both offline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from sagemaker_containers.profiles import ModelProfile
+
+DEFAULT_CONFIG_FILE = "cdk.config.example.json"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_HOSTED_ZONE = re.compile(r"^Z[A-Z0-9]{4,31}$")
+
+
+class ConfigError(ValueError):
+    """A deployment config that cannot be synthesized; the message is one sentence naming the field."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NetworkConfig(_Frozen):
+    cidr: str = Field(default="10.40.0.0/16", pattern=r"^\d{1,3}(\.\d{1,3}){3}/(1[6-9]|2[0-4])$")
+    # One NAT gateway per AZ keeps egress alive when an AZ fails; fewer saves money in test accounts.
+    nat_gateways: int = Field(default=3, ge=1, le=3)
+    flow_log_retention_days: int = Field(default=90, ge=1)
+    # Named, not looked up: synth must not ask the account which AZs it has.
+    availability_zone_suffixes: tuple[str, str, str] = ("a", "b", "c")
+
+
+class DatabaseConfig(_Frozen):
+    engine_version: str = Field(default="16.8", pattern=r"^1[4-7]\.\d+$")
+    # Aurora Global Database needs memory-optimized (db.r*) instances.
+    instance_class: str = Field(default="db.r7g.large", pattern=r"^db\.r[0-9][a-z]*\.[a-z0-9]+$")
+    readers: int = Field(default=1, ge=0, le=15)
+    backup_retention_days: int = Field(default=7, ge=1, le=35)
+    database_name: str = Field(default="chatstack", pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    proxy_max_connections_percent: int = Field(default=90, ge=1, le=100)
+
+
+class CacheConfig(_Frozen):
+    engine_version: str = Field(default="7.2", pattern=r"^[7-9]\.\d+$")
+    # Global Datastore needs large-or-bigger M/R/C7gn nodes.
+    node_type: str = Field(default="cache.r7g.large", pattern=r"^cache\.(m|r|c7gn|c8gn)[0-9a-z]*\.[a-z0-9]+$")
+    replicas: int = Field(default=2, ge=1, le=5)
+    port: int = Field(default=6380, ge=1024, le=65535)
+
+
+class ApiConfig(_Frozen):
+    throttle_rate_limit: int = Field(default=2000, ge=1)
+    throttle_burst_limit: int = Field(default=1000, ge=1)
+    log_retention_days: int = Field(default=30, ge=1)
+
+
+class IdentityConfig(_Frozen):
+    """An existing OIDC issuer; when `issuer` is empty the deployment creates a Cognito user pool."""
+
+    issuer: str | None = Field(default=None, pattern=r"^https://[^\s]+[^/]$")
+    audience: str | None = None
+    jwks_url: str | None = Field(default=None, pattern=r"^https://[^\s]+$")
+
+
+class InferenceConfig(_Frozen):
+    # None keeps the profile's choice; true deploys through inference components (scale to zero).
+    inference_components: bool | None = None
+    scale_to_zero: bool = False
+
+
+class DeploymentConfig(_Frozen):
+    """Everything that differs between deployments. Environments differ by this object only."""
+
+    name: str = Field(default="chatstack", pattern=r"^[a-z][a-z0-9-]{1,18}[a-z0-9]$")
+    account: str = Field(default="111111111111", pattern=r"^\d{12}$")
+    primary_region: str
+    secondary_regions: tuple[str, ...] = Field(min_length=1)
+    domain_name: str | None = None
+    hosted_zone_id: str | None = None
+    routing_policy: Literal["failover", "latency"] = "failover"
+    websocket_subdomain: str = Field(default="ws", pattern=r"^[a-z0-9-]{1,63}$")
+    rest_subdomain: str = Field(default="api", pattern=r"^[a-z0-9-]{1,63}$")
+    model_profile: str = "llama-3.1-8b-instruct"
+    vector_store: Literal["opensearch", "pgvector"] = "opensearch"
+    alarm_email: str
+    monthly_budget_usd: float = Field(gt=0)
+    tags: dict[str, str] = Field(default_factory=dict)
+    network: NetworkConfig = NetworkConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    cache: CacheConfig = CacheConfig()
+    api: ApiConfig = ApiConfig()
+    identity: IdentityConfig = IdentityConfig()
+    inference: InferenceConfig = InferenceConfig()
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return (self.primary_region, *self.secondary_regions)
+
+    def is_primary(self, region: str) -> bool:
+        return region == self.primary_region
+
+    def fallback_region(self, region: str) -> str:
+        """Where a region's worker sends generations when its own endpoint fails."""
+        return self.secondary_regions[0] if self.is_primary(region) else self.primary_region
+
+    @cached_property
+    def profile(self) -> ModelProfile:
+        from sagemaker_containers.profiles import get_profile
+
+        return get_profile(self.model_profile)
+
+    @property
+    def use_inference_components(self) -> bool:
+        chosen = self.inference.inference_components
+        return self.profile.use_inference_components if chosen is None else chosen
+
+    @property
+    def uses_cognito(self) -> bool:
+        return self.identity.issuer is None
+
+    @property
+    def websocket_domain(self) -> str:
+        return f"{self.websocket_subdomain}.{self.domain_name}"
+
+    @property
+    def rest_domain(self) -> str:
+        return f"{self.rest_subdomain}.{self.domain_name}"
+
+    def physical_name(self, *parts: str) -> str:
+        """A deterministic resource name: explicit names let other regions and IAM refer to it."""
+        return "-".join((self.name, *parts))
+
+    @property
+    def cost_tags(self) -> dict[str, str]:
+        """Cost-allocation tags put on every resource (activate them once in the Billing console)."""
+        return {"chatstack:deployment": self.name, "chatstack:component": "chatstack", **self.tags}
+
+
+def known_regions() -> frozenset[str]:
+    """Regions of the commercial, China and GovCloud partitions, from botocore's bundled table."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    found: set[str] = set()
+    for partition in ("aws", "aws-cn", "aws-us-gov"):
+        found.update(session.get_available_regions("sagemaker", partition_name=partition))
+    return frozenset(found)
+
+
+def _check(config: DeploymentConfig) -> None:
+    known = known_regions()
+    if config.primary_region not in known:
+        raise ConfigError(f"primary_region '{config.primary_region}' is not a known AWS region.")
+    for region in config.secondary_regions:
+        if region not in known:
+            raise ConfigError(f"secondary_regions names '{region}', which is not a known AWS region.")
+    if config.primary_region in config.secondary_regions:
+        raise ConfigError(f"secondary_regions must not contain the primary region '{config.primary_region}'.")
+    if len(set(config.secondary_regions)) != len(config.secondary_regions):
+        raise ConfigError("secondary_regions lists the same region twice.")
+    if len(config.secondary_regions) > 2:
+        raise ConfigError(
+            "secondary_regions names more than two regions, but an ElastiCache Global Datastore "
+            "replicates to at most two."
+        )
+    if config.domain_name is not None and config.hosted_zone_id is None:
+        raise ConfigError("hosted_zone_id is required when domain_name is set.")
+    if config.hosted_zone_id is not None and config.domain_name is None:
+        raise ConfigError("domain_name is required when hosted_zone_id is set.")
+    if config.domain_name is not None and not _DOMAIN.match(config.domain_name):
+        raise ConfigError(f"domain_name '{config.domain_name}' is not a lower-case DNS name.")
+    if config.hosted_zone_id is not None and not _HOSTED_ZONE.match(config.hosted_zone_id):
+        raise ConfigError(f"hosted_zone_id '{config.hosted_zone_id}' is not a Route 53 hosted zone id.")
+    if config.websocket_subdomain == config.rest_subdomain:
+        raise ConfigError("websocket_subdomain and rest_subdomain must differ (one custom domain per API).")
+    if config.routing_policy == "failover" and len(config.secondary_regions) != 1:
+        raise ConfigError(
+            "routing_policy 'failover' supports exactly one secondary region; use 'latency' for more."
+        )
+    if not _EMAIL.match(config.alarm_email):
+        raise ConfigError(f"alarm_email '{config.alarm_email}' is not an email address.")
+    if config.identity.issuer is not None and not config.identity.audience:
+        raise ConfigError("identity.audience is required when identity.issuer is set.")
+    if config.identity.issuer is None and (config.identity.audience or config.identity.jwks_url):
+        raise ConfigError("identity.issuer is required when identity.audience or identity.jwks_url is set.")
+    _check_profile(config)
+
+
+def _check_profile(config: DeploymentConfig) -> None:
+    from sagemaker_containers.profiles import ProfileError, validate_profile
+
+    try:
+        profile = config.profile
+        validate_profile(profile)
+        if profile.is_local:
+            raise ConfigError(
+                f"model_profile '{config.model_profile}' runs only on the local runtime, not on SageMaker."
+            )
+        profile.instance_price_per_hour_usd  # noqa: B018  # the finance dashboard needs a price
+        for region in config.regions:
+            profile.image_uri(region)
+    except ProfileError as error:
+        raise ConfigError(f"model_profile '{config.model_profile}': {_sentence(error.message)}") from None
+    if config.inference.scale_to_zero and not config.use_inference_components:
+        raise ConfigError(
+            "inference.scale_to_zero needs inference components (inference.inference_components)."
+        )
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith(".") else text + "."
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    message = str(first["msg"]).rstrip(".")
+    if first["type"] == "missing":
+        return f"{field} is required."
+    if first["type"] == "extra_forbidden":
+        return f"{field} is not a known setting."
+    return f"{field}: {message}."
+
+
+def parse_config(data: Mapping[str, Any]) -> DeploymentConfig:
+    """Validate a mapping into a DeploymentConfig, or raise ConfigError with one sentence."""
+    try:
+        config = DeploymentConfig.model_validate(dict(data))
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+    _check(config)
+    return config
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(context: Mapping[str, Any], base_dir: Path) -> DeploymentConfig:
+    """The deployment config from the `config` file and `chatstack` overrides in CDK context."""
+    path = Path(str(context.get("config") or DEFAULT_CONFIG_FILE))
+    if not path.is_absolute():
+        path = base_dir / path
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path.name}' does not exist.") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"config file '{path.name}' is not valid JSON ({error.msg} at line {error.lineno})."
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path.name}' must hold a JSON object.")
+    overrides = context.get("chatstack") or {}
+    if isinstance(overrides, str):
+        try:
+            overrides = json.loads(overrides)
+        except json.JSONDecodeError:
+            raise ConfigError("the chatstack context value is not a JSON object.") from None
+    if not isinstance(overrides, Mapping):
+        raise ConfigError("the chatstack context value is not a JSON object.")
+    data.pop("$comment", None)
+    return parse_config(_merge(data, overrides))

@@ -1,0 +1,66 @@
+"""RDS Proxy in front of a region's Aurora cluster: Lambdas pool through it instead of opening
+thousands of connections on the database."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from cdk.nag import acknowledge
+
+
+class DatabaseProxy(Construct):
+    """TLS-only proxy in the data subnets, reachable from the app security group only."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        cluster: rds.IDatabaseCluster,
+        cluster_security_group: ec2.ISecurityGroup,
+        secret: secretsmanager.ISecret,
+        client_security_group: ec2.ISecurityGroup,
+        proxy_name: str,
+        max_connections_percent: int,
+    ) -> None:
+        super().__init__(scope, id)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "ProxySg",
+            vpc=vpc,
+            description="RDS Proxy: PostgreSQL from the app",
+            allow_all_outbound=False,
+        )
+        self.security_group.add_ingress_rule(client_security_group, ec2.Port.tcp(5432), "app to proxy")
+        self.security_group.add_egress_rule(cluster_security_group, ec2.Port.tcp(5432), "proxy to Aurora")
+        cluster_security_group.add_ingress_rule(self.security_group, ec2.Port.tcp(5432), "proxy to Aurora")
+        self.proxy = rds.DatabaseProxy(
+            self,
+            "Proxy",
+            db_proxy_name=proxy_name,
+            proxy_target=rds.ProxyTarget.from_cluster(cluster),
+            secrets=[secret],
+            vpc=vpc,
+            vpc_subnets=subnets,
+            security_groups=[self.security_group],
+            require_tls=True,
+            idle_client_timeout=Duration.minutes(30),
+            max_connections_percent=max_connections_percent,
+            debug_logging=False,
+        )
+        acknowledge(
+            self.proxy,
+            [
+                {
+                    "id": "AwsSolutions-IAM5",
+                    "reason": "The proxy role may read only its one database secret; "
+                    "CDK adds the KMS decrypt wildcard scoped by kms:ViaService to Secrets Manager.",
+                }
+            ],
+        )

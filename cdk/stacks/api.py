@@ -1,0 +1,203 @@
+"""Per-region API stack: the functions of the wiring module, the WebSocket and REST APIs, the jobs
+queue, and every grant, each naming only this deployment's resources."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aws_cdk import CfnElement, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from cdk.config import DeploymentConfig
+from cdk.constructs.api_gateway_logging import ApiGatewayLogging
+from cdk.constructs.chat_functions import ChatFunctions
+from cdk.constructs.jobs_queue import JobsQueue
+from cdk.constructs.rest_api import RestHttpApi
+from cdk.constructs.vector_access import VectorAccessPolicy
+from cdk.constructs.websocket_api import ChatWebSocketApi
+from cdk.nag import acknowledge, wildcard
+from cdk.stacks.base import ChatstackStack
+from cdk.stacks.data import DataStack
+from cdk.stacks.inference import InferenceStack, endpoint_name
+from cdk.stacks.network import NetworkStack
+from lambdas import wiring
+
+# Functions that post frames to connections (ack, deltas, errors, pong, replays).
+POSTS_TO_CONNECTIONS = (
+    wiring.SEND_MESSAGE,
+    wiring.RESUME,
+    wiring.CANCEL,
+    wiring.PING,
+    wiring.DEFAULT,
+    wiring.WORKER,
+)
+# Functions that read or write document chunks in the vector collection.
+USES_VECTORS = (wiring.WORKER, wiring.REST_API)
+
+
+@dataclass(frozen=True, slots=True)
+class Issuer:
+    url: str
+    jwks_url: str
+    audience: str
+
+
+class ApiStack(ChatstackStack):
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        config: DeploymentConfig,
+        region: str,
+        network: NetworkStack,
+        data: DataStack,
+        inference: InferenceStack,
+        issuer: Issuer,
+        code: Callable[[], lambda_.Code],
+    ) -> None:
+        super().__init__(scope, "api", config=config, region=region)
+        self.queue = JobsQueue(self, "Jobs", key=data.key, spec=wiring.JOBS_QUEUE, name_prefix=config.name)
+        fallback_region = config.fallback_region(region)
+        environment = {
+            "CHATSTACK_ENVIRONMENT": "cloud",
+            "CHATSTACK_REGION": region,
+            "CHATSTACK_SERVICE_NAME": config.name,
+            "CHATSTACK_DATABASE_SECRET_ARN": data.database_secret.secret_arn,
+            "CHATSTACK_DATABASE_HOST": data.proxy.endpoint,
+            "CHATSTACK_DATABASE_NAME": config.database.database_name,
+            "CHATSTACK_REDIS_URL": data.cache.url,
+            "CHATSTACK_REDIS_AUTH_SECRET_ID": data.redis_secret_name,
+            "CHATSTACK_QUEUE_URL": self.queue.queue.queue_url,
+            "CHATSTACK_MODEL_TRANSPORT": "sagemaker",
+            "CHATSTACK_MODEL_ENDPOINT": inference.endpoint.endpoint_name,
+            "CHATSTACK_MODEL_INFERENCE_COMPONENT": inference.inference_component_name,
+            "CHATSTACK_MODEL_FALLBACK_ENDPOINT": endpoint_name(config),
+            "CHATSTACK_MODEL_FALLBACK_REGION": fallback_region,
+            "CHATSTACK_MODEL_PROFILE": config.model_profile,
+            "CHATSTACK_MODEL_MAX_CONTEXT_TOKENS": str(config.profile.max_model_len),
+            "CHATSTACK_AUTH_ISSUER": issuer.url,
+            "CHATSTACK_AUTH_JWKS_URL": issuer.jwks_url,
+            "CHATSTACK_AUTH_AUDIENCE": issuer.audience,
+            "CHATSTACK_VECTOR_STORE": config.vector_store,
+            "CHATSTACK_OPENSEARCH_ENDPOINT": data.collection.endpoint if data.collection else "",
+            "POWERTOOLS_SERVICE_NAME": config.name,
+            "POWERTOOLS_METRICS_NAMESPACE": "Chatstack",
+        }
+        self.functions = ChatFunctions(
+            self,
+            "Functions",
+            code=code(),
+            name_prefix=config.name,
+            environment=environment,
+            vpc=network.vpc,
+            subnets=network.network.app_subnets,
+            security_group=network.app_security_group,
+            log_retention_days=config.api.log_retention_days,
+        )
+        fns = self.functions.functions
+        ApiGatewayLogging(self, "ApiGatewayLogging")
+        self.websocket = ChatWebSocketApi(
+            self,
+            "WebSocket",
+            api_name=config.physical_name("chat"),
+            functions=dict(fns),
+            throttle_rate_limit=config.api.throttle_rate_limit,
+            throttle_burst_limit=config.api.throttle_burst_limit,
+            log_retention_days=config.api.log_retention_days,
+        )
+        self.functions.add_environment({"CHATSTACK_CONNECTIONS_URL": self.websocket.connections_url})
+        self.rest = RestHttpApi(
+            self,
+            "Rest",
+            api_name=config.physical_name("rest"),
+            function=fns[wiring.REST_API.name],
+            issuer=issuer.url,
+            audience=issuer.audience,
+            throttle_rate_limit=config.api.throttle_rate_limit,
+            throttle_burst_limit=config.api.throttle_burst_limit,
+            log_retention_days=config.api.log_retention_days,
+        )
+        self._grant(config, region, fallback_region, data, inference)
+
+    def _grant(
+        self,
+        config: DeploymentConfig,
+        region: str,
+        fallback_region: str,
+        data: DataStack,
+        inference: InferenceStack,
+    ) -> None:
+        fns = self.functions.functions
+        for function in fns.values():
+            data.database_secret.grant_read(function)
+            data.redis_secret.grant_read(function)
+        self.queue.queue.grant_send_messages(fns[wiring.SEND_MESSAGE.name])
+        fns[wiring.WORKER.name].add_event_source(self.queue.event_source())
+        for spec in POSTS_TO_CONNECTIONS:
+            self.websocket.grant_manage_connections(fns[spec.name])
+        worker = fns[wiring.WORKER.name]
+        worker.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"],
+                resources=self.endpoint_arns(config, (region, fallback_region), inference),
+            )
+        )
+        if data.collection is not None:
+            roles = []
+            for spec in USES_VECTORS:
+                function = fns[spec.name]
+                function.add_to_role_policy(
+                    iam.PolicyStatement(actions=["aoss:APIAccessAll"], resources=[data.collection.arn])
+                )
+                assert function.role is not None
+                roles.append(function.role)
+            VectorAccessPolicy(
+                self, "VectorAccess", collection_name=data.collection.collection_name, roles=roles
+            )
+        websocket_cfn = self.websocket.api.node.default_child
+        assert isinstance(websocket_cfn, CfnElement)
+        api_id = self.resolve(self.get_logical_id(websocket_cfn))
+        acknowledge(
+            self.functions,
+            [
+                {
+                    "id": wildcard(
+                        f"Resource::arn:<AWS::Partition>:execute-api:{region}:{config.account}:<{api_id}>/"
+                        f"{wiring.STAGE_NAME}/*/@connections/*"
+                    ),
+                    "reason": "Connection ids exist only at run time; "
+                    "the grant is this API's stage's @connections only.",
+                },
+            ],
+        )
+        acknowledge(
+            fns[wiring.SEND_MESSAGE.name],
+            [
+                {
+                    "id": wildcard(f"Action::{action}"),
+                    "reason": "CDK's SQS send grant on the KMS-encrypted queue: "
+                    "data-key actions on this deployment's key only.",
+                }
+                for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*")
+            ],
+        )
+
+    def endpoint_arns(
+        self, config: DeploymentConfig, regions: tuple[str, ...], inference: InferenceStack
+    ) -> list[str]:
+        """This deployment's endpoint (and inference component) in this region and the fallback region."""
+        stack = Stack.of(self)
+        arns = []
+        for region in regions:
+            arns.append(
+                f"arn:{stack.partition}:sagemaker:{region}:{config.account}:endpoint/{endpoint_name(config)}"
+            )
+            if inference.inference_component_name:
+                arns.append(
+                    f"arn:{stack.partition}:sagemaker:{region}:{config.account}:inference-component/"
+                    f"{inference.inference_component_name}"
+                )
+        return arns

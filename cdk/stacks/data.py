@@ -1,0 +1,174 @@
+"""Per-region stateful data stack: KMS key, Aurora (global primary or secondary) with RDS Proxy,
+Valkey (founding or joining the Global Datastore) and the vector collection."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import ArnFormat, SecretValue
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from cdk.config import DeploymentConfig
+from cdk.constructs.aurora_primary import AuroraGlobalPrimary
+from cdk.constructs.aurora_secondary import AuroraGlobalSecondary
+from cdk.constructs.data_key import DataKey
+from cdk.constructs.database_proxy import DatabaseProxy
+from cdk.constructs.valkey_cache import ValkeyCache
+from cdk.constructs.vector_collection import VectorCollection
+from cdk.nag import acknowledge
+from cdk.stacks.base import ChatstackStack
+from cdk.stacks.network import NetworkStack
+
+
+class DataStack(ChatstackStack):
+    """`database_secret`, `proxy`, `cache`, `collection` (or None with pgvector), `key`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        config: DeploymentConfig,
+        region: str,
+        network: NetworkStack,
+        primary: DataStack | None,
+    ) -> None:
+        super().__init__(scope, "data", config=config, region=region)
+        vpc, subnets, app_sg = network.vpc, network.network.data_subnets, network.app_security_group
+        self.key = DataKey(self, "Key", alias=f"alias/{config.name}/data").key
+        db = config.database
+        self.db_cluster_id = config.physical_name("aurora", region)
+        self.database_secret_name = f"{config.name}/aurora/master"
+        self.redis_secret_name = f"{config.name}/valkey/auth"
+        if primary is None:
+            aurora = AuroraGlobalPrimary(
+                self,
+                "Aurora",
+                vpc=vpc,
+                subnets=subnets,
+                key=self.key,
+                global_cluster_id=config.physical_name("global"),
+                cluster_id=self.db_cluster_id,
+                secret_name=self.database_secret_name,
+                replica_regions=list(config.secondary_regions),
+                engine_version=db.engine_version,
+                instance_class=db.instance_class,
+                readers=db.readers,
+                backup_retention_days=db.backup_retention_days,
+                database_name=db.database_name,
+                client_security_group=app_sg,
+            )
+            self.aurora_primary: AuroraGlobalPrimary | None = aurora
+            self.database_secret = aurora.secret
+            cluster: rds.IDatabaseCluster = aurora.cluster
+            cluster_sg = aurora.security_group
+            self.redis_secret: secretsmanager.ISecret = secretsmanager.Secret(
+                self,
+                "ValkeyAuth",
+                secret_name=self.redis_secret_name,
+                description="Valkey AUTH token (replicated to every region)",
+                generate_secret_string=secretsmanager.SecretStringGenerator(
+                    secret_string_template=json.dumps({}),
+                    generate_string_key="token",
+                    exclude_punctuation=True,
+                    include_space=False,
+                    password_length=64,
+                ),
+                replica_regions=[secretsmanager.ReplicaRegion(region=r) for r in config.secondary_regions],
+            )
+            acknowledge(
+                self.redis_secret,
+                [
+                    {
+                        "id": "AwsSolutions-SMG4",
+                        "reason": "A Valkey AUTH token changes "
+                        "only through a coordinated ROTATE/SET on the Global Datastore "
+                        "(docs/deploy.md runbook).",
+                    }
+                ],
+            )
+            auth_token = self.redis_secret.secret_value_from_json("token").unsafe_unwrap()
+        else:
+            assert primary.aurora_primary is not None
+            secondary = AuroraGlobalSecondary(
+                self,
+                "Aurora",
+                vpc=vpc,
+                subnets=subnets,
+                key=self.key,
+                global_cluster_id=config.physical_name("global"),
+                cluster_id=self.db_cluster_id,
+                engine_version=db.engine_version,
+                instance_class=db.instance_class,
+                readers=db.readers,
+                backup_retention_days=db.backup_retention_days,
+                client_security_group=app_sg,
+            )
+            self.aurora_primary = None
+            replica_arn = self.format_arn(
+                service="secretsmanager",
+                resource="secret",
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                resource_name=primary.aurora_primary.secret_id_parameter.string_value,
+            )
+            self.database_secret = secretsmanager.Secret.from_secret_complete_arn(
+                self, "DbSecret", replica_arn
+            )
+            cluster = secondary.imported
+            cluster_sg = secondary.security_group
+            self.redis_secret = secretsmanager.Secret.from_secret_name_v2(
+                self, "ValkeyAuth", self.redis_secret_name
+            )
+            # Resolved by name in this region: the replica of the primary's secret.
+            auth_token = SecretValue.secrets_manager(
+                self.redis_secret_name, json_field="token"
+            ).unsafe_unwrap()
+        self.proxy = DatabaseProxy(
+            self,
+            "Proxy",
+            vpc=vpc,
+            subnets=subnets,
+            cluster=cluster,
+            cluster_security_group=cluster_sg,
+            secret=self.database_secret,
+            client_security_group=app_sg,
+            proxy_name=config.physical_name("db"),
+            max_connections_percent=db.proxy_max_connections_percent,
+        ).proxy
+        if primary is not None:
+            # The proxy's target group registers the cluster only once an instance is up.
+            self.proxy.node.add_dependency(*secondary.instances)
+        cache = config.cache
+        joins_global = config.routing_policy == "failover"
+        primary_global = primary.cache.global_datastore if primary is not None else None
+        self.cache: ValkeyCache = ValkeyCache(
+            self,
+            "Cache",
+            vpc=vpc,
+            subnets=subnets,
+            key=self.key,
+            client_security_group=app_sg,
+            replication_group_id=config.physical_name("valkey"),
+            auth_token=auth_token,
+            engine_version=cache.engine_version,
+            node_type=cache.node_type,
+            replicas=cache.replicas,
+            port=cache.port,
+            join_global_id=(
+                primary_global.attr_global_replication_group_id
+                if primary_global is not None and joins_global
+                else None
+            ),
+            found_global_suffix=config.physical_name("valkey") if primary is None and joins_global else None,
+        )
+        self.collection: VectorCollection | None = None
+        if config.vector_store == "opensearch":
+            self.collection = VectorCollection(
+                self,
+                "Vectors",
+                collection_name=config.physical_name("docs"),
+                vpc=vpc,
+                subnets=network.network.app_subnets,
+                client_security_group=app_sg,
+            )

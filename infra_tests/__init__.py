@@ -1,0 +1,1 @@
+"""Infrastructure tests: properties of the synthesized CloudFormation, cdk-nag and cfn-lint."""
