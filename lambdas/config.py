@@ -30,8 +30,13 @@ class Settings(BaseModel):
     database_url: str = ""
     # Secrets Manager secret holding the database credentials (cloud; used when database_url is empty).
     database_secret_arn: str = ""
+    # Cloud: the RDS Proxy endpoint and database name; credentials come from the secret above.
+    database_host: str = ""
+    database_name: str = "chatstack"
     database_pool_max: int = Field(default=16, ge=1, le=256)
     redis_url: str = ""
+    # Cloud: Secrets Manager secret whose JSON field "token" is the Valkey AUTH token.
+    redis_auth_secret_id: str = ""
 
     # API Gateway @connections endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage}).
     connections_url: str = ""

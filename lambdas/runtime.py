@@ -5,10 +5,12 @@ Handlers call `deps()`; tests build a `Deps` of their own against real servers.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from lambdas.adapters.auth import JwtVerifier
 from lambdas.adapters.cache import Cache
@@ -22,24 +24,32 @@ if TYPE_CHECKING:
     from lambdas.rag.retriever import Retriever
 
 
-def _database_url(settings: Settings) -> str:
-    if settings.database_url or not settings.database_secret_arn:
-        return settings.database_url
-    # Cloud: credentials live in Secrets Manager (the RDS Proxy endpoint is in the secret's host).
-    import json
-
+def _secret(settings: Settings, secret_id: str) -> dict[str, Any]:
     import boto3
 
-    secret = json.loads(
-        boto3.client("secretsmanager", region_name=settings.region).get_secret_value(
-            SecretId=settings.database_secret_arn
-        )["SecretString"]
-    )
-    host = settings.database_url or secret["host"]
-    return (
-        f"postgresql://{secret['username']}:{secret['password']}@{host}:{secret.get('port', 5432)}"
-        f"/{secret.get('dbname', 'chatstack')}?sslmode=require"
-    )
+    client = boto3.client("secretsmanager", region_name=settings.region)
+    value: dict[str, Any] = json.loads(client.get_secret_value(SecretId=secret_id)["SecretString"])
+    return value
+
+
+def _database_url(settings: Settings) -> str:
+    """Locally a URL; in the cloud the RDS Proxy host plus the credentials in Secrets Manager."""
+    if settings.database_url or not settings.database_secret_arn:
+        return settings.database_url
+    secret = _secret(settings, settings.database_secret_arn)
+    host = settings.database_host or secret["host"]
+    user, password = quote(str(secret["username"]), safe=""), quote(str(secret["password"]), safe="")
+    name = settings.database_name or secret.get("dbname", "chatstack")
+    return f"postgresql://{user}:{password}@{host}:{secret.get('port', 5432)}/{name}?sslmode=require"
+
+
+def _redis_url(settings: Settings) -> str:
+    """Adds the AUTH token from Secrets Manager to a rediss:// URL (cloud); local URLs pass through."""
+    if not settings.redis_auth_secret_id:
+        return settings.redis_url
+    token = quote(str(_secret(settings, settings.redis_auth_secret_id)["token"]), safe="")
+    scheme, rest = settings.redis_url.split("://", 1)
+    return f"{scheme}://default:{token}@{rest.split('@')[-1]}"
 
 
 @dataclass
@@ -49,11 +59,14 @@ class Deps:
 
     @cached_property
     def db(self) -> Database:
-        return Database(_database_url(self.settings), max_size=self.settings.database_pool_max)
+        db = Database(_database_url(self.settings), max_size=self.settings.database_pool_max)
+        if self.settings.environment == "cloud":
+            db.migrate()  # once per container; a no-op query when up to date, serialized by an advisory lock
+        return db
 
     @cached_property
     def cache(self) -> Cache:
-        return Cache.from_url(self.settings.redis_url)
+        return Cache.from_url(_redis_url(self.settings))
 
     @cached_property
     def connections(self) -> Connections:

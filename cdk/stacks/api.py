@@ -24,6 +24,7 @@ from cdk.stacks.data import DataStack
 from cdk.stacks.inference import InferenceStack, endpoint_name
 from cdk.stacks.network import NetworkStack
 from lambdas import wiring
+from sagemaker_containers.profiles import ProfileError
 
 # Functions that post frames to connections (ack, deltas, errors, pong, replays).
 POSTS_TO_CONNECTIONS = (
@@ -77,6 +78,7 @@ class ApiStack(ChatstackStack):
             "CHATSTACK_MODEL_FALLBACK_ENDPOINT": endpoint_name(config),
             "CHATSTACK_MODEL_FALLBACK_REGION": fallback_region,
             "CHATSTACK_MODEL_PROFILE": config.model_profile,
+            "CHATSTACK_MODEL_PRICE_PER_1K_OUTPUT_TOKENS_USD": _price_per_1k(config),
             "CHATSTACK_MODEL_MAX_CONTEXT_TOKENS": str(config.profile.max_model_len),
             "CHATSTACK_AUTH_ISSUER": issuer.url,
             "CHATSTACK_AUTH_JWKS_URL": issuer.jwks_url,
@@ -145,6 +147,13 @@ class ApiStack(ChatstackStack):
                 resources=self.endpoint_arns(config, (region, fallback_region), inference),
             )
         )
+        # The REST API's deep /healthz reads the endpoint's status (this region's endpoint only).
+        fns[wiring.REST_API.name].add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeEndpoint"],
+                resources=self.endpoint_arns(config, (region,), inference),
+            )
+        )
         if data.collection is not None:
             roles = []
             for spec in USES_VECTORS:
@@ -201,3 +210,11 @@ class ApiStack(ChatstackStack):
                     f"{inference.inference_component_name}"
                 )
         return arns
+
+
+def _price_per_1k(config: DeploymentConfig) -> str:
+    """The usage ledger's cost estimate: instance price per hour over the profile's throughput."""
+    try:
+        return f"{config.profile.cost_per_1k_output_tokens_usd():.8f}"
+    except ProfileError:
+        return "0"  # no dated price for this instance type: the ledger records tokens, cost 0
