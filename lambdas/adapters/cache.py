@@ -75,7 +75,11 @@ class Cache:
     def from_url(cls, url: str) -> Cache:
         if not url:
             raise ValueError("No Redis URL: set CHATSTACK_REDIS_URL or REDIS_URL.")
-        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=30))
+        # A blocking pool: under a burst, threads wait for a connection instead of failing.
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=10, decode_responses=True, health_check_interval=30
+        )
+        return cls(redis.Redis(connection_pool=pool))
 
     def ping(self) -> bool:
         return bool(self.r.ping())

@@ -1,0 +1,106 @@
+"""Token-aware chunking with overlap.
+
+Tokens here are the pre-tokens of a BERT-style tokenizer: runs of word characters and single
+punctuation marks. They are a lower bound of the WordPiece count the embedding model sees, so the
+default size (160) leaves headroom under all-MiniLM-L6-v2's 256-piece window; a test checks this on
+the shipped corpus with the real tokenizer. Counting needs no tokenizer package, so the Lambda bundle
+chunks exactly as the laptop does.
+
+Chunks end at a paragraph or sentence boundary when one lies in the last part of the window, and the
+next chunk starts at the first sentence inside the overlap, so a fact cut at a border is whole in one
+of the two chunks. Chunk text is an exact slice of the source text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_SENTENCE_END = frozenset(".!?:;")
+DEFAULT_CHUNK_TOKENS = 160
+DEFAULT_OVERLAP_TOKENS = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One piece of a document: its position, text and token count."""
+
+    ordinal: int
+    text: str
+    tokens: int
+
+
+def count_tokens(text: str) -> int:
+    """Pre-tokens of `text` (words and punctuation marks)."""
+    return sum(1 for _ in _TOKEN.finditer(text))
+
+
+def chunk_text(
+    text: str, *, max_tokens: int = DEFAULT_CHUNK_TOKENS, overlap: int = DEFAULT_OVERLAP_TOKENS
+) -> list[Chunk]:
+    """Split `text` into chunks of at most `max_tokens` tokens, consecutive chunks sharing up to
+    `overlap` tokens."""
+    if max_tokens < 8:
+        raise ValueError("max_tokens must be at least 8.")
+    if not 0 <= overlap < max_tokens // 2:
+        raise ValueError("overlap must be between 0 and half of max_tokens.")
+    spans = [(m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    if not spans:
+        return []
+    starts = _sentence_starts(text, spans)
+    paragraph_starts = _paragraph_starts(text, spans)
+    chunks: list[Chunk] = []
+    begin = 0
+    total = len(spans)
+    while begin < total:
+        end = min(begin + max_tokens, total)
+        if end < total:
+            end = _best_cut(begin, end, max_tokens, starts, paragraph_starts)
+        piece = text[spans[begin][0] : spans[end - 1][1]]
+        chunks.append(Chunk(ordinal=len(chunks), text=piece, tokens=end - begin))
+        if end >= total:
+            break
+        begin = _next_begin(begin, end, overlap, starts)
+    return chunks
+
+
+def _sentence_starts(text: str, spans: list[tuple[int, int]]) -> set[int]:
+    """Token indexes that begin a sentence (after end punctuation, a newline, or at the start)."""
+    found = {0}
+    for i in range(1, len(spans)):
+        prev_start, prev_end = spans[i - 1]
+        gap = text[prev_end : spans[i][0]]
+        if "\n" in gap or (text[prev_start] in _SENTENCE_END and gap):
+            found.add(i)
+    return found
+
+
+def _paragraph_starts(text: str, spans: list[tuple[int, int]]) -> set[int]:
+    """Token indexes that begin a paragraph (after a blank line) or a Markdown heading."""
+    found = {0}
+    for i in range(1, len(spans)):
+        gap = text[spans[i - 1][1] : spans[i][0]]
+        if gap.count("\n") >= 2 or ("\n" in gap and text[spans[i][0]] == "#"):
+            found.add(i)
+    return found
+
+
+def _best_cut(begin: int, end: int, max_tokens: int, starts: set[int], paragraphs: set[int]) -> int:
+    """The end (exclusive) of the chunk starting at `begin`: a paragraph break in the last half of
+    the window, else a sentence break in its last third, else the full window."""
+    for floor, boundaries in ((begin + max_tokens // 2, paragraphs), (begin + (2 * max_tokens) // 3, starts)):
+        for cut in range(end, floor, -1):
+            if cut in boundaries:
+                return cut
+    return end
+
+
+def _next_begin(begin: int, end: int, overlap: int, starts: set[int]) -> int:
+    """Where the next chunk starts: the first sentence start inside the overlap, else `end - overlap`."""
+    if overlap == 0:
+        return end
+    for candidate in range(end - overlap, end):
+        if candidate in starts and candidate > begin:
+            return candidate
+    return max(end - overlap, begin + 1)

@@ -1,0 +1,196 @@
+"""Turn uploaded bytes into plain text and a title: Markdown, plain text, HTML and PDF.
+
+Every refusal is a `DocumentRejected` with one sentence that names the reason (empty, binary, too
+large, unsupported type, unreadable PDF); callers report it with the file name and go on.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import PurePath
+
+from lambdas.errors import BadRequest
+
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+MAX_TEXT_CHARS = 5_000_000
+
+MIME_BY_SUFFIX = {
+    ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".txt": "text/plain",
+    ".text": "text/plain",
+    ".rst": "text/plain",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".pdf": "application/pdf",
+}
+SUPPORTED_MIME = frozenset(MIME_BY_SUFFIX.values())
+
+
+class DocumentRejected(BadRequest):
+    """The document cannot be ingested; `message` says why in one sentence."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    title: str
+    text: str
+    mime: str
+
+
+def mime_for(name: str, declared: str | None = None) -> str:
+    """The MIME type of a document: from its suffix, else from a declared supported type."""
+    suffix = PurePath(name).suffix.lower()
+    if suffix in MIME_BY_SUFFIX:
+        return MIME_BY_SUFFIX[suffix]
+    base = (declared or "").split(";", 1)[0].strip().lower()
+    if base in SUPPORTED_MIME:
+        return base
+    shown = suffix or "no extension"
+    raise DocumentRejected(
+        f"Unsupported file type ({shown}); supported: .md, .txt, .html, .pdf.", reason="unsupported"
+    )
+
+
+def parse_document(
+    name: str, data: bytes, *, mime: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES
+) -> ParsedDocument:
+    """Extract the title and text of one document, or raise `DocumentRejected`."""
+    kind = mime_for(name, mime)
+    if not data:
+        raise DocumentRejected("The file is empty.", reason="empty")
+    if len(data) > max_bytes:
+        raise DocumentRejected(
+            f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
+            reason="too_large",
+        )
+    fallback_title = PurePath(name).stem or name
+    if kind == "application/pdf":
+        title, text = _pdf(data, fallback_title)
+    else:
+        raw = _decode_text(data)
+        if kind == "text/html":
+            title, text = _html(raw, fallback_title)
+        elif kind == "text/markdown":
+            title, text = _markdown_title(raw) or fallback_title, raw
+        else:
+            title, text = fallback_title, raw
+    text = _normalise(text)
+    if not text.strip():
+        raise DocumentRejected("The file has no extractable text.", reason="empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise DocumentRejected(
+            f"The text is {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}.", reason="too_large"
+        )
+    return ParsedDocument(title=title.strip()[:300] or fallback_title, text=text, mime=kind)
+
+
+def _decode_text(data: bytes) -> str:
+    if b"\x00" in data[:65536]:
+        raise DocumentRejected("The file looks binary (it contains NUL bytes), not text.", reason="binary")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DocumentRejected("The file is not valid UTF-8 text.", reason="binary") from None
+    controls = sum(1 for ch in text[:65536] if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t\f")
+    if controls > max(8, len(text[:65536]) // 100):
+        raise DocumentRejected("The file looks binary (many control characters), not text.", reason="binary")
+    return text
+
+
+def _normalise(text: str) -> str:
+    # PDF extraction can yield NULs, which PostgreSQL text cannot hold.
+    text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[ \t\f\v]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _markdown_title(text: str) -> str | None:
+    front = re.match(r"^---\n(.*?)\n---\n", text, re.S)
+    if front:
+        found = re.search(r"^title:\s*[\"']?(.+?)[\"']?\s*$", front.group(1), re.M)
+        if found:
+            return found.group(1)
+    heading = re.search(r"^#\s+(.+?)\s*#*\s*$", text, re.M)
+    return heading.group(1) if heading else None
+
+
+def _pdf(data: bytes, fallback_title: str) -> tuple[str, str]:
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    if not data.lstrip()[:5].startswith(b"%PDF"):
+        raise DocumentRejected("The file is not a PDF (no %PDF header).", reason="broken_pdf")
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            raise DocumentRejected("The PDF is encrypted.", reason="broken_pdf")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        meta_title = reader.metadata.title if reader.metadata else None
+    except DocumentRejected:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError, AttributeError, IndexError) as exc:
+        raise DocumentRejected(
+            f"The PDF cannot be read ({type(exc).__name__}).", reason="broken_pdf"
+        ) from None
+    return (str(meta_title) if meta_title else fallback_title), "\n\n".join(pages)
+
+
+class _TextOfHtml(HTMLParser):
+    """Visible text of an HTML page with block elements as line breaks; script/style dropped."""
+
+    _BLOCK = frozenset({
+        "p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section",
+        "article", "header", "footer", "pre", "blockquote",
+    })
+    _HIDDEN = frozenset({"script", "style", "noscript", "template", "head"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title = ""
+        self.h1 = ""
+        self._hidden = 0
+        self._in_title = False
+        self._in_h1 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._HIDDEN:
+            self._hidden += 1
+        self._in_title |= tag == "title"
+        self._in_h1 |= tag == "h1"
+        if tag in self._BLOCK:
+            self.parts.append("\n\n" if tag in {"p", "div", "section", "article"} or tag[0] == "h" else "\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._HIDDEN and self._hidden:
+            self._hidden -= 1
+        if tag == "title":
+            self._in_title = False
+        if tag == "h1":
+            self._in_h1 = False
+        if tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        if self._hidden:
+            return
+        if self._in_h1:
+            self.h1 += data
+        self.parts.append(data)
+
+
+def _html(raw: str, fallback_title: str) -> tuple[str, str]:
+    parser = _TextOfHtml()
+    parser.feed(raw)
+    parser.close()
+    text = re.sub(r"[ \t]+", " ", "".join(parser.parts))
+    text = re.sub(r" *\n *", "\n", text)
+    title = " ".join(parser.title.split()) or " ".join(parser.h1.split()) or fallback_title
+    return title, text

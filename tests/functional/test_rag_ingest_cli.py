@@ -1,0 +1,97 @@
+"""`chatstack ingest` against the embedded PostgreSQL: a mixed batch with bad files goes on, each bad
+file is named with its reason, and nothing half-indexed remains."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from chatstack.commands.ingest import ingest
+from lambdas.adapters.db import Database
+from tests.functional.conftest_rag import *  # noqa: F403  (the fixtures)
+from tests.functional.conftest_rag import DATA, document_rows, minimal_pdf
+
+
+def _batch(root: Path) -> dict[str, Path]:
+    files = {
+        "good.md": (DATA / "beekeeping.md").read_bytes(),
+        "manual.pdf": minimal_pdf(
+            ["Torque the stem bolts to five newton metres.", "Grease the seatpost."], title="Bike Manual"
+        ),
+        "empty.txt": b"",
+        "image.txt": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00",
+        "broken.pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog",
+        "deck.pptx": b"PK\x03\x04 not supported",
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = root / name
+        paths[name].write_bytes(data)
+    huge = root / "huge.txt"
+    with huge.open("wb") as handle:  # sparse: over the 20 MB limit without writing 21 MB
+        handle.truncate(21 * 1024 * 1024)
+    paths["huge.txt"] = huge
+    return paths
+
+
+def test_a_mixed_batch_ingests_the_good_files_and_names_each_bad_one(
+    tmp_path: Path, rag_pg_url: str, rag_db: Database, tenant: str
+) -> None:
+    paths = _batch(tmp_path)
+    runner = CliRunner()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = runner.invoke(
+            ingest,
+            [*map(str, paths.values()), "missing.md", "--tenant", tenant, "--database-url", rag_pg_url],
+        )
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for name, reason in [
+        ("empty.txt", "empty"),
+        ("image.txt", "binary"),
+        ("broken.pdf", "pdf"),
+        ("deck.pptx", "unsupported file type"),
+        ("huge.txt", "limit"),
+        ("missing.md", "no such file"),
+    ]:
+        line = next((ln for ln in out.splitlines() if ln.startswith("Skipped") and name in ln), "")
+        assert reason in line.lower(), (name, out)
+    assert "Ingested 2 file(s)" in out and "6 skipped" in out
+    docs = document_rows(rag_db, tenant)
+    assert [d["source"] for d in docs] == ["good.md", "manual.pdf"]
+    assert {d["title"] for d in docs} == {"Keeping Bees in a Small Garden", "Bike Manual"}
+
+    again = runner.invoke(
+        ingest, [str(tmp_path / "good.md"), "--tenant", tenant, "--database-url", rag_pg_url]
+    )
+    assert again.exit_code == 0 and "1 unchanged" in again.output
+
+
+def test_a_directory_is_walked_for_supported_files(
+    tmp_path: Path, rag_pg_url: str, rag_db: Database, tenant: str
+) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "notes.txt").write_text("Remember to water the tomatoes every evening.")
+    (tmp_path / "sub" / "photo.jpg").write_bytes(b"\xff\xd8\xff")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "secret.md").write_text("# Secret\nNot for indexing.")
+    result = CliRunner().invoke(ingest, [str(tmp_path), "--tenant", tenant, "--database-url", rag_pg_url])
+    assert result.exit_code == 0, result.output
+    assert [Path(d["source"]).name for d in document_rows(rag_db, tenant)] == ["notes.txt"]
+
+
+def test_the_exit_status_is_1_when_every_file_fails(tmp_path: Path, rag_pg_url: str, tenant: str) -> None:
+    (tmp_path / "a.txt").write_bytes(b"")
+    (tmp_path / "b.doc").write_bytes(b"\xd0\xcf\x11\xe0")
+    result = CliRunner().invoke(
+        ingest,
+        [str(tmp_path / "a.txt"), str(tmp_path / "b.doc"), "--tenant", tenant, "--database-url", rag_pg_url],
+    )
+    assert result.exit_code == 1
+    assert "Skipped" in result.output and "2 skipped" in result.output

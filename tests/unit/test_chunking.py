@@ -1,0 +1,81 @@
+"""Token-aware chunking: size bound, overlap, sentence-aligned borders, exact slices, and the
+headroom under the embedding model's 256-WordPiece window (checked with its real tokenizer)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from lambdas.rag.chunking import DEFAULT_CHUNK_TOKENS, chunk_text, count_tokens
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "rag"
+SENTENCES = " ".join(f"Sentence number {i} says something about topic {i % 7}." for i in range(120))
+
+
+def test_count_tokens_counts_words_and_punctuation() -> None:
+    assert count_tokens("Hello, world!") == 4
+    assert count_tokens("") == 0
+    assert count_tokens("e-mail 3.5") == 6
+
+
+def test_every_chunk_is_an_exact_slice_within_the_token_bound() -> None:
+    chunks = chunk_text(SENTENCES, max_tokens=50, overlap=10)
+    assert len(chunks) > 10
+    for chunk in chunks:
+        assert chunk.text in SENTENCES
+        assert chunk.tokens == count_tokens(chunk.text) <= 50
+    assert [c.ordinal for c in chunks] == list(range(len(chunks)))
+    assert chunks[0].text.startswith("Sentence number 0") and chunks[-1].text.endswith("topic 0.")
+
+
+def test_chunks_end_and_start_at_sentence_borders_and_overlap() -> None:
+    chunks = chunk_text(SENTENCES, max_tokens=50, overlap=12)
+    for previous, current in itertools.pairwise(chunks):
+        assert previous.text.endswith(".")
+        assert current.text.startswith("Sentence number")
+        # the next chunk begins inside the previous one: the overlap
+        assert SENTENCES.index(current.text) < SENTENCES.index(previous.text) + len(previous.text)
+
+
+def test_zero_overlap_tiles_the_text() -> None:
+    chunks = chunk_text(SENTENCES, max_tokens=40, overlap=0)
+    assert sum(c.tokens for c in chunks) == count_tokens(SENTENCES)
+
+
+def test_a_long_run_without_sentence_breaks_is_cut_by_tokens() -> None:
+    text = " ".join(["word"] * 1000)
+    chunks = chunk_text(text, max_tokens=100, overlap=20)
+    assert all(c.tokens <= 100 for c in chunks)
+    assert chunks[1].tokens == 100 and len(chunks) == 13  # advances by 80 tokens
+
+
+def test_paragraph_breaks_are_preferred_over_sentence_breaks() -> None:
+    first = " ".join(["Alpha beta gamma."] * 10)  # 40 tokens
+    text = first + "\n\n" + " ".join(["Delta epsilon zeta."] * 10)
+    chunks = chunk_text(text, max_tokens=60, overlap=0)
+    assert chunks[0].text == first
+
+
+def test_empty_text_has_no_chunks_and_bad_sizes_are_refused() -> None:
+    assert chunk_text("  \n ") == []
+    with pytest.raises(ValueError):
+        chunk_text("x", max_tokens=4)
+    with pytest.raises(ValueError):
+        chunk_text("x", max_tokens=20, overlap=10)
+
+
+def test_default_chunks_of_the_shipped_corpus_fit_the_models_256_wordpiece_window() -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    from lambdas.rag.embeddings import local_model_dir
+
+    tokenizer = tokenizers.Tokenizer.from_file(str(local_model_dir() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    longest = 0
+    for path in DATA.iterdir():
+        if path.suffix in {".md", ".txt", ".html"}:
+            for chunk in chunk_text(path.read_text(), max_tokens=DEFAULT_CHUNK_TOKENS):
+                # the title line is embedded too: allow 20 pieces for it
+                longest = max(longest, len(tokenizer.encode(chunk.text).ids) + 20)
+    assert 0 < longest <= 256
