@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
@@ -43,34 +44,60 @@ def summary(values_s: list[float]) -> dict[str, float]:
             "p99": round(percentile(ms, 99), 2), "mean": round(statistics.fmean(ms), 2) if ms else float("nan")}
 
 
-async def direct_ttft(model_url: str, n: int, max_tokens: int) -> tuple[list[float], int]:
+async def closed_loop(n: int, chats_per_user: int, stagger_s: float,
+                      chat: Callable[[int], Awaitable[float | None]]) -> tuple[list[float], int]:
+    """N users, each asking `chats_per_user` times in a row (a closed loop, like a load tool's virtual
+    users); starts are spread over `stagger_s` so the N chats overlap as in steady state rather than
+    arriving as one burst."""
+    ttfts: list[float] = []
+    failures = 0
+
+    async def user(i: int) -> None:
+        nonlocal failures
+        await asyncio.sleep(stagger_s * i / n)
+        for _ in range(chats_per_user):
+            try:
+                ttft = await chat(i)
+            except Exception:  # a failed chat is counted, not fatal: the report shows failures
+                ttft = None
+            if ttft is None:
+                failures += 1
+            else:
+                ttfts.append(ttft)
+
+    await asyncio.gather(*(user(i) for i in range(n)))
+    return ttfts, failures
+
+
+async def direct_ttft(model_url: str, n: int, chats: int, stagger_s: float, max_tokens: int
+                      ) -> tuple[list[float], int]:
     body = {"messages": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": QUESTION}],
             "max_tokens": max_tokens, "stream": True}
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        async def one() -> float | None:
+        async def one(_: int) -> float | None:
             started = time.perf_counter()
+            first: float | None = None
             async with client.stream("POST", f"{model_url}/invocations", json=body) as r:
-                first: float | None = None
                 async for line in r.aiter_lines():
                     if first is None and '"content"' in line:
                         first = time.perf_counter() - started
-                return first
+            return first
 
-        results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
-    ok = [r for r in results if isinstance(r, float)]
-    return ok, n - len(ok)
+        return await closed_loop(n, chats, stagger_s, one)
 
 
-async def pipeline_ttft(ws_url: str, token: str, n: int, max_tokens: int) -> tuple[list[float], int]:
-    clients = await asyncio.gather(*(ChatClient.connect(ws_url, token=token, open_timeout=120) for _ in range(n)))
+async def pipeline_ttft(ws_url: str, tokens: list[str], n: int, chats: int, stagger_s: float, max_tokens: int
+                        ) -> tuple[list[float], int]:
+    clients = await asyncio.gather(*(ChatClient.connect(ws_url, token=tokens[i], open_timeout=120)
+                                     for i in range(n)))
     try:
-        replies = await asyncio.gather(*(c.send(QUESTION, options={"maxTokens": max_tokens, "rag": False})
-                                         for c in clients))
-        results = await asyncio.gather(*(r.text(timeout=300) for r in replies), return_exceptions=True)
-        ttfts = [r.ttft_s for r, res in zip(replies, results, strict=True)
-                 if isinstance(res, str) and r.ttft_s is not None]
-        return ttfts, n - len(ttfts)
+        async def one(i: int) -> float | None:
+            reply = await clients[i].send(QUESTION, options={"maxTokens": max_tokens, "rag": False})
+            await reply.text(timeout=300)
+            return reply.ttft_s
+
+        return await closed_loop(n, chats, stagger_s, one)
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
@@ -79,10 +106,10 @@ async def pipeline_ttft(ws_url: str, token: str, n: int, max_tokens: int) -> tup
 @click.option("--concurrency", "levels", default="1,50,500", show_default=True,
               help="Comma-separated numbers of simultaneous chats.")
 @click.option("--token-rate", default=20.0, show_default=True, help="Tokens/s per stream of the model server.")
-@click.option("--max-tokens", default=16, show_default=True, help="Answer length per chat.")
-@click.option("--rounds", default=3, show_default=True, help="Repetitions per level (samples add up).")
+@click.option("--max-tokens", default=64, show_default=True, help="Answer length per chat.")
+@click.option("--chats", "chats_per_user", default=4, show_default=True, help="Chats each user asks in a row.")
 @click.option("--out", default=".bench/overhead.json", show_default=True, type=click.Path(dir_okay=False))
-def overhead(levels: str, token_rate: float, max_tokens: int, rounds: int, out: str) -> None:
+def overhead(levels: str, token_rate: float, max_tokens: int, chats_per_user: int, out: str) -> None:
     """Time to first token through the whole local pipeline versus the model server alone."""
     from chatstack.local.identity import DevIdentity
 
@@ -110,19 +137,17 @@ def overhead(levels: str, token_rate: float, max_tokens: int, rounds: int, out: 
                     raise click.ClickException("chatstack up did not start; run it by hand to see why.")
                 await asyncio.sleep(0.2)
             info = json.loads(state.read_text())
-            token = DevIdentity(data_dir / "identity").mint(user="bench", tenant="bench", ttl_s=3600)
+            identity = DevIdentity(data_dir / "identity")
+            tokens = [identity.mint(user=f"bench-{i}", tenant="bench", ttl_s=3600) for i in range(max(counts))]
+            # One answer lasts about max_tokens / token_rate: spreading starts over that keeps N chats in
+            # flight at any moment.
+            stagger = max_tokens / token_rate if token_rate else 0.0
             results: dict[str, Any] = {}
             for n in counts:
-                direct: list[float] = []
-                piped: list[float] = []
-                failures = {"direct": 0, "pipeline": 0}
-                for _ in range(rounds):
-                    d, df = await direct_ttft(info["model"], n, max_tokens)
-                    p, pf = await pipeline_ttft(info["websocket"], token, n, max_tokens)
-                    direct += d
-                    piped += p
-                    failures["direct"] += df
-                    failures["pipeline"] += pf
+                await pipeline_ttft(info["websocket"], tokens, min(n, 5), 1, 0.0, max_tokens)  # warm-up
+                direct, df = await direct_ttft(info["model"], n, chats_per_user, stagger, max_tokens)
+                piped, pf = await pipeline_ttft(info["websocket"], tokens, n, chats_per_user, stagger, max_tokens)
+                failures = {"direct": df, "pipeline": pf}
                 ds, ps = summary(direct), summary(piped)
                 added = {k: round(ps[k] - ds[k], 2) for k in ("p50", "p95", "p99")}
                 results[str(n)] = {"direct_ms": ds, "pipeline_ms": ps, "added_ms": added, "failures": failures}
@@ -139,7 +164,9 @@ def overhead(levels: str, token_rate: float, max_tokens: int, rounds: int, out: 
     report = {
         "benchmark": "overhead",
         "command": "chatstack bench overhead " + " ".join(sys.argv[3:]),
-        "token_rate": token_rate, "max_tokens": max_tokens, "rounds": rounds,
+        "method": "closed loop: N users each asking --chats times in a row, starts spread over one answer's"
+                  " duration; time to first token measured at the client; direct = the model server alone",
+        "token_rate": token_rate, "max_tokens": max_tokens, "chats_per_user": chats_per_user,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "levels": results,
     }

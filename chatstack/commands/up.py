@@ -25,8 +25,10 @@ import click
               help="Tokens per second of the extractive backend (0: as fast as possible).")
 @click.option("--flush-ms", default=50, show_default=True, type=click.IntRange(0, 5000),
               help="Delta batching interval in milliseconds.")
+@click.option("--lambda-processes", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Processes running the Lambda handlers (Lambda execution environments).")
 def up(host: str, port: int, data_dir: Path, model_url: str, model_backend: str, model_dir: str, upstream: str,
-       token_rate: float, flush_ms: int) -> None:
+       token_rate: float, flush_ms: int, lambda_processes: int) -> None:
     """Run the chat service locally on embedded PostgreSQL and Redis."""
     from chatstack.local.runtime import LocalRuntime, RuntimeOptions, Urls
 
@@ -41,7 +43,7 @@ def up(host: str, port: int, data_dir: Path, model_url: str, model_backend: str,
         extra += ["--upstream", upstream]
     options = RuntimeOptions(host=host, port=port, data_dir=data_dir, model_url=model_url,
                              model_backend=model_backend, model_args=extra, token_rate=token_rate,
-                             flush_interval_ms=flush_ms)
+                             flush_interval_ms=flush_ms, lambda_processes=lambda_processes)
     runtime = LocalRuntime(options)
 
     def ready(urls: Urls) -> None:

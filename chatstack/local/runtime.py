@@ -44,6 +44,8 @@ class RuntimeOptions:
     model_args: list[str] = field(default_factory=list)
     token_rate: float = 30.0
     flush_interval_ms: int = 50
+    # Lambda execution environments: processes running the handlers (each its own interpreter and GIL).
+    lambda_processes: int = 2
     idle_timeout_s: float = wiring.IDLE_TIMEOUT_S
     max_connection_s: float = wiring.MAX_CONNECTION_S
     log_level: str = "warning"
@@ -111,6 +113,7 @@ class LocalRuntime:
         self.pg: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
         self.model: ModelProcess | None = None
+        self.lambda_hosts: list[Any] = []
         self.identity = DevIdentity(options.data_dir / "identity")
         self.urls: Urls | None = None
         self.server: uvicorn.Server | None = None
@@ -182,7 +185,7 @@ class LocalRuntime:
 
     async def serve(self, on_ready: Callable[[Urls], Awaitable[None] | None] | None = None) -> None:
         from chatstack.local.gateway import GatewayEmulator
-        from chatstack.local.lambda_context import load_handler
+        from chatstack.local.lambda_host import LambdaHostProcess, remote_functions
         from chatstack.local.sqs import LocalSqs
 
         warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -200,9 +203,8 @@ class LocalRuntime:
         if self.model is not None:
             model_url = await asyncio.to_thread(self.model.wait_ready)
 
-        worker = load_handler(wiring.WORKER)
-        sqs = LocalSqs(queue=wiring.JOBS_QUEUE, worker=worker, base_url=base + "/sqs")
-        self._environment(base, db_url, redis_url, model_url, sqs.queue_url, sqs.endpoint_url)
+        sqs_url = base + "/sqs"
+        self._environment(base, db_url, redis_url, model_url, LocalSqs.url_for(sqs_url, wiring.JOBS_QUEUE), sqs_url)
 
         from lambdas.config import get_settings
         from lambdas.runtime import deps
@@ -210,10 +212,14 @@ class LocalRuntime:
         get_settings.cache_clear()
         d = deps()
         await asyncio.to_thread(d.db.migrate)
-
+        # The functions run in the Lambda host process, invoked over the Lambda Invoke API.
+        self.lambda_hosts = [LambdaHostProcess(env={}) for _ in range(o.lambda_processes)]
+        urls = [await asyncio.to_thread(host.wait_ready) for host in self.lambda_hosts]
+        functions = remote_functions(urls)
+        sqs = LocalSqs(queue=wiring.JOBS_QUEUE, worker=functions[wiring.WORKER.name], base_url=sqs_url)
         gateway = GatewayEmulator(
-            routes={route.key: load_handler(route.function) for route in wiring.ROUTES},
-            authorizer=load_handler(wiring.AUTHORIZER),
+            routes={route.key: functions[route.function.name] for route in wiring.ROUTES},
+            authorizer=functions[wiring.AUTHORIZER.name],
             idle_timeout_s=o.idle_timeout_s,
             max_connection_s=o.max_connection_s,
         )
@@ -245,22 +251,17 @@ class LocalRuntime:
             self.close()
 
     def _warm(self, base: str) -> None:
-        """Touch every dependency once so the first chat does not pay for cold starts."""
+        """One deep health check, so the first request finds pools and the JWKS cache warm."""
         from lambdas.runtime import deps
 
-        d = deps()
-        d.cache.ping()
-        d.connections  # noqa: B018  (builds the boto3 client)
-        d.queue  # noqa: B018
-        d.model  # noqa: B018  (builds the model client)
-        if d.retriever is not None:  # loads the embedding model (seconds) now rather than on the first chat
-            d.retriever.retrieve(tenant_id="warm-up", query="warm up", k=1, min_score=1.0)
         with contextlib.suppress(Exception):
-            d.verifier.jwks.get_jwk_set()
+            deps().verifier.jwks.get_jwk_set()
         with httpx.Client(timeout=10) as client:
             client.get(base + "/healthz")
 
     def close(self) -> None:
+        for host in self.lambda_hosts:
+            host.stop()
         if self.model is not None:
             self.model.stop()
         from lambdas.runtime import deps

@@ -135,7 +135,7 @@ class LocalSqs:
         self.max_concurrency = max_concurrency or queue.max_concurrency
         self.content_based_deduplication = content_based_deduplication
         self.max_message_bytes = max_message_bytes
-        self.queue_url = f"{self.endpoint_url}/{account_id}/{queue.name}"
+        self.queue_url = self.url_for(base_url, queue, account_id)
         self.dead_letter_queue_url = f"{self.endpoint_url}/{account_id}/{queue.dead_letter_name}"
         self.queue_arn = f"arn:aws:sqs:{region}:{account_id}:{queue.name}"
         self.dead_letter_queue_arn = f"arn:aws:sqs:{region}:{account_id}:{queue.dead_letter_name}"
@@ -150,6 +150,11 @@ class LocalSqs:
         self._limiter: anyio.CapacityLimiter | None = None
 
     # -- public surface -------------------------------------------------------------------------
+
+    @staticmethod
+    def url_for(base_url: str, queue: Queue, account_id: str = "000000000000") -> str:
+        """The QueueUrl a stand-in at `base_url` gives `queue` (known before the stand-in exists)."""
+        return f"{base_url.rstrip('/')}/{account_id}/{queue.name}"
 
     @property
     def routes(self) -> list[BaseRoute]:

@@ -26,6 +26,13 @@ from lambdas.runtime import Deps
 from lambdas.services.limits import LimitService
 
 
+UNCOMMITTED_GRACE_S = 60.0
+
+
+class MessageNotCommitted(Exception):
+    """The job's user message is not visible yet: redeliver the job."""
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     request_id: str
@@ -85,16 +92,29 @@ class GenerationService:
             logger.info("generation already claimed", extra={"request_id": job.request_id})
             return
         try:
+            if not self._message_committed(job):
+                return
             with self.d.db.transaction() as conn:
-                if not chat_repo.user_message_exists(conn, job.message_id):
-                    logger.warning("job without a stored message dropped", extra={"request_id": job.request_id})
-                    return
                 if chat_repo.answer_exists(conn, job.answer_id):
                     return  # a redelivery of an answered job
             self._generate(job)
         except BaseException:
             cache.release_generation(job.request_id)  # let the redelivery run
             raise
+
+    def _message_committed(self, job: Job) -> bool:
+        """sendMessage enqueues inside its transaction, so a fast worker can see the job before the
+        commit. Wait a moment; then redeliver (raise) while the job is young, drop it when it is old
+        (its transaction rolled back: the client already got an error frame)."""
+        for attempt in range(5):
+            with self.d.db.transaction() as conn:
+                if chat_repo.user_message_exists(conn, job.message_id):
+                    return True
+            time.sleep(0.02 * (attempt + 1))
+        if time.time() - job.enqueued_at < UNCOMMITTED_GRACE_S:
+            raise MessageNotCommitted(f"message {job.message_id} is not committed yet")
+        logger.warning("job without a stored message dropped", extra={"request_id": job.request_id})
+        return False
 
     def _claim_ttl(self) -> int:
         return 15 * 60

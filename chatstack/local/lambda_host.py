@@ -1,0 +1,182 @@
+"""The local Lambda service: the functions of the wiring module run in their own process, invoked over
+the Lambda Invoke API (`POST /2015-03-31/functions/{name}/invocations`), as API Gateway and the SQS
+event source mapping invoke them in the cloud.
+
+Why a process of its own: the handlers are CPU-bound Python (boto3 signing, JSON, Pydantic). Sharing
+one interpreter with the gateway emulator would put every @connections post and every handler under
+one GIL; separate processes use separate cores, as API Gateway and Lambda are separate services.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import urllib3
+
+from chatstack.local.lambda_context import load_handler
+from lambdas import wiring
+
+INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
+
+
+class FunctionError(Exception):
+    """A handler raised: Lambda answers 200 with `X-Amz-Function-Error` and the error as the body."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class HostPool:
+    """The Lambda host processes; each invocation goes to the one with the fewest in flight."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self.in_flight = [0] * len(urls)
+        self.lock = threading.Lock()
+        self.http = urllib3.PoolManager(maxsize=256, block=False, retries=False)
+
+    def acquire(self) -> int:
+        with self.lock:
+            index = min(range(len(self.urls)), key=self.in_flight.__getitem__)
+            self.in_flight[index] += 1
+            return index
+
+    def release(self, index: int) -> None:
+        with self.lock:
+            self.in_flight[index] -= 1
+
+
+class RemoteFunction:
+    """A sync handler callable that invokes a function in a Lambda host (what the emulators call)."""
+
+    def __init__(self, pool: HostPool, function: wiring.Function) -> None:
+        self.pool = pool
+        self.function = function
+        self.path = INVOKE_PATH.format(name=function.name)
+
+    def __call__(self, event: dict[str, Any], context: Any = None) -> Any:
+        index = self.pool.acquire()
+        try:
+            response = self.pool.http.request(
+                "POST", self.pool.urls[index] + self.path, body=json.dumps(event).encode(),
+                headers={"Content-Type": "application/json"},
+                timeout=urllib3.Timeout(connect=5, read=self.function.timeout_s + 5),
+            )
+        finally:
+            self.pool.release(index)
+        payload = json.loads(response.data or b"null")
+        if response.status != 200:
+            raise RuntimeError(f"Lambda invoke of {self.function.name} answered {response.status}: {payload}")
+        if response.headers.get("X-Amz-Function-Error"):
+            # API Gateway's authorizer contract hinges on the message ("Unauthorized" -> 401).
+            raise FunctionError(str(payload.get("errorType")), str(payload.get("errorMessage")))
+        return payload
+
+
+def remote_functions(urls: list[str]) -> dict[str, RemoteFunction]:
+    pool = HostPool(urls)
+    return {f.name: RemoteFunction(pool, f) for f in wiring.FUNCTIONS}
+
+
+def create_host_app() -> Any:
+    """The Starlette app of the host process: one route, every function of the wiring module."""
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    handlers = {f.name: load_handler(f) for f in wiring.FUNCTIONS}
+    limiter = anyio.CapacityLimiter(1000)
+
+    def run(name: str, event: dict[str, Any]) -> tuple[Any, bool]:
+        try:
+            return handlers[name](event), False
+        except Exception as exc:  # reported to the caller as a function error, like Lambda
+            traceback.print_exc()
+            return {"errorType": type(exc).__name__, "errorMessage": str(exc)}, True
+
+    async def invoke(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        if name not in handlers:
+            return JSONResponse({"Type": "User", "message": f"Function not found: {name}"}, status_code=404)
+        event = json.loads(await request.body())
+        result, failed = await anyio.to_thread.run_sync(run, name, event, limiter=limiter)
+        headers = {"X-Amz-Function-Error": "Unhandled"} if failed else None
+        return JSONResponse(result, headers=headers)
+
+    return Starlette(routes=[Route(INVOKE_PATH.replace("{name}", "{name:str}"), invoke, methods=["POST"])])
+
+
+class LambdaHostProcess:
+    """Starts `python -m chatstack.local.lambda_host` and waits until it listens."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "chatstack.local.lambda_host"],
+                                     stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **env})
+        self.url = ""
+
+    def wait_ready(self, timeout_s: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"The Lambda host exited before it was ready (exit code {self.proc.poll()}).")
+            if line.startswith("lambda host ready on "):
+                self.url = line.removeprefix("lambda host ready on ").strip()
+                return self.url
+        raise SystemExit("The Lambda host did not become ready in time.")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def main() -> None:
+    import asyncio
+    import socket
+    import warnings
+
+    import uvicorn
+
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    from lambdas.runtime import deps
+
+    d = deps()  # cold start once, before the first invocation
+    d.cache.ping()
+    d.connections  # noqa: B018
+    d.queue  # noqa: B018
+    d.model  # noqa: B018
+    server = uvicorn.Server(uvicorn.Config(create_host_app(), log_level="warning", lifespan="off"))
+
+    async def serve() -> None:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                return await task
+            await asyncio.sleep(0.02)
+        print(f"lambda host ready on http://127.0.0.1:{port}", flush=True)
+        await task
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()
