@@ -99,10 +99,12 @@ class Reply:
 
     async def text(self, timeout: float | None = 120) -> str:
         """Wait for the whole answer; raises ChatError on an error frame."""
+
         async def collect() -> str:
             async for _ in self:
                 pass
             return self.text_so_far
+
         return await asyncio.wait_for(collect(), timeout)
 
     @property
@@ -118,20 +120,23 @@ class ChatClient:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, url: str, *, token: str | None = None, api_key: str | None = None,
-                      open_timeout: float = 30) -> ChatClient:
+    async def connect(
+        cls, url: str, *, token: str | None = None, api_key: str | None = None, open_timeout: float = 30
+    ) -> ChatClient:
         if token:
             url = f"{url}{'&' if '?' in url else '?'}{urlencode({'token': token})}"
         headers = {"x-api-key": api_key} if api_key else None
-        ws = await websockets.connect(url, additional_headers=headers, open_timeout=open_timeout,
-                                      max_size=2**20, ping_interval=None)
+        ws = await websockets.connect(
+            url, additional_headers=headers, open_timeout=open_timeout, max_size=2**20, ping_interval=None
+        )
         return cls(ws)
 
     async def __aenter__(self) -> ChatClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def _read(self) -> None:
@@ -155,14 +160,23 @@ class ChatClient:
             for reply in self.replies.values():
                 if reply.done is None and reply.error is None:
                     reply._queue.put_nowait(None)
-                    reply.error = protocol.Error(requestId=reply.request_id, code="INTERNAL",
-                                                 message="The connection closed before the answer ended.")
+                    reply.error = protocol.Error(
+                        requestId=reply.request_id,
+                        code="INTERNAL",
+                        message="The connection closed before the answer ended.",
+                    )
 
     async def send_raw(self, data: str | dict[str, Any]) -> None:
         await self.ws.send(data if isinstance(data, str) else json.dumps(data))
 
-    async def send(self, text: str, *, conversation_id: str | None = None, request_id: str | None = None,
-                   options: dict[str, Any] | None = None) -> Reply:
+    async def send(
+        self,
+        text: str,
+        *,
+        conversation_id: str | None = None,
+        request_id: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Reply:
         rid = request_id or str(uuid.uuid4())
         reply = self.replies.get(rid) or Reply(rid)
         self.replies[rid] = reply

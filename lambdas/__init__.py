@@ -1,1 +1,2 @@
-"""Lambda code: thin handlers, the chat core, and adapters for Redis, PostgreSQL, OpenSearch, SageMaker, API Gateway and SQS."""
+"""Lambda code: thin handlers, the chat core, and the adapters (Redis, PostgreSQL, OpenSearch,
+SageMaker, API Gateway, SQS)."""

@@ -107,6 +107,8 @@ class Settings(BaseModel):
     rag_enabled: bool = True
     rag_top_k: int = Field(default=4, ge=0, le=50)
     rag_min_score: float = Field(default=0.3, ge=-1.0, le=1.0)
+    # Keyword + vector, fused by rank; its keyword half grows with the corpus (docs/benchmarks.md).
+    rag_hybrid: bool = True
     rag_context_tokens: int = Field(default=1200, ge=0)
     vector_store: Literal["pgvector", "opensearch"] = "pgvector"
     opensearch_endpoint: str = ""
@@ -136,7 +138,7 @@ def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
             values[field] = env[name]
     for key, value in env.items():
         if key.startswith(PREFIX):
-            values[key[len(PREFIX):].lower()] = value
+            values[key[len(PREFIX) :].lower()] = value
     try:
         return Settings.model_validate(values)
     except ValidationError as exc:

@@ -78,6 +78,15 @@ class Internal(ChatError):
 
 BY_CODE: dict[str, type[ChatError]] = {
     cls.code: cls
-    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, TooLarge, RateLimited, QuotaExceeded,
-                ModelUnavailable, Internal)
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        TooLarge,
+        RateLimited,
+        QuotaExceeded,
+        ModelUnavailable,
+        Internal,
+    )
 }

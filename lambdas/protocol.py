@@ -35,6 +35,7 @@ class ChatOptions(_Frame):
 
 # ---- client -> server ----------------------------------------------------------------------------
 
+
 class SendMessage(_Frame):
     action: Literal["sendMessage"]
     request_id: UUID = Field(alias="requestId")
@@ -63,6 +64,7 @@ _client_frame: TypeAdapter[SendMessage | Resume | Cancel | Ping] = TypeAdapter(C
 
 
 # ---- server -> client ----------------------------------------------------------------------------
+
 
 class Ack(_Frame):
     type: Literal["ack"] = "ack"
@@ -161,7 +163,9 @@ def parse_client_frame(body: str | None) -> SendMessage | Resume | Cancel | Ping
         raise BadRequest("The frame must be a JSON object with an 'action'.")
     action = value.get("action")
     if action not in ("sendMessage", "resume", "cancel", "ping"):
-        raise BadRequest(f"Unknown action {str(action)[:40]!r}; expected sendMessage, resume, cancel or ping.")
+        raise BadRequest(
+            f"Unknown action {str(action)[:40]!r}; expected sendMessage, resume, cancel or ping."
+        )
     text = value.get("text")
     if action == "sendMessage" and isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
         raise TooLarge(f"The message text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")

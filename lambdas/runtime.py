@@ -74,8 +74,9 @@ class Deps:
 
     @cached_property
     def queue(self) -> JobQueue:
-        return JobQueue(self.settings.queue_url, region=self.settings.region,
-                        endpoint_url=self.settings.sqs_endpoint_url)
+        return JobQueue(
+            self.settings.queue_url, region=self.settings.region, endpoint_url=self.settings.sqs_endpoint_url
+        )
 
     @cached_property
     def model(self) -> ModelClient:

@@ -45,24 +45,39 @@ class Route:
 
 
 AUTHORIZER = Function(
-    "authorizer", "lambdas.handlers.authorizer:handler", 256, 10,
+    "authorizer",
+    "lambdas.handlers.authorizer:handler",
+    256,
+    10,
     "REQUEST authorizer on $connect: verifies a JWT or an API key, returns a small identity context",
 )
 CONNECT = Function("connect", "lambdas.handlers.connect:handler", 256, 10, "Registers the connection")
 DISCONNECT = Function("disconnect", "lambdas.handlers.disconnect:handler", 256, 10, "Cleans the registry")
 SEND_MESSAGE = Function(
-    "send_message", "lambdas.handlers.send_message:handler", 512, 29,
+    "send_message",
+    "lambdas.handlers.send_message:handler",
+    512,
+    29,
     "Validates, limits, persists the user message, acks and enqueues the generation job",
 )
-RESUME = Function("resume", "lambdas.handlers.resume:handler", 256, 29, "Replays missed deltas, then follows live")
+RESUME = Function(
+    "resume", "lambdas.handlers.resume:handler", 256, 29, "Replays missed deltas, then follows live"
+)
 CANCEL = Function("cancel", "lambdas.handlers.cancel:handler", 256, 10, "Stops a running generation")
 PING = Function("ping", "lambdas.handlers.ping:handler", 128, 5, "Heartbeat")
-DEFAULT = Function("default", "lambdas.handlers.default:handler", 128, 5, "Unknown actions and non-JSON frames")
+DEFAULT = Function(
+    "default", "lambdas.handlers.default:handler", 128, 5, "Unknown actions and non-JSON frames"
+)
 WORKER = Function(
-    "worker", "lambdas.handlers.worker:handler", 1024, 900,
+    "worker",
+    "lambdas.handlers.worker:handler",
+    1024,
+    900,
     "Consumes generation jobs in batches, streams answers back to the connections",
 )
-REST_API = Function("rest_api", "lambdas.handlers.rest:handler", 1024, 29, "The REST API (FastAPI behind Mangum)")
+REST_API = Function(
+    "rest_api", "lambdas.handlers.rest:handler", 1024, 29, "The REST API (FastAPI behind Mangum)"
+)
 
 ROUTES: Final[tuple[Route, ...]] = (
     Route("$connect", CONNECT),
@@ -80,7 +95,16 @@ ROUTES_BY_KEY: Final = {route.key: route for route in ROUTES}
 AUTHORIZER_IDENTITY_SOURCES: Final = ("route.request.querystring.token", "route.request.header.x-api-key")
 
 FUNCTIONS: Final[tuple[Function, ...]] = (
-    AUTHORIZER, CONNECT, DISCONNECT, SEND_MESSAGE, RESUME, CANCEL, PING, DEFAULT, WORKER, REST_API,
+    AUTHORIZER,
+    CONNECT,
+    DISCONNECT,
+    SEND_MESSAGE,
+    RESUME,
+    CANCEL,
+    PING,
+    DEFAULT,
+    WORKER,
+    REST_API,
 )
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from chatstack.cli import LazyGroup
-
 import click
+
+from chatstack.cli import LazyGroup
 
 
 @click.group(

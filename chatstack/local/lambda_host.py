@@ -66,7 +66,9 @@ class RemoteFunction:
         index = self.pool.acquire()
         try:
             response = self.pool.http.request(
-                "POST", self.pool.urls[index] + self.path, body=json.dumps(event).encode(),
+                "POST",
+                self.pool.urls[index] + self.path,
+                body=json.dumps(event).encode(),
                 headers={"Content-Type": "application/json"},
                 timeout=urllib3.Timeout(connect=5, read=self.function.timeout_s + 5),
             )
@@ -120,8 +122,13 @@ class LambdaHostProcess:
     """Starts `python -m chatstack.local.lambda_host` and waits until it listens."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "chatstack.local.lambda_host"],
-                                     stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **env})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chatstack.local.lambda_host"],
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
+            env={**os.environ, **env},
+        )
         self.url = ""
 
     def wait_ready(self, timeout_s: float = 120.0) -> str:
@@ -130,7 +137,9 @@ class LambdaHostProcess:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                raise SystemExit(f"The Lambda host exited before it was ready (exit code {self.proc.poll()}).")
+                raise SystemExit(
+                    f"The Lambda host exited before it was ready (exit code {self.proc.poll()})."
+                )
             if line.startswith("lambda host ready on "):
                 self.url = line.removeprefix("lambda host ready on ").strip()
                 return self.url

@@ -65,8 +65,20 @@ class ModelProcess:
     """The local LMI-compatible model server in its own process."""
 
     def __init__(self, backend: str, token_rate: float, extra: list[str]) -> None:
-        cmd = [sys.executable, "-m", "sagemaker_containers.server", "--host", "127.0.0.1", "--port", "0",
-               "--backend", backend, "--token-rate", str(token_rate), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sagemaker_containers.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--backend",
+            backend,
+            "--token-rate",
+            str(token_rate),
+            *extra,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
         self.url = ""
 
@@ -76,7 +88,9 @@ class ModelProcess:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                raise SystemExit(f"The model server exited before it was ready (exit code {self.proc.poll()}).")
+                raise SystemExit(
+                    f"The model server exited before it was ready (exit code {self.proc.poll()})."
+                )
             if "model server ready on " in line:
                 self.url = line.rsplit("model server ready on ", 1)[1].strip()
                 return self.url
@@ -131,8 +145,9 @@ class LocalRuntime:
             redis_url = self.redis.url
         return db_url, redis_url
 
-    def _environment(self, base: str, db_url: str, redis_url: str, model_url: str, queue_url: str,
-                     sqs_url: str) -> None:
+    def _environment(
+        self, base: str, db_url: str, redis_url: str, model_url: str, queue_url: str, sqs_url: str
+    ) -> None:
         env = {
             "CHATSTACK_ENVIRONMENT": "local",
             "CHATSTACK_DATABASE_URL": db_url,
@@ -204,7 +219,9 @@ class LocalRuntime:
             model_url = await asyncio.to_thread(self.model.wait_ready)
 
         sqs_url = base + "/sqs"
-        self._environment(base, db_url, redis_url, model_url, LocalSqs.url_for(sqs_url, wiring.JOBS_QUEUE), sqs_url)
+        self._environment(
+            base, db_url, redis_url, model_url, LocalSqs.url_for(sqs_url, wiring.JOBS_QUEUE), sqs_url
+        )
 
         from lambdas.config import get_settings
         from lambdas.runtime import deps
@@ -224,13 +241,19 @@ class LocalRuntime:
             max_connection_s=o.max_connection_s,
         )
         app = self._app(gateway, sqs)
-        config = uvicorn.Config(app, log_level=o.log_level, lifespan="off", timeout_graceful_shutdown=5,
-                                **gateway.server_options)
+        config = uvicorn.Config(
+            app, log_level=o.log_level, lifespan="off", timeout_graceful_shutdown=5, **gateway.server_options
+        )
         self.server = server = uvicorn.Server(config)
         token = self.identity.mint(user="dev", tenant="local", ttl_s=12 * 3600)
         ws_base = base.replace("http://", "ws://")
-        self.urls = Urls(base=base, websocket=f"{ws_base}{gateway.ws_path}",
-                         page=f"{base}/?token={token}", model=model_url, token=token)
+        self.urls = Urls(
+            base=base,
+            websocket=f"{ws_base}{gateway.ws_path}",
+            page=f"{base}/?token={token}",
+            model=model_url,
+            token=token,
+        )
         await sqs.start()
         serve_task = asyncio.create_task(server.serve(sockets=[sock]))
         try:

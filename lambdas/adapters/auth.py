@@ -107,8 +107,9 @@ class JwtVerifier:
             )
         if len(tenant) > 128 or len(user) > 256:
             raise Unauthorized("The token's tenant or user claim is too long.")
-        return Identity(tenant_id=tenant, user_id=user, scopes=_scopes(claims.get(s.auth_scopes_claim)),
-                        method="jwt")
+        return Identity(
+            tenant_id=tenant, user_id=user, scopes=_scopes(claims.get(s.auth_scopes_claim)), method="jwt"
+        )
 
     def _decode(self, token: str, key: Any, *, verify_aud: bool) -> dict[str, Any]:
         s = self.settings

@@ -154,7 +154,7 @@ class Cache:
 
     def replay(self, request_id: str) -> list[str] | None:
         """Every frame published for the request, in order; None when no stream exists."""
-        entries = self.r.xrange(_k_stream(request_id))
+        entries = cast(list[tuple[str, dict[str, str]]], self.r.xrange(_k_stream(request_id)))
         if not entries and not self.r.exists(_k_stream(request_id)):
             return None
         return [fields["f"] for _, fields in entries]
@@ -170,7 +170,9 @@ class Cache:
             return None
         return [json.loads(item) for item in items if item != ""]
 
-    def set_history(self, conversation_id: str, turns: list[dict[str, Any]], *, keep: int, ttl_s: int) -> None:
+    def set_history(
+        self, conversation_id: str, turns: list[dict[str, Any]], *, keep: int, ttl_s: int
+    ) -> None:
         key = _k_hist(conversation_id)
         pipe = self.r.pipeline(transaction=True)
         pipe.delete(key)

@@ -36,8 +36,12 @@ def accept_user_message(
     if existing:
         if existing["tenant_id"] != tenant_id or existing["user_id"] != user_id:
             raise BadRequest("This requestId was already used; send a new one.")
-        return Accepted(str(existing["conversation_id"]), str(existing["id"]),
-                        str(uuid.uuid5(existing["id"], "answer")), created=False)
+        return Accepted(
+            str(existing["conversation_id"]),
+            str(existing["id"]),
+            str(uuid.uuid5(existing["id"], "answer")),
+            created=False,
+        )
     if conversation_id:
         row = conn.execute(
             "SELECT id, message_count FROM conversations WHERE id = %s AND tenant_id = %s AND user_id = %s"
@@ -61,7 +65,8 @@ def accept_user_message(
         (message_id, conversation_id, tenant_id, seq, text, request_id),
     )
     conn.execute(
-        "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s", (seq, conversation_id)
+        "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
+        (seq, conversation_id),
     )
     # The answer's id is derived from the user message's id, so every retry names the same answer.
     return Accepted(conversation_id, str(message_id), str(uuid.uuid5(message_id, "answer")), created=True)
@@ -80,11 +85,13 @@ def answer_exists(conn: Conn, answer_id: str) -> bool:
     return conn.execute("SELECT 1 FROM messages WHERE id = %s", (answer_id,)).fetchone() is not None
 
 
-def recent_turns(conn: Conn, conversation_id: str, *, before_seq: int | None, limit: int) -> list[dict[str, str]]:
+def recent_turns(
+    conn: Conn, conversation_id: str, *, before_seq: int | None, limit: int
+) -> list[dict[str, str]]:
     rows = conn.execute(
-        "SELECT role, content FROM ("
-        "  SELECT role, content, seq FROM messages WHERE conversation_id = %s AND (%s::int IS NULL OR seq < %s)"
-        "  ORDER BY seq DESC LIMIT %s) t ORDER BY seq",
+        "SELECT role, content FROM (SELECT role, content, seq FROM messages"
+        " WHERE conversation_id = %s AND (%s::int IS NULL OR seq < %s)"
+        " ORDER BY seq DESC LIMIT %s) t ORDER BY seq",
         (conversation_id, before_seq, before_seq, limit),
     ).fetchall()
     return [{"role": r["role"], "content": r["content"]} for r in rows]
@@ -126,8 +133,18 @@ def record_answer(conn: Conn, a: Answer) -> bool:
             " finish_reason, citations, input_tokens, output_tokens)"
             " VALUES (%s, %s, %s, %s, 'assistant', %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING RETURNING seq",
-            (a.answer_id, a.conversation_id, a.tenant_id, seq_row["message_count"] + 1, a.text, a.request_id,
-             a.finish_reason, json.dumps(a.citations), a.input_tokens, a.output_tokens),
+            (
+                a.answer_id,
+                a.conversation_id,
+                a.tenant_id,
+                seq_row["message_count"] + 1,
+                a.text,
+                a.request_id,
+                a.finish_reason,
+                json.dumps(a.citations),
+                a.input_tokens,
+                a.output_tokens,
+            ),
         ).fetchone()
         if inserted:
             stored_message = True
@@ -136,17 +153,31 @@ def record_answer(conn: Conn, a: Answer) -> bool:
                 (inserted["seq"], a.conversation_id),
             )
     usage = conn.execute(
-        "INSERT INTO usage_records (request_id, tenant_id, user_id, conversation_id, message_id, model_profile,"
-        " region, input_tokens, output_tokens, ttft_ms, duration_ms, finish_reason, cost_usd)"
+        "INSERT INTO usage_records (request_id, tenant_id, user_id, conversation_id, message_id,"
+        " model_profile, region, input_tokens, output_tokens, ttft_ms, duration_ms, finish_reason, cost_usd)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING"
         " RETURNING id",
-        (a.request_id, a.tenant_id, a.user_id, a.conversation_id, a.answer_id, a.model_profile, a.region,
-         a.input_tokens, a.output_tokens, a.ttft_ms, a.duration_ms, a.finish_reason, a.cost_usd),
+        (
+            a.request_id,
+            a.tenant_id,
+            a.user_id,
+            a.conversation_id,
+            a.answer_id,
+            a.model_profile,
+            a.region,
+            a.input_tokens,
+            a.output_tokens,
+            a.ttft_ms,
+            a.duration_ms,
+            a.finish_reason,
+            a.cost_usd,
+        ),
     ).fetchone()
     return stored_message or usage is not None
 
 
 # ---- reads for the REST API ---------------------------------------------------------------------
+
 
 def list_conversations(
     conn: Conn, *, tenant_id: str, user_id: str, limit: int, cursor: tuple[datetime, str] | None

@@ -23,8 +23,13 @@ class Connections:
             region_name=region,
             # Posts are small and idempotent from the client's view (it dedups by seq): retry a little,
             # never for long, so one slow connection cannot stall a stream.
-            config=Config(retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=2,
-                          read_timeout=5, max_pool_connections=64, tcp_keepalive=True),
+            config=Config(
+                retries={"total_max_attempts": 2, "mode": "standard"},
+                connect_timeout=2,
+                read_timeout=5,
+                max_pool_connections=64,
+                tcp_keepalive=True,
+            ),
         )
 
     def post(self, connection_id: str, data: str) -> bool:

@@ -42,13 +42,14 @@ class Database:
         if not url:
             raise ValueError("No database URL: set CHATSTACK_DATABASE_URL or DATABASE_URL.")
         self.url = url
-        self.pool = ConnectionPool(
+        self.pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             kwargs={"row_factory": dict_row, "autocommit": False},
             open=True,
             name="chatstack",
+            connection_class=psycopg.Connection[dict[str, Any]],
         )
 
     @contextmanager
@@ -73,7 +74,7 @@ class Database:
                     if version in done:
                         continue
                     with conn.transaction():
-                        conn.execute(sql)  # type: ignore[arg-type]  # a whole file, no parameters
+                        conn.execute(sql.encode())  # a whole file, no parameters
                         conn.execute(
                             "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name)
                         )

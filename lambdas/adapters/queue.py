@@ -10,7 +10,9 @@ from botocore.config import Config
 
 
 class JobQueue:
-    def __init__(self, queue_url: str, *, region: str, endpoint_url: str = "", client: Any | None = None) -> None:
+    def __init__(
+        self, queue_url: str, *, region: str, endpoint_url: str = "", client: Any | None = None
+    ) -> None:
         if not queue_url:
             raise ValueError("No queue URL: set CHATSTACK_QUEUE_URL.")
         self.queue_url = queue_url
@@ -18,8 +20,12 @@ class JobQueue:
             "sqs",
             region_name=region,
             endpoint_url=endpoint_url or None,
-            config=Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=2,
-                          read_timeout=5, max_pool_connections=64),
+            config=Config(
+                retries={"total_max_attempts": 3, "mode": "standard"},
+                connect_timeout=2,
+                read_timeout=5,
+                max_pool_connections=64,
+            ),
         )
 
     def enqueue(self, job: dict[str, Any], *, group_id: str, deduplication_id: str) -> str:

@@ -54,8 +54,9 @@ def ws_route(fn: RouteFn) -> Callable[[dict[str, Any], LambdaContext], dict[str,
         except Exception:
             logger.exception("route failed")
             metrics.add_metric(name="ErrorINTERNAL", unit="Count", value=1)
-            reply = protocol.error_frame(Internal("Something went wrong on our side; please retry."),
-                                         protocol.peek_request_id(body))
+            reply = protocol.error_frame(
+                Internal("Something went wrong on our side; please retry."), protocol.peek_request_id(body)
+            )
         if reply is not None:
             d.connections.post(connection_id, protocol.dump(reply))
         return OK

@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.parser.models import SqsModel, SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from lambdas import wiring
 from lambdas.observability import logger, metrics, tracer
 from lambdas.runtime import deps
 from lambdas.services.generation import GenerationService, Job
@@ -25,14 +26,21 @@ def _run_group(service: GenerationService, records: list[SqsRecordModel]) -> lis
     """Run one group's jobs in order; returns the message ids to redeliver."""
     for index, record in enumerate(records):
         try:
-            job = Job.parse(json.loads(record.body))
+            job = Job.parse(json.loads(str(record.body)))
         except (ValueError, KeyError, TypeError):
             logger.error("unparseable job", extra={"message_id": record.messageId})
             return [r.messageId for r in records[index:]]
         try:
             service.run(job)
         except Exception:
-            logger.exception("job failed; it will be redelivered", extra={"request_id": job.request_id})
+            receives = int(record.attributes.ApproximateReceiveCount or 1)
+            if receives >= wiring.JOBS_QUEUE.max_receive_count:
+                # The last delivery: the job goes to the dead-letter queue. The client must not wait on
+                # a silent stream; it gets an error frame it can act on.
+                logger.exception("job failed for the last time", extra={"request_id": job.request_id})
+                service.give_up(job)
+            else:
+                logger.exception("job failed; it will be redelivered", extra={"request_id": job.request_id})
             return [r.messageId for r in records[index:]]
     return []
 

@@ -94,4 +94,5 @@ def retriever_from_settings(settings: Settings, db: Database) -> Retriever | Non
     """The retriever the settings describe, or None when retrieval is off."""
     if not settings.rag_enabled:
         return None
-    return Retriever(embedder_from_settings(settings), store_from_settings(settings, db))
+    return Retriever(embedder_from_settings(settings), store_from_settings(settings, db),
+                     hybrid=settings.rag_hybrid)

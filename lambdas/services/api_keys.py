@@ -74,11 +74,17 @@ class ApiKeyService:
             if row.expires_at is not None and row.expires_at <= datetime.now(UTC):
                 raise Unauthorized("The API key has expired.")
             identity_repo.touch_key(conn, row.id)
-        return Identity(tenant_id=row.tenant_id, user_id=key_user_id(row.prefix),
-                        scopes=frozenset(row.scopes), method="api_key", key_id=row.id)
+        return Identity(
+            tenant_id=row.tenant_id,
+            user_id=key_user_id(row.prefix),
+            scopes=frozenset(row.scopes),
+            method="api_key",
+            key_id=row.id,
+        )
 
-    def create(self, creator: Identity, *, name: str, scopes: list[str],
-               expires_in_days: int | None) -> CreatedKey:
+    def create(
+        self, creator: Identity, *, name: str, scopes: list[str], expires_in_days: int | None
+    ) -> CreatedKey:
         """A new key in the creator's tenant, holding at most the creator's own scopes."""
         name = name.strip()
         if not name or len(name) > 100 or not name.isprintable():
@@ -96,8 +102,14 @@ class ApiKeyService:
         prefix, key = new_key()
         with self.d.db.transaction() as conn:
             row = identity_repo.insert_key(
-                conn, prefix=prefix, key_hash=hash_key(key), tenant_id=creator.tenant_id, name=name,
-                scopes=wanted, created_by=creator.user_id, expires_at=expires,
+                conn,
+                prefix=prefix,
+                key_hash=hash_key(key),
+                tenant_id=creator.tenant_id,
+                name=name,
+                scopes=wanted,
+                created_by=creator.user_id,
+                expires_at=expires,
             )
         return CreatedKey(row=row, key=key)
 

@@ -59,14 +59,24 @@ class ChatService:
         except BaseException:
             cache.forget_request(rid)  # let the client retry the same requestId
             raise
-        record = RequestRecord(identity.tenant_id, identity.user_id, accepted.conversation_id,
-                               accepted.message_id, accepted.answer_id, "accepted")
+        record = RequestRecord(
+            identity.tenant_id,
+            identity.user_id,
+            accepted.conversation_id,
+            accepted.message_id,
+            accepted.answer_id,
+            "accepted",
+        )
         cache.update_request(rid, record, self.s.idempotency_ttl_s)
         if not accepted.created:  # Redis had forgotten it, PostgreSQL had not
             cache.watch(rid, connection_id, self.s.delta_ttl_s)
-        return protocol.Ack(requestId=rid, conversationId=accepted.conversation_id, messageId=accepted.message_id)
+        return protocol.Ack(
+            requestId=rid, conversationId=accepted.conversation_id, messageId=accepted.message_id
+        )
 
-    def _repeat(self, identity: Identity, rid: str, previous: RequestRecord, connection_id: str) -> protocol.Ack:
+    def _repeat(
+        self, identity: Identity, rid: str, previous: RequestRecord, connection_id: str
+    ) -> protocol.Ack:
         """The same requestId again: never a second answer. Re-ack and follow the first one."""
         if (previous.tenant_id, previous.user_id) != (identity.tenant_id, identity.user_id):
             raise BadRequest("This requestId was already used; send a new one.")
@@ -74,10 +84,13 @@ class ChatService:
             raise BadRequest("This requestId is being processed; wait for its ack.")
         self.d.cache.watch(rid, connection_id, self.s.delta_ttl_s)
         logger.info("duplicate requestId", extra={"request_id": rid})
-        return protocol.Ack(requestId=rid, conversationId=previous.conversation_id, messageId=previous.message_id)
+        return protocol.Ack(
+            requestId=rid, conversationId=previous.conversation_id, messageId=previous.message_id
+        )
 
-    def _job(self, identity: Identity, msg: protocol.SendMessage, accepted: chat_repo.Accepted,
-             connection_id: str) -> dict[str, Any]:
+    def _job(
+        self, identity: Identity, msg: protocol.SendMessage, accepted: chat_repo.Accepted, connection_id: str
+    ) -> dict[str, Any]:
         return {
             "v": 1,
             "requestId": str(msg.request_id),
@@ -134,4 +147,3 @@ class ChatService:
         if record is None or (record.tenant_id, record.user_id) != (identity.tenant_id, identity.user_id):
             raise NotFound("No such request.")
         return record
-

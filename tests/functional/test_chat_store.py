@@ -25,29 +25,50 @@ def cache(redis_url: str) -> Cache:
 
 
 def _answer(acc: chat_repo.Accepted, rid: str, tenant: str, text: str = "hi") -> chat_repo.Answer:
-    return chat_repo.Answer(answer_id=acc.answer_id, conversation_id=acc.conversation_id, tenant_id=tenant,
-                            user_id="u", request_id=rid, text=text, finish_reason="stop", citations=[],
-                            input_tokens=5, output_tokens=2, model_profile="local-extractive", region="local",
-                            ttft_ms=3, duration_ms=9, cost_usd=Decimal("0"))
+    return chat_repo.Answer(
+        answer_id=acc.answer_id,
+        conversation_id=acc.conversation_id,
+        tenant_id=tenant,
+        user_id="u",
+        request_id=rid,
+        text=text,
+        finish_reason="stop",
+        citations=[],
+        input_tokens=5,
+        output_tokens=2,
+        model_profile="local-extractive",
+        region="local",
+        ttft_ms=3,
+        duration_ms=9,
+        cost_usd=Decimal("0"),
+    )
 
 
 def test_messages_are_one_row_each_and_a_retried_request_is_stored_once(db: Database) -> None:
     tenant, rid = f"t-{uuid.uuid4()}", str(uuid.uuid4())
     with db.transaction() as conn:
-        first = chat_repo.accept_user_message(conn, tenant_id=tenant, user_id="u", conversation_id=None,
-                                              request_id=rid, text="hello")
+        first = chat_repo.accept_user_message(
+            conn, tenant_id=tenant, user_id="u", conversation_id=None, request_id=rid, text="hello"
+        )
     with db.transaction() as conn:
-        again = chat_repo.accept_user_message(conn, tenant_id=tenant, user_id="u", conversation_id=None,
-                                              request_id=rid, text="hello")
+        again = chat_repo.accept_user_message(
+            conn, tenant_id=tenant, user_id="u", conversation_id=None, request_id=rid, text="hello"
+        )
     assert first.created and not again.created
     assert (again.conversation_id, again.message_id, again.answer_id) == (
-        first.conversation_id, first.message_id, first.answer_id)
+        first.conversation_id,
+        first.message_id,
+        first.answer_id,
+    )
     with db.transaction() as conn:
         assert chat_repo.record_answer(conn, _answer(first, rid, tenant))
         assert not chat_repo.record_answer(conn, _answer(first, rid, tenant))  # a redelivery
-        rows = chat_repo.list_messages(conn, tenant_id=tenant, user_id="u",
-                                       conversation_id=first.conversation_id, after_seq=0, limit=10)
-        usage = conn.execute("SELECT count(*) AS n FROM usage_records WHERE request_id = %s", (rid,)).fetchone()
+        rows = chat_repo.list_messages(
+            conn, tenant_id=tenant, user_id="u", conversation_id=first.conversation_id, after_seq=0, limit=10
+        )
+        usage = conn.execute(
+            "SELECT count(*) AS n FROM usage_records WHERE request_id = %s", (rid,)
+        ).fetchone()
     assert [(r["role"], r["seq"]) for r in rows] == [("user", 1), ("assistant", 2)]
     assert usage is not None and usage["n"] == 1
 
@@ -55,23 +76,38 @@ def test_messages_are_one_row_each_and_a_retried_request_is_stored_once(db: Data
 def test_a_request_id_of_another_tenant_is_refused(db: Database) -> None:
     rid = str(uuid.uuid4())
     with db.transaction() as conn:
-        chat_repo.accept_user_message(conn, tenant_id="t-a", user_id="u", conversation_id=None, request_id=rid,
-                                      text="mine")
+        chat_repo.accept_user_message(
+            conn, tenant_id="t-a", user_id="u", conversation_id=None, request_id=rid, text="mine"
+        )
     with pytest.raises(BadRequest), db.transaction() as conn:
-        chat_repo.accept_user_message(conn, tenant_id="t-b", user_id="u", conversation_id=None, request_id=rid,
-                                      text="theirs")
+        chat_repo.accept_user_message(
+            conn, tenant_id="t-b", user_id="u", conversation_id=None, request_id=rid, text="theirs"
+        )
 
 
 def test_another_tenants_conversation_is_not_found_and_nothing_is_written(db: Database) -> None:
     with db.transaction() as conn:
-        acc = chat_repo.accept_user_message(conn, tenant_id="t-own", user_id="u", conversation_id=None,
-                                            request_id=str(uuid.uuid4()), text="secret")
+        acc = chat_repo.accept_user_message(
+            conn,
+            tenant_id="t-own",
+            user_id="u",
+            conversation_id=None,
+            request_id=str(uuid.uuid4()),
+            text="secret",
+        )
     with pytest.raises(NotFound), db.transaction() as conn:
-        chat_repo.accept_user_message(conn, tenant_id="t-other", user_id="u", conversation_id=acc.conversation_id,
-                                      request_id=str(uuid.uuid4()), text="intrude")
+        chat_repo.accept_user_message(
+            conn,
+            tenant_id="t-other",
+            user_id="u",
+            conversation_id=acc.conversation_id,
+            request_id=str(uuid.uuid4()),
+            text="intrude",
+        )
     with db.transaction() as conn:
-        count = conn.execute("SELECT message_count FROM conversations WHERE id = %s",
-                             (acc.conversation_id,)).fetchone()
+        count = conn.execute(
+            "SELECT message_count FROM conversations WHERE id = %s", (acc.conversation_id,)
+        ).fetchone()
     assert count is not None and count["message_count"] == 1
 
 

@@ -25,7 +25,7 @@ def test_seq_numbers_have_no_gaps_and_text_is_preserved() -> None:
     b = DeltaBatcher(interval_s=0.05)
     pieces = [f"t{i} " for i in range(200)]
     out = [d for i, p in enumerate(pieces) if (d := b.add(p, now=i * 0.007))]
-    if (tail := b.flush(now=10)):
+    if tail := b.flush(now=10):
         out.append(tail)
     assert [seq for seq, _ in out] == list(range(1, len(out) + 1))
     assert "".join(t for _, t in out) == "".join(pieces)
@@ -41,10 +41,18 @@ def test_a_big_buffer_is_flushed_before_the_interval() -> None:
 def test_prompt_drops_oldest_turns_first_and_keeps_the_new_message() -> None:
     history = []
     for i in range(30):
-        history += [{"role": "user", "content": f"question {i} " * 20},
-                    {"role": "assistant", "content": f"answer {i} " * 20}]
-    p = build_prompt(system="sys", context_block="", history=history, user_text="latest?",
-                     max_context_tokens=600, max_output_tokens=100)
+        history += [
+            {"role": "user", "content": f"question {i} " * 20},
+            {"role": "assistant", "content": f"answer {i} " * 20},
+        ]
+    p = build_prompt(
+        system="sys",
+        context_block="",
+        history=history,
+        user_text="latest?",
+        max_context_tokens=600,
+        max_output_tokens=100,
+    )
     assert p.messages[0]["role"] == "system" and p.messages[-1] == {"role": "user", "content": "latest?"}
     assert p.dropped_turns > 0
     assert p.messages[1]["role"] == "user"
@@ -53,15 +61,27 @@ def test_prompt_drops_oldest_turns_first_and_keeps_the_new_message() -> None:
 
 
 def test_prompt_carries_context_block_in_the_system_message() -> None:
-    p = build_prompt(system="sys", context_block="Context passages:\n[1] T\ntext", history=[],
-                     user_text="q", max_context_tokens=1000, max_output_tokens=10)
+    p = build_prompt(
+        system="sys",
+        context_block="Context passages:\n[1] T\ntext",
+        history=[],
+        user_text="q",
+        max_context_tokens=1000,
+        max_output_tokens=10,
+    )
     assert "Context passages:" in p.messages[0]["content"]
 
 
 def test_message_too_large_for_the_model_is_refused() -> None:
     with pytest.raises(TooLarge):
-        build_prompt(system="s", context_block="", history=[], user_text="word " * 5000,
-                     max_context_tokens=1000, max_output_tokens=100)
+        build_prompt(
+            system="s",
+            context_block="",
+            history=[],
+            user_text="word " * 5000,
+            max_context_tokens=1000,
+            max_output_tokens=100,
+        )
 
 
 def test_token_estimate_is_deterministic_and_monotonic() -> None:

@@ -14,8 +14,16 @@ RID = str(uuid.uuid4())
 
 
 def test_send_message_frame_parses_with_wire_names() -> None:
-    frame = protocol.parse_client_frame(json.dumps(
-        {"action": "sendMessage", "requestId": RID, "text": "hi", "options": {"maxTokens": 10, "rag": False}}))
+    frame = protocol.parse_client_frame(
+        json.dumps(
+            {
+                "action": "sendMessage",
+                "requestId": RID,
+                "text": "hi",
+                "options": {"maxTokens": 10, "rag": False},
+            }
+        )
+    )
     assert isinstance(frame, protocol.SendMessage)
     assert str(frame.request_id) == RID and frame.options.max_tokens == 10 and frame.options.rag is False
 
@@ -33,8 +41,10 @@ def test_send_message_frame_parses_with_wire_names() -> None:
         (json.dumps({"action": "sendMessage", "requestId": RID, "text": ""}), "text"),
         (json.dumps({"action": "sendMessage", "requestId": RID, "text": "x", "extra": 1}), "extra"),
         (json.dumps({"action": "resume", "requestId": RID, "afterSeq": -1}), "afterSeq"),
-        (json.dumps({"action": "sendMessage", "requestId": RID, "text": "x", "options": {"maxTokens": 0}}),
-         "maxTokens"),
+        (
+            json.dumps({"action": "sendMessage", "requestId": RID, "text": "x", "options": {"maxTokens": 0}}),
+            "maxTokens",
+        ),
     ],
 )
 def test_bad_frames_are_refused_with_one_clear_sentence(body: str, fragment: str) -> None:
@@ -45,7 +55,9 @@ def test_bad_frames_are_refused_with_one_clear_sentence(body: str, fragment: str
 
 
 def test_oversized_text_is_too_large() -> None:
-    body = json.dumps({"action": "sendMessage", "requestId": RID, "text": "x" * (protocol.MAX_TEXT_CHARS + 1)})
+    body = json.dumps(
+        {"action": "sendMessage", "requestId": RID, "text": "x" * (protocol.MAX_TEXT_CHARS + 1)}
+    )
     with pytest.raises(TooLarge) as info:
         protocol.parse_client_frame(body)
     assert info.value.code == "TOO_LARGE"
@@ -57,8 +69,9 @@ def test_error_frame_names_the_request_and_omits_unset_fields() -> None:
 
 
 def test_server_frames_round_trip() -> None:
-    done = protocol.Done(requestId=RID, messageId="m", finishReason="stop",
-                         usage=protocol.Usage(inputTokens=3, outputTokens=4))
+    done = protocol.Done(
+        requestId=RID, messageId="m", finishReason="stop", usage=protocol.Usage(inputTokens=3, outputTokens=4)
+    )
     assert protocol.parse_server_frame(protocol.dump(done)) == done
     assert json.loads(protocol.dump(done))["usage"] == {"inputTokens": 3, "outputTokens": 4}
 

@@ -62,8 +62,13 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def _conversation(row: dict[str, Any]) -> Conversation:
-    return Conversation(id=row["id"], title=row["title"], messageCount=row["message_count"],
-                        createdAt=row["created_at"], updatedAt=row["updated_at"])
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        messageCount=row["message_count"],
+        createdAt=row["created_at"],
+        updatedAt=row["updated_at"],
+    )
 
 
 @router.get("", response_model=ConversationPage)
@@ -75,20 +80,25 @@ def list_conversations(
 ) -> ConversationPage:
     with db.transaction() as conn:
         rows = chat_repo.list_conversations(
-            conn, tenant_id=caller.tenant_id, user_id=caller.user_id, limit=limit + 1,
+            conn,
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            limit=limit + 1,
             cursor=_decode_cursor(cursor) if cursor else None,
         )
     more = len(rows) > limit
     rows = rows[:limit]
-    return ConversationPage(items=[_conversation(r) for r in rows],
-                            nextCursor=_encode_cursor(rows[-1]) if more and rows else None)
+    return ConversationPage(
+        items=[_conversation(r) for r in rows], nextCursor=_encode_cursor(rows[-1]) if more and rows else None
+    )
 
 
 @router.get("/{conversation_id}", response_model=Conversation)
 def get_conversation(conversation_id: UUID, caller: CallerDep, db: DatabaseDep) -> Conversation:
     with db.transaction() as conn:
-        row = chat_repo.get_conversation(conn, tenant_id=caller.tenant_id, user_id=caller.user_id,
-                                         conversation_id=str(conversation_id))
+        row = chat_repo.get_conversation(
+            conn, tenant_id=caller.tenant_id, user_id=caller.user_id, conversation_id=str(conversation_id)
+        )
     return _conversation(row)
 
 
@@ -101,24 +111,41 @@ def list_messages(
     after_seq: Annotated[int, Query(alias="afterSeq", ge=0, le=2**31 - 1)] = 0,
 ) -> MessagePage:
     with db.transaction() as conn:
-        rows = chat_repo.list_messages(conn, tenant_id=caller.tenant_id, user_id=caller.user_id,
-                                       conversation_id=str(conversation_id), after_seq=after_seq,
-                                       limit=limit + 1)
+        rows = chat_repo.list_messages(
+            conn,
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            conversation_id=str(conversation_id),
+            after_seq=after_seq,
+            limit=limit + 1,
+        )
     more = len(rows) > limit
     rows = rows[:limit]
     items = [
-        Message(id=r["id"], seq=r["seq"], role=r["role"], content=r["content"], requestId=r["request_id"],
-                finishReason=r["finish_reason"], citations=r["citations"], inputTokens=r["input_tokens"],
-                outputTokens=r["output_tokens"], createdAt=r["created_at"])
+        Message(
+            id=r["id"],
+            seq=r["seq"],
+            role=r["role"],
+            content=r["content"],
+            requestId=r["request_id"],
+            finishReason=r["finish_reason"],
+            citations=r["citations"],
+            inputTokens=r["input_tokens"],
+            outputTokens=r["output_tokens"],
+            createdAt=r["created_at"],
+        )
         for r in rows
     ]
     return MessagePage(items=items, nextAfterSeq=rows[-1]["seq"] if more and rows else None)
 
 
 @router.delete("/{conversation_id}", status_code=204, response_class=Response)
-def delete_conversation(conversation_id: UUID, caller: CallerDep, db: DatabaseDep, cache: CacheDep) -> Response:
+def delete_conversation(
+    conversation_id: UUID, caller: CallerDep, db: DatabaseDep, cache: CacheDep
+) -> Response:
     with db.transaction() as conn:
-        chat_repo.delete_conversation(conn, tenant_id=caller.tenant_id, user_id=caller.user_id,
-                                      conversation_id=str(conversation_id))
+        chat_repo.delete_conversation(
+            conn, tenant_id=caller.tenant_id, user_id=caller.user_id, conversation_id=str(conversation_id)
+        )
     cache.drop_history(str(conversation_id))
     return Response(status_code=204)

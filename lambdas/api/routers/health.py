@@ -35,5 +35,6 @@ def healthz(d: DepsDep) -> JSONResponse:
         "model": _check(lambda: model_ready(d.settings)),
     }
     healthy = all(c["ok"] for c in checks.values())
-    return JSONResponse({"status": "ok" if healthy else "degraded", "checks": checks},
-                        status_code=200 if healthy else 503)
+    return JSONResponse(
+        {"status": "ok" if healthy else "degraded", "checks": checks}, status_code=200 if healthy else 503
+    )
