@@ -10,20 +10,19 @@ one GIL; separate processes use separate cores, as API Gateway and Lambda are se
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import threading
-import time
 import traceback
 from typing import Any
 
 import urllib3
 
 from chatstack.local.lambda_context import load_handler
+from chatstack.local.process import ReadyProcess
 from lambdas import wiring
 
 INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
+READY = "lambda host ready on "
 
 
 class FunctionError(Exception):
@@ -118,40 +117,9 @@ def create_host_app() -> Any:
     return Starlette(routes=[Route(INVOKE_PATH.replace("{name}", "{name:str}"), invoke, methods=["POST"])])
 
 
-class LambdaHostProcess:
-    """Starts `python -m chatstack.local.lambda_host` and waits until it listens."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chatstack.local.lambda_host"],
-            stdout=subprocess.PIPE,
-            stderr=None,
-            text=True,
-            env={**os.environ, **env},
-        )
-        self.url = ""
-
-    def wait_ready(self, timeout_s: float = 120.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise SystemExit(
-                    f"The Lambda host exited before it was ready (exit code {self.proc.poll()})."
-                )
-            if line.startswith("lambda host ready on "):
-                self.url = line.removeprefix("lambda host ready on ").strip()
-                return self.url
-        raise SystemExit("The Lambda host did not become ready in time.")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def lambda_host_process() -> ReadyProcess:
+    """A Lambda host in its own process (the environment it inherits is the functions' settings)."""
+    return ReadyProcess([sys.executable, "-m", "chatstack.local.lambda_host"], READY, "Lambda host")
 
 
 def main() -> None:
@@ -181,7 +149,7 @@ def main() -> None:
             if task.done():
                 return await task
             await asyncio.sleep(0.02)
-        print(f"lambda host ready on http://127.0.0.1:{port}", flush=True)
+        print(f"{READY}http://127.0.0.1:{port}", flush=True)
         await task
 
     asyncio.run(serve())

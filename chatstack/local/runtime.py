@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import os
 import socket
-import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from starlette.routing import Mount, Route
 
 from chatstack.local.embedded import EmbeddedPostgres, EmbeddedRedis
 from chatstack.local.identity import AUDIENCE, ISSUER, DevIdentity
+from chatstack.local.process import ReadyProcess
 from lambdas import wiring
 
 
@@ -61,48 +60,23 @@ class Urls:
     token: str
 
 
-class ModelProcess:
-    """The local LMI-compatible model server in its own process."""
-
-    def __init__(self, backend: str, token_rate: float, extra: list[str]) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "sagemaker_containers.server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--backend",
-            backend,
-            "--token-rate",
-            str(token_rate),
-            *extra,
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
-        self.url = ""
-
-    def wait_ready(self, timeout_s: float = 120.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise SystemExit(
-                    f"The model server exited before it was ready (exit code {self.proc.poll()})."
-                )
-            if "model server ready on " in line:
-                self.url = line.rsplit("model server ready on ", 1)[1].strip()
-                return self.url
-        raise SystemExit("The model server did not become ready in time.")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def model_process(backend: str, token_rate: float, extra: list[str]) -> ReadyProcess:
+    """The local LMI-compatible model server in its own process, as the container is in the cloud."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "sagemaker_containers.server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--backend",
+        backend,
+        "--token-rate",
+        str(token_rate),
+        *extra,
+    ]
+    return ReadyProcess(cmd, "model server ready on ", "model server")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -126,8 +100,8 @@ class LocalRuntime:
         self.o = options
         self.pg: EmbeddedPostgres | None = None
         self.redis: EmbeddedRedis | None = None
-        self.model: ModelProcess | None = None
-        self.lambda_hosts: list[Any] = []
+        self.model: ReadyProcess | None = None
+        self.lambda_hosts: list[ReadyProcess] = []
         self.identity = DevIdentity(options.data_dir / "identity")
         self.urls: Urls | None = None
         self.server: uvicorn.Server | None = None
@@ -200,7 +174,7 @@ class LocalRuntime:
 
     async def serve(self, on_ready: Callable[[Urls], Awaitable[None] | None] | None = None) -> None:
         from chatstack.local.gateway import GatewayEmulator
-        from chatstack.local.lambda_host import LambdaHostProcess, remote_functions
+        from chatstack.local.lambda_host import lambda_host_process, remote_functions
         from chatstack.local.sqs import LocalSqs
 
         warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -213,7 +187,7 @@ class LocalRuntime:
         if o.model_url:
             model_url = o.model_url
         else:
-            self.model = ModelProcess(o.model_backend, o.token_rate, o.model_args)
+            self.model = model_process(o.model_backend, o.token_rate, o.model_args)
         db_url, redis_url = await asyncio.to_thread(self._start_data)
         if self.model is not None:
             model_url = await asyncio.to_thread(self.model.wait_ready)
@@ -230,7 +204,7 @@ class LocalRuntime:
         d = deps()
         await asyncio.to_thread(d.db.migrate)
         # The functions run in the Lambda host process, invoked over the Lambda Invoke API.
-        self.lambda_hosts = [LambdaHostProcess(env={}) for _ in range(o.lambda_processes)]
+        self.lambda_hosts = [lambda_host_process() for _ in range(o.lambda_processes)]
         urls = [await asyncio.to_thread(host.wait_ready) for host in self.lambda_hosts]
         functions = remote_functions(urls)
         sqs = LocalSqs(queue=wiring.JOBS_QUEUE, worker=functions[wiring.WORKER.name], base_url=sqs_url)

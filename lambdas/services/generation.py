@@ -9,7 +9,7 @@ frame (`done` or `error`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -59,6 +59,23 @@ class Job:
             options=dict(body.get("options") or {}),
             enqueued_at=float(body.get("enqueuedAt") or time.time()),
         )
+
+
+@dataclass
+class Outcome:
+    """What one answer came to: text, finish reason, tokens and timing."""
+
+    started: float
+    finish: str = "stop"
+    parts: list[str] = field(default_factory=list)
+    citations: list[protocol.Citation] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    ttft_ms: int | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 class Stream:
@@ -135,35 +152,23 @@ class GenerationService:
             value=max(0.0, (time.time() - job.enqueued_at) * 1000),
         )
         if self.d.cache.is_cancelled(job.request_id):
-            self._finish(
-                job,
-                stream,
-                text="",
-                finish="cancelled",
-                citations=[],
-                input_tokens=0,
-                output_tokens=0,
-                ttft_ms=None,
-                started=started,
-            )
+            self._finish(job, stream, Outcome(started=started, finish="cancelled"))
             return
-        max_tokens = int(job.options.get("maxTokens") or self.s.max_output_tokens)
-        max_tokens = min(max_tokens, self.s.max_output_tokens)
-        history = self._history(job)
+        max_tokens = min(
+            int(job.options.get("maxTokens") or self.s.max_output_tokens), self.s.max_output_tokens
+        )
         citations, context_block = self._retrieve(job)
         prompt = build_prompt(
             system=self.s.system_prompt,
             context_block=context_block,
-            history=history,
+            history=self._history(job),
             user_text=job.text,
             max_context_tokens=self.s.model_max_context_tokens,
             max_output_tokens=max_tokens,
         )
+        out = Outcome(started=started, citations=citations, input_tokens=prompt.input_tokens)
         batcher = DeltaBatcher(interval_s=self.s.flush_interval_ms / 1000)
-        parts: list[str] = []
-        finish = "stop"
         usage: tuple[int, int] | None = None
-        ttft_ms: int | None = None
         try:
             for chunk in self.d.model.stream_chat(
                 prompt.messages,
@@ -175,49 +180,30 @@ class GenerationService:
                 if chunk.usage is not None:
                     usage = chunk.usage
                 if chunk.text:
-                    parts.append(chunk.text)
-                    if ttft_ms is None:
-                        ttft_ms = int((time.monotonic() - started) * 1000)
+                    out.parts.append(chunk.text)
+                    if out.ttft_ms is None:
+                        out.ttft_ms = int((time.monotonic() - started) * 1000)
                     due = batcher.add(chunk.text, time.monotonic())
                     if due:
                         stream.publish(protocol.Delta(requestId=job.request_id, seq=due[0], text=due[1]))
                         if stream.cancelled:
-                            finish = "cancelled"
+                            out.finish = "cancelled"
                             break
                 if chunk.finish_reason:
-                    finish = chunk.finish_reason
+                    out.finish = chunk.finish_reason
         except ChatError as exc:
-            self._fail(job, stream, batcher, parts, exc, prompt.input_tokens, ttft_ms, started)
+            self._fail(job, stream, batcher, out, exc)
             return
         except Exception:  # the model client's contract is ChatError; anything else is a bug
             logger.exception("model stream failed")
-            self._fail(
-                job,
-                stream,
-                batcher,
-                parts,
-                Internal("The answer failed; please retry."),
-                prompt.input_tokens,
-                ttft_ms,
-                started,
-            )
+            self._fail(job, stream, batcher, out, Internal("The answer failed; please retry."))
             return
-        tail = batcher.flush(time.monotonic())
-        if tail:
-            stream.publish(protocol.Delta(requestId=job.request_id, seq=tail[0], text=tail[1]))
-        text = "".join(parts)
-        input_tokens, output_tokens = usage or (prompt.input_tokens, estimate_tokens(text))
-        self._finish(
-            job,
-            stream,
-            text=text,
-            finish=finish,
-            citations=citations,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            ttft_ms=ttft_ms,
-            started=started,
-        )
+        self._flush(job, stream, batcher)
+        if usage is not None:
+            out.input_tokens, out.output_tokens = usage
+        else:
+            out.output_tokens = estimate_tokens(out.text)
+        self._finish(job, stream, out)
 
     def _history(self, job: Job) -> list[dict[str, str]]:
         cached = self.d.cache.history(job.conversation_id)
@@ -256,97 +242,51 @@ class GenerationService:
         ]
         return citations, format_context(passages) if passages else ""
 
-    def _fail(
-        self,
-        job: Job,
-        stream: Stream,
-        batcher: DeltaBatcher,
-        parts: list[str],
-        exc: ChatError,
-        input_tokens: int,
-        ttft_ms: int | None,
-        started: float,
-    ) -> None:
+    @staticmethod
+    def _flush(job: Job, stream: Stream, batcher: DeltaBatcher) -> None:
         tail = batcher.flush(time.monotonic())
         if tail:
             stream.publish(protocol.Delta(requestId=job.request_id, seq=tail[0], text=tail[1]))
+
+    def _fail(self, job: Job, stream: Stream, batcher: DeltaBatcher, out: Outcome, exc: ChatError) -> None:
+        self._flush(job, stream, batcher)
         metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
         logger.warning("generation failed", extra={"request_id": job.request_id, "code": exc.code})
-        text = "".join(parts)
         # The answer was cut short: it is still stored and metered (usage is written once per answer).
-        self._record(
-            job,
-            text=text,
-            finish="error",
-            citations=[],
-            input_tokens=input_tokens,
-            output_tokens=estimate_tokens(text),
-            ttft_ms=ttft_ms,
-            started=started,
-        )
+        out.finish, out.citations, out.output_tokens = "error", [], estimate_tokens(out.text)
+        self._record(job, out)
         stream.publish(protocol.error_frame(exc, job.request_id))
 
-    def _finish(
-        self,
-        job: Job,
-        stream: Stream,
-        *,
-        text: str,
-        finish: str,
-        citations: list[protocol.Citation],
-        input_tokens: int,
-        output_tokens: int,
-        ttft_ms: int | None,
-        started: float,
-    ) -> None:
-        self._record(
-            job,
-            text=text,
-            finish=finish,
-            citations=citations,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            ttft_ms=ttft_ms,
-            started=started,
-        )
+    def _finish(self, job: Job, stream: Stream, out: Outcome) -> None:
+        self._record(job, out)
         self.d.cache.append_history(
             job.conversation_id,
             [
                 {"role": "user", "content": job.text, "requestId": job.request_id},
-                {"role": "assistant", "content": text, "requestId": job.request_id},
+                {"role": "assistant", "content": out.text, "requestId": job.request_id},
             ],
             keep=self.s.history_turns,
             ttl_s=self.s.hot_window_ttl_s,
         )
+        usage = protocol.Usage(inputTokens=out.input_tokens, outputTokens=out.output_tokens)
         stream.publish(
             protocol.Done(
                 requestId=job.request_id,
                 messageId=job.answer_id,
-                finishReason=finish,
-                usage=protocol.Usage(inputTokens=input_tokens, outputTokens=output_tokens),
-                citations=citations,
+                finishReason=out.finish,
+                usage=usage,
+                citations=out.citations,
             )
         )
-        metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=output_tokens)
-        metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=input_tokens)
-        if ttft_ms is not None:
-            metrics.add_metric(name="TimeToFirstToken", unit=MetricUnit.Milliseconds, value=ttft_ms)
+        metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=out.output_tokens)
+        metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=out.input_tokens)
+        if out.ttft_ms is not None:
+            metrics.add_metric(name="TimeToFirstToken", unit=MetricUnit.Milliseconds, value=out.ttft_ms)
 
-    def _record(
-        self,
-        job: Job,
-        *,
-        text: str,
-        finish: str,
-        citations: list[protocol.Citation],
-        input_tokens: int,
-        output_tokens: int,
-        ttft_ms: int | None,
-        started: float,
-    ) -> None:
+    def _record(self, job: Job, out: Outcome) -> None:
         s = self.s
         cost = (
-            (Decimal(output_tokens) + Decimal(input_tokens) * Decimal(str(s.input_token_cost_ratio)))
+            (Decimal(out.output_tokens) + Decimal(out.input_tokens) * Decimal(str(s.input_token_cost_ratio)))
             * Decimal(str(s.model_price_per_1k_output_tokens_usd))
             / 1000
         )
@@ -359,20 +299,20 @@ class GenerationService:
                     tenant_id=job.tenant_id,
                     user_id=job.user_id,
                     request_id=job.request_id,
-                    text=text,
-                    finish_reason=finish,
-                    citations=[c.model_dump(by_alias=True) for c in citations],
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
+                    text=out.text,
+                    finish_reason=out.finish,
+                    citations=[c.model_dump(by_alias=True) for c in out.citations],
+                    input_tokens=out.input_tokens,
+                    output_tokens=out.output_tokens,
                     model_profile=s.model_profile,
                     region=s.region,
-                    ttft_ms=ttft_ms,
-                    duration_ms=int((time.monotonic() - started) * 1000),
+                    ttft_ms=out.ttft_ms,
+                    duration_ms=int((time.monotonic() - out.started) * 1000),
                     cost_usd=cost,
                 ),
             )
         if stored:  # a redelivery was charged the first time
-            self._charge(job, input_tokens + output_tokens, cost)
+            self._charge(job, out.input_tokens + out.output_tokens, cost)
 
     def _charge(self, job: Job, tokens: int, cost: Decimal) -> None:
         """Spend the answer's tokens and dollars from the rate limits and quotas. The ledger row is
