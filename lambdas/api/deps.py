@@ -61,3 +61,6 @@ def require_scope(scope: str) -> Callable[[Caller], Caller]:
         return caller
 
     return check
+
+
+ChatCallerDep = Annotated[Caller, Depends(require_scope("chat"))]

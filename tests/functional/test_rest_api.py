@@ -85,6 +85,16 @@ def usage_row(api: Api, tenant_id: str, user: str, model: str, tokens: tuple[int
 
 # ---- who gets what ----------------------------------------------------------------------------
 
+def test_a_finance_user_reads_usage_but_no_conversations_or_documents(api: Api) -> None:
+    t = tenant()
+    conversation(api, t, "fiona")
+    headers = api.bearer("fiona", t, "finance")
+    assert api.client.get("/v1/usage", headers=headers).status_code == 200
+    for path in ("/v1/conversations", "/v1/documents"):
+        r = api.client.get(path, headers=headers)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN", (path, r.text)
+
+
 def test_a_browser_user_reads_their_conversations_and_nothing_administrative(api: Api) -> None:
     t = tenant()
     mine = conversation(api, t, "alice")

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
 from lambdas.adapters import chat_repo
-from lambdas.api.deps import CacheDep, CallerDep, DatabaseDep
+from lambdas.api.deps import CacheDep, ChatCallerDep, DatabaseDep
 from lambdas.errors import BadRequest
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -73,7 +73,7 @@ def _conversation(row: dict[str, Any]) -> Conversation:
 
 @router.get("", response_model=ConversationPage)
 def list_conversations(
-    caller: CallerDep,
+    caller: ChatCallerDep,
     db: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -94,7 +94,7 @@ def list_conversations(
 
 
 @router.get("/{conversation_id}", response_model=Conversation)
-def get_conversation(conversation_id: UUID, caller: CallerDep, db: DatabaseDep) -> Conversation:
+def get_conversation(conversation_id: UUID, caller: ChatCallerDep, db: DatabaseDep) -> Conversation:
     with db.transaction() as conn:
         row = chat_repo.get_conversation(
             conn, tenant_id=caller.tenant_id, user_id=caller.user_id, conversation_id=str(conversation_id)
@@ -105,7 +105,7 @@ def get_conversation(conversation_id: UUID, caller: CallerDep, db: DatabaseDep) 
 @router.get("/{conversation_id}/messages", response_model=MessagePage)
 def list_messages(
     conversation_id: UUID,
-    caller: CallerDep,
+    caller: ChatCallerDep,
     db: DatabaseDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     after_seq: Annotated[int, Query(alias="afterSeq", ge=0, le=2**31 - 1)] = 0,
@@ -141,7 +141,7 @@ def list_messages(
 
 @router.delete("/{conversation_id}", status_code=204, response_class=Response)
 def delete_conversation(
-    conversation_id: UUID, caller: CallerDep, db: DatabaseDep, cache: CacheDep
+    conversation_id: UUID, caller: ChatCallerDep, db: DatabaseDep, cache: CacheDep
 ) -> Response:
     with db.transaction() as conn:
         chat_repo.delete_conversation(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from lambdas.api.deps import CallerDep, DepsDep
+from lambdas.api.deps import ChatCallerDep, DepsDep
 from lambdas.errors import BadRequest, NotFound, TooLarge
 from lambdas.rag.embeddings import embedder_from_settings
 from lambdas.rag.ingest import IngestResult, IngestService
@@ -92,7 +92,7 @@ def _ingested(result: IngestResult) -> Ingested:
     responses={200: {"description": "Already indexed (same content)"}, 400: {}, 413: {}},
 )
 async def create_document(
-    request: Request, response: Response, caller: CallerDep, service: IngestDep
+    request: Request, response: Response, caller: ChatCallerDep, service: IngestDep
 ) -> Ingested:
     """Multipart form with a `file` field (optional `source`), or JSON `{source, title?, text}`."""
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -151,7 +151,7 @@ def _text_document(body: bytes) -> TextDocument:
 
 @router.get("", response_model=DocumentPage)
 def list_documents(
-    caller: CallerDep,
+    caller: ChatCallerDep,
     service: IngestDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -175,7 +175,7 @@ def list_documents(
 
 
 @router.delete("/{document_id}", status_code=204, response_class=Response)
-def delete_document(document_id: str, caller: CallerDep, service: IngestDep) -> Response:
+def delete_document(document_id: str, caller: ChatCallerDep, service: IngestDep) -> Response:
     if not service.delete_document(caller.tenant_id, document_id):
         raise NotFound("No such document.")
     return Response(status_code=204)
