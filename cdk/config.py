@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
-    from sagemaker_containers.profiles import ModelProfile
+    from sagemaker_containers.profiles import EmbeddingProfile, ModelProfile
 
 DEFAULT_CONFIG_FILE = "cdk.config.example.json"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -84,6 +84,28 @@ class InferenceConfig(_Frozen):
     scale_to_zero: bool = False
 
 
+class EmbeddingsConfig(_Frozen):
+    """The per-region TEI endpoint that embeds queries (worker) and chunks (REST ingestion).
+
+    The Lambda bundle carries no embedding model, so RAG in the cloud always needs an endpoint:
+    this deployment's own (`enabled`, the default) or an existing one named by `existing_endpoint`.
+    """
+
+    enabled: bool = True
+    profile: str = "minilm-l6-v2-cpu"
+    instance_type: str | None = None
+    min_instances: int | None = Field(default=None, ge=1)
+    max_instances: int | None = Field(default=None, ge=1)
+    existing_endpoint: str | None = Field(default=None, pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+class OpenSearchConfig(_Frozen):
+    # Ingestion writes every region's collection. A function reaches another region's collection over
+    # its public endpoint (SigV4 + data access policy naming the role); false keeps every collection
+    # VPC-only and each region's REST function writes only its own region.
+    cross_region_writes: bool = True
+
+
 class DeploymentConfig(_Frozen):
     """Everything that differs between deployments. Environments differ by this object only."""
 
@@ -107,6 +129,8 @@ class DeploymentConfig(_Frozen):
     api: ApiConfig = ApiConfig()
     identity: IdentityConfig = IdentityConfig()
     inference: InferenceConfig = InferenceConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    opensearch: OpenSearchConfig = OpenSearchConfig()
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -124,6 +148,42 @@ class DeploymentConfig(_Frozen):
         from sagemaker_containers.profiles import get_profile
 
         return get_profile(self.model_profile)
+
+    @cached_property
+    def embedding_profile(self) -> EmbeddingProfile:
+        """The ready embedding profile with this config's instance overrides applied (and re-validated)."""
+        from sagemaker_containers.profiles import EmbeddingProfile, get_embedding_profile
+
+        chosen = self.embeddings
+        overrides = {
+            key: value
+            for key, value in (
+                ("instance_type", chosen.instance_type),
+                ("min_instances", chosen.min_instances),
+                ("max_instances", chosen.max_instances),
+            )
+            if value is not None
+        }
+        data = get_embedding_profile(chosen.profile).model_dump()
+        data.update(overrides)
+        if "min_instances" in overrides:
+            data["instance_count"] = overrides["min_instances"]
+        return EmbeddingProfile.model_validate(data)
+
+    @property
+    def embedding_endpoint_name(self) -> str:
+        """The same name in every region (or the existing endpoint's name)."""
+        if not self.embeddings.enabled:
+            return str(self.embeddings.existing_endpoint)
+        return self.physical_name("embed")
+
+    @property
+    def cross_region_vector_writes(self) -> bool:
+        return (
+            self.vector_store == "opensearch"
+            and self.opensearch.cross_region_writes
+            and len(self.regions) > 1
+        )
 
     @property
     def use_inference_components(self) -> bool:
@@ -200,6 +260,32 @@ def _check(config: DeploymentConfig) -> None:
     if config.identity.issuer is None and (config.identity.audience or config.identity.jwks_url):
         raise ConfigError("identity.issuer is required when identity.audience or identity.jwks_url is set.")
     _check_profile(config)
+    _check_embeddings(config)
+
+
+def _check_embeddings(config: DeploymentConfig) -> None:
+    from sagemaker_containers.profiles import ProfileError, validate_embedding_profile
+
+    chosen = config.embeddings
+    if not chosen.enabled:
+        if not chosen.existing_endpoint:
+            raise ConfigError(
+                "embeddings.existing_endpoint is required when embeddings.enabled is false, "
+                "because the Lambda bundle carries no embedding model."
+            )
+        return
+    if chosen.existing_endpoint:
+        raise ConfigError("embeddings.existing_endpoint is only used when embeddings.enabled is false.")
+    try:
+        profile = config.embedding_profile
+        validate_embedding_profile(profile)
+        profile.instance_price_per_hour_usd  # noqa: B018  # docs/deploy.md prices the idle endpoint
+        for region in config.regions:
+            profile.image_uri(region)
+    except ProfileError as error:
+        raise ConfigError(f"embeddings.profile '{chosen.profile}': {_sentence(error.message)}") from None
+    except ValidationError as error:
+        raise ConfigError(f"embeddings: {_describe(error)}") from None
 
 
 def _check_profile(config: DeploymentConfig) -> None:

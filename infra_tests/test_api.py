@@ -169,6 +169,7 @@ def test_function_policies_name_only_this_deployments_resources(synth: Synth, re
             wiring.WORKER,
         )
     }
+    embedders = {lambda_handler_path(wiring.WORKER), lambda_handler_path(wiring.REST_API)}
     for handler, function_id in functions.items():
         for statement in _role_policies(synth, api, function_id):
             actions = set(as_list(statement["Action"]))
@@ -180,7 +181,13 @@ def test_function_policies_name_only_this_deployments_resources(synth: Synth, re
                 (arn,) = resources
                 assert referenced_ids(arn) == {websocket_id}
                 assert f"/{wiring.STAGE_NAME}/*/@connections/*" in "".join(strings(arn))
-            if actions & {"sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"}:
+            embedding_endpoint = f"arn:aws:sagemaker:{region}:{account}:endpoint/{name}-embed"
+            if actions == {"sagemaker:InvokeEndpoint"} and [render(a) for a in resources] == [
+                embedding_endpoint
+            ]:
+                # Only the functions that embed (queries in the worker, chunks in REST ingestion).
+                assert handler in embedders, handler
+            elif actions & {"sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"}:
                 assert handler == lambda_handler_path(wiring.WORKER)
                 regions = {region, synth.config.fallback_region(region)}
                 expected = {f"arn:aws:sagemaker:{r}:{account}:endpoint/{name}-llm" for r in regions}
@@ -188,9 +195,17 @@ def test_function_policies_name_only_this_deployments_resources(synth: Synth, re
             if "sqs:SendMessage" in actions:
                 assert handler == lambda_handler_path(wiring.SEND_MESSAGE)
             if "aoss:APIAccessAll" in actions:
-                assert handler in {lambda_handler_path(wiring.WORKER), lambda_handler_path(wiring.REST_API)}
+                assert handler in embedders, handler
                 own_data_stack = f"<import {name}-{region}-data:"
-                assert all(render(r).startswith(own_data_stack) for r in resources), resources
+                if handler == lambda_handler_path(wiring.WORKER):
+                    assert all(render(r).startswith(own_data_stack) for r in resources), resources
+                else:
+                    # Ingestion: this region's collection, and every other region's through the
+                    # cross-region reference reader.
+                    rendered = [render(r) for r in resources]
+                    assert len(rendered) == len(synth.config.regions), rendered
+                    assert sum(r.startswith(own_data_stack) for r in rendered) == 1, rendered
+                    assert all(r.startswith((own_data_stack, "<ExportsReader")) for r in rendered), rendered
             if "secretsmanager:GetSecretValue" in actions:
                 for resource in resources:
                     text = render(resource)

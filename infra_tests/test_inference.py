@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aws_cdk import App
 
 from cdk.config import DeploymentConfig
 from cdk.stacks.inference import InferenceStack
-from infra_tests.conftest import Synth
+from infra_tests.conftest import Synth, Template
 from infra_tests.helpers import render
+
+
+def llm(synth: Synth, template: Template, type_: str) -> dict[str, dict[str, Any]]:
+    """The chat model's resources of `type_` (the embedding endpoint's live under `Embeddings`)."""
+    return {k: v for k, v in synth.resources(template, type_).items() if not k.startswith("Embeddings")}
 
 
 def test_the_container_environment_equals_the_rendered_profile_and_the_image_is_regional(
@@ -18,7 +24,7 @@ def test_the_container_environment_equals_the_rendered_profile_and_the_image_is_
     profile = synth.config.profile
     for region in synth.config.regions:
         inference = synth.stack(region, "inference")
-        (model,) = synth.resources(inference, "AWS::SageMaker::Model").values()
+        (model,) = llm(synth, inference, "AWS::SageMaker::Model").values()
         container = model["Properties"]["PrimaryContainer"]
         assert container["Environment"] == profile.render_env()
         assert container["Image"] == profile.image_uri(region)
@@ -29,12 +35,12 @@ def test_the_endpoint_waits_for_the_container_and_is_named_for_failover(synth: S
     profile = synth.config.profile
     for region in synth.config.regions:
         inference = synth.stack(region, "inference")
-        (config,) = synth.resources(inference, "AWS::SageMaker::EndpointConfig").values()
+        (config,) = llm(synth, inference, "AWS::SageMaker::EndpointConfig").values()
         (variant,) = config["Properties"]["ProductionVariants"]
         assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == profile.container_startup_timeout_s
         assert variant["ModelDataDownloadTimeoutInSeconds"] == profile.model_data_download_timeout_s
         assert variant["InstanceType"] == profile.instance_type
-        (endpoint,) = synth.resources(inference, "AWS::SageMaker::Endpoint").values()
+        (endpoint,) = llm(synth, inference, "AWS::SageMaker::Endpoint").values()
         assert endpoint["Properties"]["EndpointName"] == f"{synth.config.name}-llm"
 
 
@@ -42,12 +48,12 @@ def test_the_endpoint_scales_on_the_high_resolution_concurrency_metric(synth: Sy
     profile = synth.config.profile
     for region in synth.config.regions:
         inference = synth.stack(region, "inference")
-        (target,) = synth.resources(inference, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+        (target,) = llm(synth, inference, "AWS::ApplicationAutoScaling::ScalableTarget").values()
         props = target["Properties"]
         assert props["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
         assert props["ResourceId"] == f"endpoint/{synth.config.name}-llm/variant/AllTraffic"
         assert (props["MinCapacity"], props["MaxCapacity"]) == (profile.min_instances, profile.max_instances)
-        (policy,) = synth.resources(inference, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+        (policy,) = llm(synth, inference, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
         tracking = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
         assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
             "SageMakerVariantConcurrentRequestsPerModelHighResolution"
@@ -62,7 +68,7 @@ def test_the_execution_role_pulls_only_the_lmi_repository_of_its_region(synth: S
         account = image.split(".", 1)[0]
         pulls = [
             s
-            for p in synth.resources(inference, "AWS::IAM::Policy").values()
+            for p in llm(synth, inference, "AWS::IAM::Policy").values()
             for s in p["Properties"]["PolicyDocument"]["Statement"]
             if "ecr:BatchGetImage" in s["Action"]
         ]
@@ -83,7 +89,7 @@ def test_inference_components_scale_copies_to_zero_when_asked(example_config: De
     app = App()
     stack = InferenceStack(app, config=config, region=config.primary_region)
     template = json.loads(json.dumps(app.synth().get_stack_by_name(stack.stack_name).template))
-    resources = template["Resources"].values()
+    resources = [r for k, r in template["Resources"].items() if not k.startswith("Embedding")]
     (component,) = [r for r in resources if r["Type"] == "AWS::SageMaker::InferenceComponent"]
     (endpoint_config,) = [r for r in resources if r["Type"] == "AWS::SageMaker::EndpointConfig"]
     variant = endpoint_config["Properties"]["ProductionVariants"][0]

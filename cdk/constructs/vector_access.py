@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_opensearchserverless as aoss
@@ -18,10 +19,20 @@ INDEX_PERMISSIONS = [
 
 
 class VectorAccessPolicy(Construct):
-    """Grants index read/write in one collection to the given roles (IAM still needs aoss:APIAccessAll)."""
+    """Grants index read/write in one collection to the given roles and to `principals` (role ARNs, e.g.
+    other regions' roles named by their fixed names); IAM still needs aoss:APIAccessAll."""
 
-    def __init__(self, scope: Construct, id: str, *, collection_name: str, roles: list[iam.IRole]) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        collection_name: str,
+        roles: list[iam.IRole],
+        principals: Sequence[str] = (),
+    ) -> None:
         super().__init__(scope, id)
+        arns = [role.role_arn for role in roles] + list(principals)
         document = [
             {
                 "Rules": [
@@ -36,7 +47,7 @@ class VectorAccessPolicy(Construct):
                         "Permission": ["aoss:DescribeCollectionItems"],
                     },
                 ],
-                "Principal": [f"${{Role{i}}}" for i in range(len(roles))],
+                "Principal": [f"${{Role{i}}}" for i in range(len(arns))],
                 "Description": "chatstack functions",
             }
         ]
@@ -48,5 +59,5 @@ class VectorAccessPolicy(Construct):
             policy=json.dumps(document),
             description="chatstack functions read and write document chunks",
         )
-        variables = {f"Role{i}": role.role_arn for i, role in enumerate(roles)}
+        variables = {f"Role{i}": arn for i, arn in enumerate(arns)}
         self.policy.add_property_override("Policy", {"Fn::Sub": [json.dumps(document), variables]})

@@ -1,7 +1,10 @@
 """OpenSearch Serverless VECTORSEARCH collection with its encryption and network policies.
 
-Reachable only through an OpenSearch Serverless VPC endpoint in this region's VPC; who may read and
-write its indexes is a data access policy (`VectorAccessPolicy`) made where the roles are.
+Reachable through an OpenSearch Serverless VPC endpoint in this region's VPC; who may read and
+write its indexes is a data access policy (`VectorAccessPolicy`) made where the roles are. With
+`cross_region_writes` the collection endpoint is also reachable from outside that VPC, because a VPC
+endpoint serves only collections of its own region and another region's REST function must write
+here: every request is still SigV4-signed and allowed only for the roles the data access policy names.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class VectorCollection(Construct):
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
         client_security_group: ec2.ISecurityGroup,
+        cross_region_writes: bool = False,
     ) -> None:
         super().__init__(scope, id)
         self.collection_name = collection_name
@@ -62,6 +66,14 @@ class VectorCollection(Construct):
                 "SourceVPCEs": ["${Vpce}"],
             }
         ]
+        if cross_region_writes:
+            network_document.append(
+                {
+                    "Rules": [{"ResourceType": "collection", "Resource": resource}],
+                    "AllowFromPublic": True,
+                    "Description": "Other regions' REST functions write here (SigV4 + data access policy)",
+                }
+            )
         network = aoss.CfnSecurityPolicy(
             self,
             "Network",

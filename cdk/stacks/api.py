@@ -3,10 +3,10 @@ queue, and every grant, each naming only this deployment's resources."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from aws_cdk import CfnElement, Stack
+from aws_cdk import CfnElement, Fn, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -35,8 +35,16 @@ POSTS_TO_CONNECTIONS = (
     wiring.DEFAULT,
     wiring.WORKER,
 )
-# Functions that read or write document chunks in the vector collection.
+# Functions that read or write document chunks in the vector collection, and so embed text.
 USES_VECTORS = (wiring.WORKER, wiring.REST_API)
+# The function that ingests documents: it writes every region's collection.
+INGESTS = wiring.REST_API
+
+
+def ingest_role_name(config: DeploymentConfig, region: str) -> str:
+    """A fixed role name, so every region's collection policy can name every region's ingesting role
+    without a cross-region reference (two API stacks naming each other's roles would be a cycle)."""
+    return f"{config.name}-{region}-{INGESTS.name.replace('_', '-')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +66,12 @@ class ApiStack(ChatstackStack):
         inference: InferenceStack,
         issuer: Issuer,
         code: Callable[[], lambda_.Code],
+        all_data: Mapping[str, DataStack] | None = None,
     ) -> None:
+        """`all_data` is every region's data stack (this one included); without it, ingestion writes
+        only this region's collection."""
         super().__init__(scope, "api", config=config, region=region)
+        self.all_data = dict(all_data or {region: data})
         self.queue = JobsQueue(self, "Jobs", key=data.key, spec=wiring.JOBS_QUEUE, name_prefix=config.name)
         fallback_region = config.fallback_region(region)
         environment = {
@@ -85,6 +97,8 @@ class ApiStack(ChatstackStack):
             "CHATSTACK_AUTH_AUDIENCE": issuer.audience,
             "CHATSTACK_VECTOR_STORE": config.vector_store,
             "CHATSTACK_OPENSEARCH_ENDPOINT": data.collection.endpoint if data.collection else "",
+            "CHATSTACK_EMBEDDINGS": "sagemaker",
+            "CHATSTACK_EMBEDDING_ENDPOINT": config.embedding_endpoint_name,
             "POWERTOOLS_SERVICE_NAME": config.name,
             "POWERTOOLS_METRICS_NAMESPACE": "Chatstack",
         }
@@ -100,6 +114,14 @@ class ApiStack(ChatstackStack):
             log_retention_days=config.api.log_retention_days,
         )
         fns = self.functions.functions
+        ingest = fns[INGESTS.name]
+        assert ingest.role is not None
+        ingest_role = ingest.role.node.default_child
+        assert isinstance(ingest_role, iam.CfnRole)
+        ingest_role.role_name = ingest_role_name(config, region)
+        if data.collection is not None:
+            # Ingestion writes every region's collection; the store reads the one of CHATSTACK_REGION.
+            ingest.add_environment("CHATSTACK_OPENSEARCH_ENDPOINT", Fn.join(",", self.collection_endpoints))
         ApiGatewayLogging(self, "ApiGatewayLogging")
         self.websocket = ChatWebSocketApi(
             self,
@@ -154,17 +176,35 @@ class ApiStack(ChatstackStack):
                 resources=self.endpoint_arns(config, (region,), inference),
             )
         )
+        embedding_arn = (
+            f"arn:{Stack.of(self).partition}:sagemaker:{region}:{config.account}:endpoint/"
+            f"{config.embedding_endpoint_name}"
+        )
+        for spec in USES_VECTORS:
+            fns[spec.name].add_to_role_policy(
+                iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[embedding_arn])
+            )
         if data.collection is not None:
             roles = []
             for spec in USES_VECTORS:
                 function = fns[spec.name]
+                collections = self.collection_arns if spec is INGESTS else [data.collection.arn]
                 function.add_to_role_policy(
-                    iam.PolicyStatement(actions=["aoss:APIAccessAll"], resources=[data.collection.arn])
+                    iam.PolicyStatement(actions=["aoss:APIAccessAll"], resources=collections)
                 )
                 assert function.role is not None
                 roles.append(function.role)
+            others = [
+                f"arn:{Stack.of(self).partition}:iam::{config.account}:role/{ingest_role_name(config, other)}"
+                for other in self.all_data
+                if other != region
+            ]
             VectorAccessPolicy(
-                self, "VectorAccess", collection_name=data.collection.collection_name, roles=roles
+                self,
+                "VectorAccess",
+                collection_name=data.collection.collection_name,
+                roles=roles,
+                principals=others,
             )
         websocket_cfn = self.websocket.api.node.default_child
         assert isinstance(websocket_cfn, CfnElement)
@@ -193,6 +233,22 @@ class ApiStack(ChatstackStack):
                 for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*")
             ],
         )
+
+    @property
+    def _written_collections(self) -> list[DataStack]:
+        """The data stacks whose collections ingestion writes: every region's, or only this one's."""
+        if self.config.cross_region_vector_writes:
+            return [d for d in self.all_data.values() if d.collection is not None]
+        own = self.all_data[self.deployment_region]
+        return [own] if own.collection is not None else []
+
+    @property
+    def collection_endpoints(self) -> list[str]:
+        return [d.collection.endpoint for d in self._written_collections if d.collection is not None]
+
+    @property
+    def collection_arns(self) -> list[str]:
+        return [d.collection.arn for d in self._written_collections if d.collection is not None]
 
     def endpoint_arns(
         self, config: DeploymentConfig, regions: tuple[str, ...], inference: InferenceStack

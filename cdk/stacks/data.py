@@ -171,4 +171,5 @@ class DataStack(ChatstackStack):
                 vpc=vpc,
                 subnets=network.network.app_subnets,
                 client_security_group=app_sg,
+                cross_region_writes=config.cross_region_vector_writes,
             )

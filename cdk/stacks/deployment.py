@@ -67,19 +67,25 @@ def add_deployment(app: App, config: DeploymentConfig, code: Callable[[], lambda
             jwks_url=config.identity.jwks_url or url + "/.well-known/jwks.json",
             audience=str(config.identity.audience),
         )
+    # Every region's data stack first: the REST function of each region writes every region's collection.
+    tiers: dict[str, tuple[NetworkStack, DataStack]] = {}
     primary_data: DataStack | None = None
     for region in config.regions:
         network = NetworkStack(app, config=config, region=region)
         data = DataStack(app, config=config, region=region, network=network, primary=primary_data)
         if primary_data is None:
             primary_data = data
-        inference = InferenceStack(app, config=config, region=region)
+        tiers[region] = (network, data)
+    all_data = {region: data for region, (_, data) in tiers.items()}
+    for region, (network, data) in tiers.items():
+        inference = InferenceStack(app, config=config, region=region, key=data.key)
         api = ApiStack(
             app,
             config=config,
             region=region,
             network=network,
             data=data,
+            all_data=all_data,
             inference=inference,
             issuer=issuer,
             code=code,

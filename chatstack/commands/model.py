@@ -12,9 +12,11 @@ from typing import NoReturn
 import click
 
 from sagemaker_containers.profiles import (
+    EmbeddingProfile,
     ModelProfile,
     ProfileError,
     get_profile,
+    list_embedding_profiles,
     list_instances,
     list_profiles,
     load_profile_file,
@@ -71,6 +73,33 @@ def profiles_command() -> None:
             f"context {profile.max_model_len}"
         )
         click.echo(f"  {_cost_line(profile)}")
+        if profile.description:
+            click.echo(f"  {profile.description}")
+
+
+def _embedding_cost_line(profile: EmbeddingProfile) -> str:
+    try:
+        price = profile.instance_price_per_hour_usd
+    except ProfileError as error:
+        return f"cost unknown: {error.message}"
+    return (
+        f"{_money(price)}/h per instance ({profile.price_confidence}), "
+        f"{_money(profile.idle_price_per_hour_usd)}/h idle at {profile.min_instances} instance(s)"
+    )
+
+
+@model.command("embeddings")
+def embeddings_command() -> None:
+    """List the embedding endpoint profiles (TEI): model, instance, scaling and idle cost."""
+    for profile in list_embedding_profiles():
+        kind = "GPU" if profile.uses_gpu else "CPU"
+        click.echo(profile.name)
+        click.echo(
+            f"  {profile.model_id} ({profile.dimensions} dimensions) on {profile.instance_count} x "
+            f"{profile.instance_type} ({kind}, {profile.framework} {profile.tei_version}), "
+            f"{profile.min_instances}-{profile.max_instances} instances"
+        )
+        click.echo(f"  {_embedding_cost_line(profile)}")
         if profile.description:
             click.echo(f"  {profile.description}")
 
