@@ -38,6 +38,7 @@ class LazyGroup(click.Group):
         "bench": "chatstack.bench:bench",
         "plan": "chatstack.commands.plan:plan",
         "keys": "chatstack.commands.keys:keys",
+        "region": "chatstack.commands.region:region",
     },
 )
 @click.version_option(package_name="chatstack")

@@ -4,6 +4,7 @@ each region adds its own records to the shared hosted zone and no region depends
 
 from __future__ import annotations
 
+from aws_cdk import CfnOutput
 from aws_cdk import aws_route53 as route53
 from constructs import Construct
 
@@ -47,3 +48,5 @@ class RoutingStack(ChatstackStack):
                 "Rest": (config.rest_domain, self.domains.rest_domain),
             },
         )
+        # `chatstack region` inverts the primary's check for a switchover; Route 53 generates the id.
+        CfnOutput(self, "HealthCheckId", value=self.records.health_check.health_check_id)
