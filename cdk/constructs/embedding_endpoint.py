@@ -10,14 +10,14 @@ from the Hugging Face Hub through SageMaker's network, and leaves no network int
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from cdk.nag import acknowledge, wildcard
+from cdk.constructs.sagemaker_container import container_model, container_role, grant_container_runtime
+from cdk.nag import acknowledge
 from sagemaker_containers.profiles import EmbeddingProfile
 
 VARIANT = "AllTraffic"
@@ -42,22 +42,11 @@ class EmbeddingEndpoint(Construct):
         self.endpoint_name = endpoint_name
         self.image_uri = profile.image_uri(region)
         self.environment = profile.render_env()
-        self.role = iam.Role(
-            self,
-            "ExecutionRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="TEI container: pull its image, write logs and metrics",
-        )
+        self.role = container_role(self, description="TEI container: pull its image, write logs and metrics")
         self._grant_runtime(region)
-        self.model = sagemaker.CfnModel(
-            self,
-            "Model",
-            execution_role_arn=self.role.role_arn,
-            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=self.image_uri, environment=self.environment, mode="SingleModel"
-            ),
+        self.model = container_model(
+            self, role=self.role, image_uri=self.image_uri, environment=self.environment
         )
-        self.model.node.add_dependency(self.role)
         encrypt_volume = not profile.has_instance_storage
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
@@ -130,60 +119,9 @@ class EmbeddingEndpoint(Construct):
         return stack.format_arn(service="sagemaker", resource="endpoint", resource_name=self.endpoint_name)
 
     def _grant_runtime(self, region: str) -> None:
-        stack = Stack.of(self)
-        registry = self.image_uri.split(".", 1)[0]
-        repository = self.image_uri.split("/", 1)[1].split(":", 1)[0]
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                    "ecr:BatchCheckLayerAvailability",
-                ],
-                resources=[f"arn:{stack.partition}:ecr:{region}:{registry}:repository/{repository}"],
-            )
-        )
-        self.role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name="/aws/sagemaker/Endpoints/*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
-            )
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}},
-            )
-        )
-        acknowledge(
+        grant_container_runtime(
             self.role,
-            [
-                {
-                    "id": wildcard("Resource::*"),
-                    "reason": "ecr:GetAuthorizationToken and "
-                    "cloudwatch:PutMetricData support no resource ARN; metrics are limited by namespace.",
-                },
-                {
-                    "id": wildcard(
-                        f"Resource::arn:<AWS::Partition>:logs:{region}:{stack.account}:log-group:"
-                        "/aws/sagemaker/Endpoints/*"
-                    ),
-                    "reason": "SageMaker names the endpoint's log groups and streams at run time "
-                    "under /aws/sagemaker/Endpoints.",
-                },
-            ],
+            image_uri=self.image_uri,
+            registry_account=self.image_uri.split(".", 1)[0],
+            log_group_prefix="/aws/sagemaker/Endpoints",
         )

@@ -10,11 +10,14 @@ SageMaker's network, and an endpoint in a VPC leaves network interfaces that out
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from cdk.constructs.sagemaker_container import container_model, container_role, grant_container_runtime
 from cdk.nag import acknowledge, wildcard
 from sagemaker_containers.profiles import ModelProfile
 
@@ -41,22 +44,13 @@ class LmiEndpoint(Construct):
         self.endpoint_name = endpoint_name
         self.image_uri = profile.image_uri(region)
         self.environment = profile.render_env()
-        self.role = iam.Role(
-            self,
-            "ExecutionRole",
-            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
-            description="LMI container: pull its image, write logs and metrics, read model weights",
+        self.role = container_role(
+            self, description="LMI container: pull its image, write logs and metrics, read model weights"
         )
         self._grant_runtime(region)
-        self.model = sagemaker.CfnModel(
-            self,
-            "Model",
-            execution_role_arn=self.role.role_arn,
-            primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(
-                image=self.image_uri, environment=self.environment, mode="SingleModel"
-            ),
+        self.model = container_model(
+            self, role=self.role, image_uri=self.image_uri, environment=self.environment
         )
-        self.model.node.add_dependency(self.role)
         variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
             variant_name=VARIANT,
             instance_type=profile.instance_type,
@@ -137,45 +131,7 @@ class LmiEndpoint(Construct):
 
     def _grant_runtime(self, region: str) -> None:
         stack = Stack.of(self)
-        repository = self.image_uri.split("/", 1)[1].split(":", 1)[0]
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                    "ecr:BatchCheckLayerAvailability",
-                ],
-                resources=[
-                    f"arn:{stack.partition}:ecr:{region}:{self.registry_account}:repository/{repository}"
-                ],
-            )
-        )
-        self.role.add_to_policy(iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]))
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name="/aws/sagemaker/*",
-                        arn_format=_COLON,
-                    )
-                ],
-            )
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "AWS/SageMaker"]}},
-            )
-        )
+        extra: list[dict[str, Any]] = []
         if self.profile.model_id.startswith("s3://"):
             bucket, _, prefix = self.profile.model_id.removeprefix("s3://").partition("/")
             self.role.add_to_policy(
@@ -188,33 +144,18 @@ class LmiEndpoint(Construct):
                     actions=["s3:ListBucket"], resources=[f"arn:{stack.partition}:s3:::{bucket}"]
                 )
             )
-        acknowledge(
-            self.role,
-            [
-                {
-                    "id": wildcard("Resource::*"),
-                    "reason": "ecr:GetAuthorizationToken and "
-                    "cloudwatch:PutMetricData support no resource ARN; metrics are limited by namespace.",
-                },
+            extra.append(
                 {
                     "id": wildcard(
-                        f"Resource::arn:<AWS::Partition>:logs:{region}:{stack.account}:log-group:"
-                        "/aws/sagemaker/*"
+                        f"Resource::arn:<AWS::Partition>:s3:::{self.profile.model_id.removeprefix('s3://')}*"
                     ),
-                    "reason": "SageMaker names the endpoint's log groups and streams at run time "
-                    "under /aws/sagemaker.",
-                },
-                *(
-                    [
-                        {
-                            "id": wildcard(
-                                f"Resource::arn:<AWS::Partition>:s3:::{self.profile.model_id.removeprefix('s3://')}*"
-                            ),
-                            "reason": "The container reads every object under the profile's model prefix.",
-                        }
-                    ]
-                    if self.profile.model_id.startswith("s3://")
-                    else []
-                ),
-            ],
+                    "reason": "The container reads every object under the profile's model prefix.",
+                }
+            )
+        grant_container_runtime(
+            self.role,
+            image_uri=self.image_uri,
+            registry_account=self.registry_account,
+            log_group_prefix="/aws/sagemaker",
+            extra_acknowledgements=extra,
         )
