@@ -19,7 +19,6 @@ plan as JSON lines and makes no AWS call.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from chatstack.commands._cdk import CdkUnavailable, ensure_cdk_config
 from chatstack.commands.region_plan import (
     CHECKS,
     RPO_RTO,
@@ -69,14 +69,10 @@ def load_deployment(config_file: str | None) -> DeploymentConfig:
 
 
 def _import_cdk_config() -> None:
-    # cdk/ is not part of the installed wheel; in a checkout it sits next to this package.
     try:
-        import cdk.config  # noqa: F401
-    except ImportError:
-        root = Path(__file__).resolve().parents[2]
-        if not (root / "cdk" / "config.py").is_file():
-            raise RegionError("chatstack region needs a source checkout (it reads cdk/config.py).") from None
-        sys.path.insert(0, str(root))
+        ensure_cdk_config("region")
+    except CdkUnavailable as error:
+        raise RegionError(str(error)) from None
 
 
 def read_outputs_file(path: str | None) -> dict[str, dict[str, str]]:
