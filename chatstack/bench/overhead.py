@@ -134,8 +134,13 @@ async def pipeline_ttft(
 @click.option(
     "--chats", "chats_per_user", default=4, show_default=True, help="Chats each user asks in a row."
 )
+@click.option(
+    "--lambda-processes", default=2, show_default=True, help="Lambda host processes of `chatstack up`."
+)
 @click.option("--out", default=".bench/overhead.json", show_default=True, type=click.Path(dir_okay=False))
-def overhead(levels: str, token_rate: float, max_tokens: int, chats_per_user: int, out: str) -> None:
+def overhead(
+    levels: str, token_rate: float, max_tokens: int, chats_per_user: int, lambda_processes: int, out: str
+) -> None:
     """Time to first token through the whole local pipeline versus the model server alone."""
     from chatstack.local.identity import DevIdentity
 
@@ -159,6 +164,8 @@ def overhead(levels: str, token_rate: float, max_tokens: int, chats_per_user: in
                 str(data_dir),
                 "--token-rate",
                 str(token_rate),
+                "--lambda-processes",
+                str(lambda_processes),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -215,6 +222,7 @@ def overhead(levels: str, token_rate: float, max_tokens: int, chats_per_user: in
         "method": "closed loop: N users each asking --chats times in a row, starts spread over one answer's"
         " duration; time to first token measured at the client; direct = the model server alone",
         "token_rate": token_rate,
+        "lambda_processes": lambda_processes,
         "max_tokens": max_tokens,
         "chats_per_user": chats_per_user,
         "machine": {
