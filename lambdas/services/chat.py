@@ -30,14 +30,14 @@ class ChatService:
         rid = str(msg.request_id)
         if not identity.has_scope("chat"):
             raise Forbidden("This identity may not chat; it needs the 'chat' scope.")
-        # Limits and quotas first: a refused message leaves nothing behind, not even its requestId.
-        LimitService(self.d).admit_message(identity, connection_id)
         cache = self.d.cache
         fresh = RequestRecord(tenant_id=identity.tenant_id, user_id=identity.user_id)
         previous = cache.claim_request(rid, fresh, self.s.idempotency_ttl_s)
-        if previous is not None:
+        if previous is not None:  # a repeat spends no rate budget: it generates nothing
             return self._repeat(identity, rid, previous, connection_id)
         try:
+            # A refused message leaves nothing behind, not even its requestId (released below).
+            LimitService(self.d).admit_message(identity, connection_id)
             with self.d.db.transaction() as conn:
                 accepted = chat_repo.accept_user_message(
                     conn,
@@ -49,8 +49,9 @@ class ChatService:
                 )
                 if accepted.created:
                     cache.watch(rid, connection_id, self.s.delta_ttl_s)
-                    # Enqueued inside the transaction: if the send fails, the message is rolled back;
-                    # if the commit fails after the send, the worker finds no message and drops the job.
+                    # Enqueued inside the transaction: if the send fails, the message is rolled back; if
+                    # the commit fails after the send, the worker never sees the message and drops the job
+                    # once it is old (GenerationService._message_committed).
                     self.d.queue.enqueue(
                         self._job(identity, msg, accepted, connection_id),
                         group_id=accepted.conversation_id,

@@ -202,3 +202,18 @@ def test_rest_requires_a_token_and_names_the_problem(service: Service) -> None:
         service.base + "/v1/conversations", headers={"Authorization": "Bearer x" * 3000}, timeout=10
     )
     assert 400 <= r.status_code < 500
+
+
+async def test_repeating_a_request_id_spends_no_rate_budget(service: Service) -> None:
+    """The per-connection limit is 30 messages a minute; 40 repeats of one requestId are one message."""
+    token = service.token(user="u-repeat", tenant="t-repeat")
+    rid = str(uuid.uuid4())
+    frame = json.dumps({"action": "sendMessage", "requestId": rid, "text": "Count me once."})
+    async with websockets.connect(f"{service.websocket}?token={token}") as ws:
+        await ws.send(frame)
+        await frames_until_terminal(ws, rid)
+        for _ in range(40):
+            await ws.send(frame)
+        # Routes run concurrently (as in API Gateway): 40 answers arrive in any order.
+        seen = [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(40)]
+    assert [f["type"] for f in seen] == ["ack"] * 40, [f for f in seen if f["type"] != "ack"][:2]
