@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 from urllib.parse import quote
 
 from lambdas.adapters.auth import JwtVerifier
@@ -52,43 +52,71 @@ def _redis_url(settings: Settings) -> str:
     return f"{scheme}://default:{token}@{rest.split('@')[-1]}"
 
 
+T = TypeVar("T")
+
+
+class _built_once(Generic[T]):
+    """A lazy attribute built at most once even when many worker threads ask at the same moment
+    (functools.cached_property holds no lock): two database pools or two embedding models would
+    otherwise be built on a busy cold start."""
+
+    def __init__(self, build: Callable[[Deps], T]) -> None:
+        self.build = build
+        self.name = build.__name__
+        self.__doc__ = build.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type[Deps]) -> _built_once[T]: ...
+    @overload
+    def __get__(self, obj: Deps, owner: type[Deps]) -> T: ...
+    def __get__(self, obj: Deps | None, owner: type[Deps]) -> T | _built_once[T]:
+        if obj is None:
+            return self
+        if self.name not in obj.__dict__:
+            with obj._lock:
+                if self.name not in obj.__dict__:
+                    obj.__dict__[self.name] = self.build(obj)
+        return cast(T, obj.__dict__[self.name])
+
+
 @dataclass
 class Deps:
     settings: Settings
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Re-entrant: building the retriever needs the database.
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
-    @cached_property
+    @_built_once
     def db(self) -> Database:
         db = Database(_database_url(self.settings), max_size=self.settings.database_pool_max)
         if self.settings.environment == "cloud":
             db.migrate()  # once per container; a no-op query when up to date, serialized by an advisory lock
         return db
 
-    @cached_property
+    @_built_once
     def cache(self) -> Cache:
         return Cache.from_url(_redis_url(self.settings))
 
-    @cached_property
+    @_built_once
     def connections(self) -> Connections:
         return Connections(self.settings.connections_url, region=self.settings.region)
 
-    @cached_property
+    @_built_once
     def queue(self) -> JobQueue:
         return JobQueue(
             self.settings.queue_url, region=self.settings.region, endpoint_url=self.settings.sqs_endpoint_url
         )
 
-    @cached_property
+    @_built_once
     def model(self) -> ModelClient:
         from lambdas.adapters.model import model_client_from_settings
 
         return model_client_from_settings(self.settings)
 
-    @cached_property
+    @_built_once
     def verifier(self) -> JwtVerifier:
         return JwtVerifier(self.settings)
 
-    @cached_property
+    @_built_once
     def retriever(self) -> Retriever | None:
         if not self.settings.rag_enabled:
             return None

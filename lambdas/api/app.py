@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from lambdas.api.routers import conversations, health
+from lambdas.api.routers import api_keys, conversations, documents, health, limits, usage
 from lambdas.errors import ChatError
 
 API_TITLE = "chatstack REST API"
@@ -36,20 +36,6 @@ def create_app() -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(conversations.router)
-    for module in _optional_routers():
-        app.include_router(module.router)
+    for router in (documents.router, usage.router, api_keys.router, limits.router):
+        app.include_router(router)
     return app
-
-
-def _optional_routers() -> list:  # type: ignore[type-arg]
-    """Routers of features whose modules ship with this build (documents, usage, api keys, limits)."""
-    import importlib
-
-    found = []
-    for name in ("documents", "usage", "api_keys", "limits"):
-        try:
-            found.append(importlib.import_module(f"lambdas.api.routers.{name}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lambdas.api.routers.{name}":
-                raise
-    return found

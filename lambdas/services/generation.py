@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from lambdas import protocol
+from lambdas import protocol, wiring
 from lambdas.adapters import chat_repo
 from lambdas.core.deltas import DeltaBatcher
 from lambdas.core.prompt import build_prompt
@@ -26,6 +26,8 @@ from lambdas.runtime import Deps
 from lambdas.services.limits import LimitService
 
 UNCOMMITTED_GRACE_S = 60.0
+# A claimed generation is someone's for as long as a worker may run; a crashed worker's claim expires.
+CLAIM_TTL_S = wiring.WORKER.timeout_s
 
 
 class MessageNotCommitted(Exception):
@@ -104,7 +106,7 @@ class GenerationService:
     def run(self, job: Job) -> None:
         """Generate the answer for one job. Raises only for failures worth a redelivery."""
         cache = self.d.cache
-        if not cache.claim_generation(job.request_id, ttl_s=self._claim_ttl()):
+        if not cache.claim_generation(job.request_id, ttl_s=CLAIM_TTL_S):
             logger.info("generation already claimed", extra={"request_id": job.request_id})
             return
         try:
@@ -139,9 +141,6 @@ class GenerationService:
             raise MessageNotCommitted(f"message {job.message_id} is not committed yet")
         logger.warning("job without a stored message dropped", extra={"request_id": job.request_id})
         return False
-
-    def _claim_ttl(self) -> int:
-        return 15 * 60
 
     def _generate(self, job: Job) -> None:
         started = time.monotonic()
