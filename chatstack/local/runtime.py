@@ -151,6 +151,8 @@ class LocalRuntime:
                 os.environ[key] = value
 
     def _app(self, gateway: Any, sqs: Any) -> Starlette:
+        from starlette.staticfiles import StaticFiles
+
         from lambdas.api.app import create_app
 
         identity = self.identity
@@ -168,6 +170,8 @@ class LocalRuntime:
             *sqs.routes,
             Route("/.well-known/jwks.json", jwks),
             Route("/", index),
+            # The page's scripts, styles and vendored libraries (no build step, nothing from a CDN).
+            Mount("/static", app=StaticFiles(packages=[("chatstack.web", "static")])),
             Mount("/", app=create_app()),
         ]
         return Starlette(routes=routes)
