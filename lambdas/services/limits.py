@@ -7,6 +7,11 @@ defaults overlaid with what its admin set (`PUT /v1/limits`); 0 means "no limit"
 
 A refusal is `RateLimited` (retryAfter: when the bucket will admit again) or `QuotaExceeded` (retryAfter
 and the reset time in the message). Nothing is spent unless every rule admits.
+
+An admitted message reserves its worst case (the prompt's input bound plus its maxTokens, and their
+dollars) from every quota and the budget, and takes one of its user's answer-in-flight slots; the worker
+settles by requestId (charges what the answer used, releases the rest). So concurrent messages cannot
+overrun a quota: each must fit beside what the others may still use.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from lambdas import protocol
 from lambdas.adapters import identity_repo, usage_repo
 from lambdas.adapters.auth import Identity
-from lambdas.adapters.limits import Bucket, Counter, LimitStore, Verdict
+from lambdas.adapters.limits import Bucket, Counter, Hold, LimitStore, Verdict
 from lambdas.config import Settings
+from lambdas.core.prompt import PER_MESSAGE_OVERHEAD
+from lambdas.core.tokens import estimate_tokens
 from lambdas.errors import QuotaExceeded, RateLimited
 from lambdas.runtime import Deps
 
@@ -108,6 +116,33 @@ def _id(value: str) -> str:
     return quote(value, safe="")
 
 
+def _hold_pointer(request_id: str) -> str:
+    # Who holds a reservation, so that the worker settles with the requestId alone.
+    return f"cs:hold:{_id(request_id)}"
+
+
+def reserved_tokens(settings: Settings, msg: protocol.SendMessage) -> int:
+    """The most tokens one message can cost: its prompt's input bound plus its output cap.
+
+    A new conversation has no history, so its input is the system prompt, the retrieved context
+    (at most `rag_context_tokens`) and the text; a follow-up may fill the model's whole input budget
+    with history (build_prompt does), so it reserves that budget.
+    """
+    max_tokens = min(msg.options.max_tokens or settings.max_output_tokens, settings.max_output_tokens)
+    budget = max(0, settings.model_max_context_tokens - max_tokens)
+    if msg.conversation_id is not None:
+        return budget + max_tokens
+    context = settings.rag_context_tokens if msg.options.rag and settings.rag_top_k else 0
+    fixed = estimate_tokens(settings.system_prompt) + estimate_tokens(msg.text) + context
+    return min(budget, fixed + 2 * PER_MESSAGE_OVERHEAD + 8) + max_tokens  # 8: the joins of the prompt
+
+
+def token_cost_usd(settings: Settings, input_tokens: int, output_tokens: int) -> Decimal:
+    """The estimated cost of tokens (docs/identity.md, "Estimated cost")."""
+    weighted = Decimal(output_tokens) + Decimal(input_tokens) * Decimal(str(settings.input_token_cost_ratio))
+    return weighted * Decimal(str(settings.model_price_per_1k_output_tokens_usd)) / 1000
+
+
 @dataclass(frozen=True, slots=True)
 class _Quota:
     counter: Counter
@@ -115,6 +150,7 @@ class _Quota:
     start: datetime
     end: datetime
     label: str
+    dollars: bool = False
 
 
 class LimitService:
@@ -159,15 +195,19 @@ class LimitService:
                 "Too many new connections from this address.", retry_after=_seconds(verdict.retry_after_ms)
             )
 
-    def admit_message(self, identity: Identity, connection_id: str) -> None:
-        """One sendMessage: check every rule, spend one message from each message bucket if all admit."""
+    def admit_message(
+        self, identity: Identity, connection_id: str, request: protocol.SendMessage | None = None
+    ) -> None:
+        """One sendMessage: check every rule, spend one message from each message bucket if all admit.
+
+        With `request`, also reserve its worst case from every quota and the budget and take an
+        answer-in-flight slot, held under its requestId until `settle` (or the hold's TTL)."""
         if not self.s.limits_enabled:
             return
         now = self.clock()
         tenant, user = identity.tenant_id, identity.user_id
         limits = self.limits(tenant)
         periods = Periods(datetime.fromtimestamp(now, UTC))
-        self._check_budget(tenant, limits, periods)
         tag, uid = _tag(tenant), _id(user)
         rules = [
             (
@@ -199,16 +239,54 @@ class LimitService:
             (Bucket(key, int(limit), MINUTE_MS, cost=cost), why) for limit, key, cost, why in rules if limit
         ]
         buckets = [b for b, _ in live]
-        quotas = self._quotas(tenant, user, limits, periods)
+        hold: Hold | None = None
+        tokens, dollars = 0, 0.0
+        if request is not None:
+            tokens = reserved_tokens(self.s, request)
+            max_out = min(request.options.max_tokens or self.s.max_output_tokens, self.s.max_output_tokens)
+            dollars = float(token_cost_usd(self.s, tokens - max_out, max_out))
+            hold = Hold(
+                request_id=str(request.request_id),
+                ledger_key=f"{tag}:holds",
+                in_flight_key=f"{tag}:fly:{uid}",
+                in_flight_cap=self.s.limit_answers_in_flight_per_user,
+                ttl_ms=self.s.limits_reservation_ttl_s * 1000,
+            )
+        quotas = self._quotas(tenant, user, limits, periods, reserve=(tokens, dollars))
         now_ms = int(now * 1000)
         for _ in range(3):
-            verdict = self.store.take(buckets, [q.counter for q in quotas], now_ms)
+            verdict = self.store.take(buckets, [q.counter for q in quotas], now_ms, hold)
             if not verdict.missing or verdict.refused >= 0:
                 break
             self._seed(tenant, [quotas[i - len(buckets)] for i in verdict.missing], periods)
         self._raise_for(verdict, [why for _, why in live], quotas, now)
         if verdict.missing:  # seeded three times and still missing: Redis is evicting our keys
             raise RateLimited("The service is busy; please retry.", retry_after=1)
+        if hold is not None:
+            pointer = json.dumps({"tenantId": tenant, "userId": user})
+            self.store.put(_hold_pointer(hold.request_id), pointer, hold.ttl_ms + 60_000)
+
+    def settle(
+        self,
+        request_id: str,
+        tokens: int,
+        cost_usd: Decimal,
+        *,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        """When an answer ends (done, cancelled or failed): release what its admission reserved and
+        charge what it used. The hold names its tenant and user; `tenant_id`/`user_id` are used only
+        when the hold has expired (the answer is still charged)."""
+        found = self.store.get(_hold_pointer(request_id))
+        if found is not None:
+            owner = json.loads(found)
+            tenant_id, user_id = str(owner["tenantId"]), str(owner["userId"])
+            self.store.release(f"{_tag(tenant_id)}:holds", request_id)
+            self.store.delete(_hold_pointer(request_id))
+        if tenant_id is None or user_id is None:
+            return
+        self.charge(tenant_id, user_id, tokens, cost_usd)
 
     def charge(self, tenant_id: str, user_id: str, tokens: int, cost_usd: Decimal) -> None:
         """After an answer (also one cut short): spend its tokens and dollars from every rule."""
@@ -226,17 +304,26 @@ class LimitService:
             )
             if limit
         ]
-        counters = [(q.counter.key, tokens) for q in self._quotas(tenant_id, user_id, None, periods)]
-        self.store.spend(buckets, counters, int(now * 1000))
-        if cost_usd > 0:
-            self.store.add_float_if_exists(self._spend_key(tenant_id, periods), float(cost_usd))
+        counters: list[tuple[str, float]] = [
+            (q.counter.key, float(cost_usd) if q.dollars else tokens)
+            for q in self._quotas(tenant_id, user_id, None, periods)
+        ]
+        self.store.spend(buckets, [(key, amount) for key, amount in counters if amount > 0], int(now * 1000))
 
     # ---- internals ------------------------------------------------------------------------------
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    def _quotas(self, tenant: str, user: str, limits: LimitSet | None, p: Periods) -> list[_Quota]:
-        """The quota counters; with `limits` None, every counter (for charging), limited or not."""
+    def _quotas(
+        self,
+        tenant: str,
+        user: str,
+        limits: LimitSet | None,
+        p: Periods,
+        reserve: tuple[int, float] = (0, 0.0),
+    ) -> list[_Quota]:
+        """The quota counters and the budget; with `limits` None, every one (for charging), limited or
+        not. `reserve`: the tokens and dollars an admitted request holds from each."""
         tag, uid = _tag(tenant), _id(user)
         day, month = p.day_start.strftime("%Y%m%d"), p.month_start.strftime("%Y%m")
         specs = [
@@ -277,43 +364,33 @@ class LimitService:
         for field, key, owner, start, end, label in specs:
             limit = 0 if limits is None else int(getattr(limits, field) or 0)
             if limits is None or limit:
-                out.append(_Quota(Counter(key, limit), owner, start, end, label))
+                out.append(_Quota(Counter(key, limit, reserve[0]), owner, start, end, label))
+        budget = 0.0 if limits is None else float(limits.budget_usd_per_month or 0)
+        if limits is None or budget:
+            label = f"Your organisation's monthly budget of ${budget:,.2f}"
+            counter = Counter(self._spend_key(tenant, p), budget, reserve[1])
+            out.append(_Quota(counter, None, p.month_start, p.month_end, label, dollars=True))
         return out
 
     def _seed(self, tenant: str, quotas: list[_Quota], p: Periods) -> None:
-        """Counters start from the ledger: a lost Redis (or a new period) never forgives usage."""
+        """Counters start from the ledger: a lost Redis (or a new period) never forgives usage. The
+        budget's spend is re-read from the ledger now and then; answers in between add their cost."""
         with self.d.db.transaction() as conn:
-            values = [
-                usage_repo.tokens_since(conn, tenant_id=tenant, user_id=q.user_id, start=q.start)
+            values: list[int | Decimal] = [
+                usage_repo.spend_since(conn, tenant_id=tenant, start=q.start)
+                if q.dollars
+                else usage_repo.tokens_since(conn, tenant_id=tenant, user_id=q.user_id, start=q.start)
                 for q in quotas
             ]
         for q, value in zip(quotas, values, strict=True):
-            self.store.seed(q.counter.key, value, _ms_until(q.end, p.now) + MINUTE_MS)
+            if q.dollars:
+                ttl_ms = min(self.s.budget_refresh_s * 1000, _ms_until(p.month_end, p.now))
+            else:
+                ttl_ms = _ms_until(q.end, p.now) + MINUTE_MS
+            self.store.seed(q.counter.key, str(value), ttl_ms)
 
     def _spend_key(self, tenant: str, p: Periods) -> str:
         return f"{_tag(tenant)}:spend:{p.month_start.strftime('%Y%m')}"
-
-    def _check_budget(self, tenant: str, limits: LimitSet, p: Periods) -> None:
-        budget = limits.budget_usd_per_month or 0
-        if not budget:
-            return
-        key = self._spend_key(tenant, p)
-        cached = self.store.get(key)
-        if cached is None:
-            with self.d.db.transaction() as conn:
-                spent = usage_repo.spend_since(conn, tenant_id=tenant, start=p.month_start)
-            # Re-read from the ledger now and then; answers in between add their cost (charge()).
-            ttl_ms = min(self.s.budget_refresh_s * 1000, _ms_until(p.month_end, p.now))
-            self.store.put(key, str(spent), ttl_ms)
-        else:
-            spent = Decimal(cached)
-        if spent >= Decimal(str(budget)):
-            raise QuotaExceeded(
-                f"Your organisation's monthly budget of ${budget:,.2f} is spent; it resets at "
-                f"{_iso(p.month_end)}.",
-                retry_after=_ms_until(p.month_end, p.now) / 1000,
-                resets_at=_iso(p.month_end),
-            )
 
     def _raise_for(
         self, verdict: Verdict, bucket_reasons: list[str], quotas: list[_Quota], now: float
@@ -322,9 +399,29 @@ class LimitService:
             return
         if verdict.refused < len(bucket_reasons):
             raise RateLimited(bucket_reasons[verdict.refused], retry_after=_seconds(verdict.retry_after_ms))
+        if verdict.refused >= len(bucket_reasons) + len(quotas):
+            cap = self.s.limit_answers_in_flight_per_user
+            raise RateLimited(
+                f"You have {cap} answers in progress; wait for one to finish.", retry_after=1
+            )
         q = quotas[verdict.refused - len(bucket_reasons)]
+        if verdict.counter_state == "held":
+            raise QuotaExceeded(
+                f"{q.label} has too little left for this message beside the answers in progress; "
+                "retry when one has finished.",
+                retry_after=5.0,
+                resets_at=_iso(q.end),
+            )
+        if verdict.counter_state == "short":
+            raise QuotaExceeded(
+                f"{q.label} has too little left for this message (it may use up to the model's limit); "
+                f"ask for fewer maxTokens or wait until it resets at {_iso(q.end)}.",
+                retry_after=max(1.0, q.end.timestamp() - now),
+                resets_at=_iso(q.end),
+            )
+        spent = "is spent" if q.dollars else "is used up"
         raise QuotaExceeded(
-            f"{q.label} is used up; it resets at {_iso(q.end)}.",
+            f"{q.label} {spent}; it resets at {_iso(q.end)}.",
             retry_after=max(1.0, q.end.timestamp() - now),
             resets_at=_iso(q.end),
         )
