@@ -119,6 +119,10 @@ class Settings(BaseModel):
     @classmethod
     def _asymmetric_only(cls, value: str) -> str:
         allowed = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+    # Answers one user may have queued or streaming at once (0: no cap); each holds a reservation.
+    limit_answers_in_flight_per_user: int = Field(default=4, ge=0, le=1000)
+    # How long an admitted message's reservation lives if its answer never settles (a dead worker).
+    limits_reservation_ttl_s: int = Field(default=900, ge=30, le=86_400)
         algs = [a.strip() for a in value.split(",") if a.strip()]
         bad = [a for a in algs if a not in allowed]
         if not algs or bad:
