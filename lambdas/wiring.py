@@ -78,6 +78,20 @@ WORKER = Function(
 REST_API = Function(
     "rest_api", "lambdas.handlers.rest:handler", 1024, 29, "The REST API (FastAPI behind Mangum)"
 )
+HTTP_AUTHORIZER = Function(
+    "http_authorizer",
+    "lambdas.handlers.http_authorizer:handler",
+    256,
+    10,
+    "HTTP API Lambda authorizer (payload 2.0, simple responses): Bearer JWT, Bearer API key or x-api-key",
+)
+PRE_TOKEN = Function(
+    "pre_token",
+    "lambdas.handlers.pre_token:handler",
+    128,
+    5,
+    "Cognito Pre Token Generation (V2_0): writes the tenant and scope claims the service reads",
+)
 
 ROUTES: Final[tuple[Route, ...]] = (
     Route("$connect", CONNECT),
@@ -105,6 +119,8 @@ FUNCTIONS: Final[tuple[Function, ...]] = (
     DEFAULT,
     WORKER,
     REST_API,
+    HTTP_AUTHORIZER,
+    PRE_TOKEN,
 )
 
 

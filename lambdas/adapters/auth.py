@@ -17,6 +17,18 @@ from lambdas.config import Settings
 from lambdas.errors import Unauthorized
 
 MAX_TOKEN_BYTES = 8192
+MAX_TENANT_CHARS = 128
+
+
+def normalise_tenant(raw: object) -> str | None:
+    """A tenant id fit for a token (surrounding blanks dropped, 1 to 128 printable characters), or None.
+    The Cognito pre-token trigger writes only such ids; the verifier refuses longer ones."""
+    if not isinstance(raw, str):
+        return None
+    tenant = raw.strip()
+    if not tenant or len(tenant) > MAX_TENANT_CHARS or not tenant.isprintable():
+        return None
+    return tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +117,7 @@ class JwtVerifier:
             raise Unauthorized(
                 f"The token lacks the tenant ({s.auth_tenant_claim!r}) or user ({s.auth_user_claim!r}) claim."
             )
-        if len(tenant) > 128 or len(user) > 256:
+        if len(tenant) > MAX_TENANT_CHARS or len(user) > 256:
             raise Unauthorized("The token's tenant or user claim is too long.")
         return Identity(
             tenant_id=tenant, user_id=user, scopes=_scopes(claims.get(s.auth_scopes_claim)), method="jwt"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.cache import Cache
 from lambdas.adapters.db import Database
-from lambdas.errors import Forbidden, Unauthorized
+from lambdas.errors import Forbidden
 from lambdas.runtime import Deps, deps
 
 Caller = Identity
@@ -24,17 +24,22 @@ DepsDep = Annotated[Deps, Depends(get_deps)]
 
 
 def get_caller(
+    request: Request,
     d: DepsDep,
     authorization: Annotated[str | None, Header(max_length=16384)] = None,
     x_api_key: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> Caller:
-    if x_api_key:
-        from lambdas.services.api_keys import ApiKeyService
+    # In the cloud the HTTP API's Lambda authorizer has already verified the caller: Mangum puts the
+    # API Gateway event in the scope, with the authorizer's context under requestContext.authorizer.
+    # Only API Gateway writes that event, so a client cannot forge it; without one (local), check here.
+    event = request.scope.get("aws.event")
+    if isinstance(event, dict):
+        authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+        if isinstance(authorizer.get("lambda"), dict):
+            return Identity.from_context(authorizer["lambda"])
+    from lambdas.services.credentials import identity_from_headers
 
-        return ApiKeyService(d).authenticate(x_api_key)
-    if not authorization or not authorization.lower().startswith("bearer "):
-        raise Unauthorized("Send Authorization: Bearer <token> or an x-api-key header.")
-    return d.verifier.verify(authorization[7:].strip())
+    return identity_from_headers(d, authorization=authorization, x_api_key=x_api_key)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
