@@ -226,3 +226,17 @@ def delete_conversation(conn: Conn, *, tenant_id: str, user_id: str, conversatio
     ).fetchone()
     if deleted is None:
         raise NotFound("No such conversation.")
+
+
+def rename_conversation(
+    conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str, title: str
+) -> dict[str, Any]:
+    """Set the title; `updated_at` is left alone so a rename does not reorder the list."""
+    row = conn.execute(
+        "UPDATE conversations SET title = %s WHERE id = %s AND tenant_id = %s AND user_id = %s"
+        " RETURNING id, title, message_count, created_at, updated_at",
+        (title, conversation_id, tenant_id, user_id),
+    ).fetchone()
+    if row is None:
+        raise NotFound("No such conversation.")
+    return row

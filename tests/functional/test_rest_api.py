@@ -108,6 +108,27 @@ def test_a_browser_user_reads_their_conversations_and_nothing_administrative(api
         assert r.json()["error"]["code"] == "FORBIDDEN"
 
 
+def test_a_user_renames_a_conversation_and_bad_titles_or_other_owners_change_nothing(api: Api) -> None:
+    t = tenant()
+    conv = conversation(api, t, "alice")
+    alice = api.bearer("alice", t, "chat")
+    before = api.client.get(f"/v1/conversations/{conv}", headers=alice).json()
+    r = api.client.patch(f"/v1/conversations/{conv}", headers=alice, json={"title": "  Trip\tplans\x00 2026\n"})
+    assert r.status_code == 200, r.text
+    assert r.json()["title"] == "Trip plans 2026"
+    listed = api.client.get("/v1/conversations", headers=alice).json()["items"]
+    assert [(c["id"], c["title"]) for c in listed] == [(conv, "Trip plans 2026")]
+    assert listed[0]["updatedAt"] == before["updatedAt"]  # a rename does not reorder the list
+    for body in ({"title": ""}, {"title": " \t\n "}, {"title": "x" * 201}, {}, {"title": 3},
+                 {"title": "ok", "extra": 1}):
+        r = api.client.patch(f"/v1/conversations/{conv}", headers=alice, json=body)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "BAD_REQUEST", (body, r.text)
+    for intruder in (api.bearer("bob", t, "chat"), api.bearer("alice", tenant(), "chat")):
+        r = api.client.patch(f"/v1/conversations/{conv}", headers=intruder, json={"title": "mine now"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+    assert api.client.get(f"/v1/conversations/{conv}", headers=alice).json()["title"] == "Trip plans 2026"
+
+
 def test_an_admin_issues_a_service_key_that_chats_but_does_not_administer(api: Api) -> None:
     t = tenant()
     admin = api.bearer("root", t, "admin", "chat")

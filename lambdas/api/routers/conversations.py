@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from lambdas.adapters import chat_repo
 from lambdas.api.deps import CacheDep, ChatCallerDep, DatabaseDep
@@ -149,3 +149,32 @@ def delete_conversation(
         )
     cache.drop_history(str(conversation_id))
     return Response(status_code=204)
+
+
+class ConversationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+
+
+def _clean_title(raw: str) -> str:
+    # One line of printable text: control characters (NUL included, which PostgreSQL refuses) go.
+    title = " ".join("".join(ch if ch.isprintable() else " " for ch in raw).split())
+    if not title:
+        raise BadRequest("title: must contain visible text")
+    return title
+
+
+@router.patch("/{conversation_id}", response_model=Conversation)
+def rename_conversation(
+    conversation_id: UUID, body: ConversationUpdate, caller: ChatCallerDep, db: DatabaseDep
+) -> Conversation:
+    with db.transaction() as conn:
+        row = chat_repo.rename_conversation(
+            conn,
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            conversation_id=str(conversation_id),
+            title=_clean_title(body.title),
+        )
+    return _conversation(row)
