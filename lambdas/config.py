@@ -63,7 +63,14 @@ class Settings(BaseModel):
     circuit_reset_s: float = Field(default=30.0, gt=0)
 
     # Streaming and memory
-    flush_interval_ms: int = Field(default=50, ge=0, le=5000)
+    # Delta pacing (lambdas/core/deltas.py): the gap between deltas grows from flush_interval_ms to
+    # flush_max_interval_ms over flush_ramp_ms; a sentence end may go after flush_early_share of it.
+    flush_interval_ms: int = Field(default=100, ge=0, le=5000)
+    flush_max_interval_ms: int = Field(default=500, ge=0, le=10_000)
+    flush_ramp_ms: int = Field(default=1000, ge=0, le=60_000)
+    flush_early_share: float = Field(default=0.7, gt=0, le=1)
+    # Text per delta, JSON-escaped UTF-8; the rest of the 32 KB frame is the envelope's.
+    delta_max_bytes: int = Field(default=16_384, ge=1024, le=30_000)
     delta_ttl_s: int = Field(default=900, ge=10)
     history_turns: int = Field(default=20, ge=0, le=500)
     hot_window_ttl_s: int = Field(default=3600, ge=10)

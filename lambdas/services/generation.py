@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from lambdas import protocol, wiring
 from lambdas.adapters import chat_repo
-from lambdas.core.deltas import DeltaBatcher
+from lambdas.core.deltas import DeltaBatcher, Pacing
 from lambdas.core.prompt import build_prompt
 from lambdas.core.tokens import estimate_tokens
 from lambdas.errors import ChatError, Internal
@@ -166,7 +166,7 @@ class GenerationService:
             max_output_tokens=max_tokens,
         )
         out = Outcome(started=started, citations=citations, input_tokens=prompt.input_tokens)
-        batcher = DeltaBatcher(interval_s=self.s.flush_interval_ms / 1000)
+        batcher = DeltaBatcher(Pacing.from_settings(self.s))
         usage: tuple[int, int] | None = None
         try:
             for chunk in self.d.model.stream_chat(
@@ -243,8 +243,7 @@ class GenerationService:
 
     @staticmethod
     def _flush(job: Job, stream: Stream, batcher: DeltaBatcher) -> None:
-        tail = batcher.flush(time.monotonic())
-        if tail:
+        while tail := batcher.flush(time.monotonic()):  # text beyond one frame comes out in pieces
             stream.publish(protocol.Delta(requestId=job.request_id, seq=tail[0], text=tail[1]))
 
     def _fail(self, job: Job, stream: Stream, batcher: DeltaBatcher, out: Outcome, exc: ChatError) -> None:

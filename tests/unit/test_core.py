@@ -1,41 +1,12 @@
-"""The chat core without I/O: delta batching by time and prompts within the token budget."""
+"""The chat core without I/O: prompts within the token budget (delta pacing: test_deltas.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lambdas.core.deltas import MAX_DELTA_CHARS, DeltaBatcher
 from lambdas.core.prompt import build_prompt
 from lambdas.core.tokens import estimate_tokens
 from lambdas.errors import TooLarge
-
-
-def test_first_piece_is_flushed_at_once_then_batched_by_time() -> None:
-    b = DeltaBatcher(interval_s=0.05)
-    assert b.add("Hel", now=0.0) == (1, "Hel")
-    assert b.add("lo", now=0.01) is None
-    assert b.add(" wor", now=0.03) is None
-    assert b.add("ld", now=0.06) == (2, "lo world")
-    assert b.flush(now=0.07) is None
-    assert b.add("!", now=0.08) is None
-    assert b.flush(now=0.09) == (3, "!")
-
-
-def test_seq_numbers_have_no_gaps_and_text_is_preserved() -> None:
-    b = DeltaBatcher(interval_s=0.05)
-    pieces = [f"t{i} " for i in range(200)]
-    out = [d for i, p in enumerate(pieces) if (d := b.add(p, now=i * 0.007))]
-    if tail := b.flush(now=10):
-        out.append(tail)
-    assert [seq for seq, _ in out] == list(range(1, len(out) + 1))
-    assert "".join(t for _, t in out) == "".join(pieces)
-    assert len(out) < len(pieces) / 4  # batching actually batches
-
-
-def test_a_big_buffer_is_flushed_before_the_interval() -> None:
-    b = DeltaBatcher(interval_s=10)
-    b.add("a", now=0)
-    assert b.add("x" * MAX_DELTA_CHARS, now=0.001) is not None
 
 
 def test_prompt_drops_oldest_turns_first_and_keeps_the_new_message() -> None:
