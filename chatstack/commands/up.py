@@ -44,10 +44,10 @@ import click
 )
 @click.option(
     "--flush-ms",
-    default=50,
+    default=100,
     show_default=True,
     type=click.IntRange(0, 5000),
-    help="Delta batching interval in milliseconds.",
+    help="Gap between deltas at the start of an answer, in ms (it grows: CHATSTACK_FLUSH_MAX_INTERVAL_MS).",
 )
 @click.option(
     "--lambda-processes",

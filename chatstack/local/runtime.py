@@ -42,7 +42,7 @@ class RuntimeOptions:
     model_backend: str = "extractive"
     model_args: list[str] = field(default_factory=list)
     token_rate: float = 30.0
-    flush_interval_ms: int = 50
+    flush_interval_ms: int = 100
     # Lambda execution environments: processes running the handlers (each its own interpreter and GIL).
     lambda_processes: int = 2
     idle_timeout_s: float = wiring.IDLE_TIMEOUT_S
