@@ -39,6 +39,8 @@ class LazyGroup(click.Group):
         "plan": "chatstack.commands.plan:plan",
         "keys": "chatstack.commands.keys:keys",
         "region": "chatstack.commands.region:region",
+        "preflight": "chatstack.commands.preflight:preflight",
+        "chaos": "chatstack.commands.chaos:chaos",
     },
 )
 @click.version_option(package_name="chatstack")
