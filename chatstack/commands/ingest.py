@@ -1,7 +1,7 @@
 """`chatstack ingest PATH...`: index Markdown, text, HTML and PDF files for retrieval.
 
-Talks to the database directly: the embedded PostgreSQL under `--data-dir` (shared with a running
-`chatstack up`), or `--database-url`. Directories are walked for supported files. A file that
+Talks to the database directly: the embedded PostgreSQL of the `chatstack up` running on `--data-dir`
+(or `CHATSTACK_DATA_DIR`), or `--database-url`. Directories are walked for supported files. A file that
 cannot be ingested is reported by name with the reason and skipped; the rest go on. Exit status 0
 when at least one file was ingested (or there was nothing to do), 1 when every file failed.
 """
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from chatstack.commands._local import data_dir_option, require_service
 from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, MIME_BY_SUFFIX
 
 if TYPE_CHECKING:
@@ -68,13 +69,7 @@ def source_name(path: Path) -> str:
 @click.option(
     "--tenant", default=DEFAULT_TENANT, show_default=True, help="The tenant that owns the documents."
 )
-@click.option(
-    "--data-dir",
-    default=".chatstack",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the embedded PostgreSQL lives.",
-)
+@data_dir_option
 @click.option(
     "--database-url",
     envvar=["CHATSTACK_DATABASE_URL", "DATABASE_URL"],
@@ -87,6 +82,8 @@ def ingest(paths: tuple[str, ...], tenant: str, data_dir: Path, database_url: st
 
     if not tenant.strip() or len(tenant) > 128:
         raise click.BadParameter("must be 1 to 128 characters.", param_hint="--tenant")
+    if not database_url:
+        require_service(data_dir)
     outcome = Outcome()
     files = discover(paths, outcome)
     if files:

@@ -12,15 +12,14 @@ from uuid import UUID
 
 import click
 
+from chatstack.commands._local import data_dir_option, require_service
 from lambdas.adapters.auth import Identity
 
 if TYPE_CHECKING:
     from lambdas.services.api_keys import ApiKeyService
 
 SCOPES = ("chat", "finance", "admin")
-DATA_DIR = click.option("--data-dir", default=".chatstack", show_default=True,
-                        type=click.Path(file_okay=False, path_type=Path),
-                        help="The data directory of `chatstack up` (ignored when DATABASE_URL is set).")
+DATA_DIR = data_dir_option  # ignored when DATABASE_URL is set
 TENANT = click.option("--tenant", required=True, help="The tenant the keys belong to.")
 
 
@@ -32,9 +31,9 @@ def _service(data_dir: Path) -> Iterator[ApiKeyService]:
     from lambdas.services.api_keys import ApiKeyService
 
     url = os.environ.get("DATABASE_URL") or os.environ.get("CHATSTACK_DATABASE_URL") or ""
-    if not url and not (data_dir / "pg").exists():
-        raise click.ClickException(f"No database in {data_dir}: run `chatstack up --data-dir {data_dir}`.")
-    # Shares the server of a running `chatstack up`, or starts one that stops when this command exits.
+    if not url:
+        require_service(data_dir)
+    # Shares the embedded server of the running `chatstack up`.
     pg = None if url else EmbeddedPostgres(data_dir / "pg")
     deps = Deps(Settings(database_url=url or (pg.url if pg else ""), database_pool_max=1))
     try:
@@ -87,6 +86,8 @@ def list_keys(tenant: str, data_dir: Path) -> None:
     _check_tenant(tenant)
     with _service(data_dir) as service:
         rows = service.list(tenant)
+    if not rows:
+        click.echo(f"no keys for tenant {tenant!r}")
     for r in rows:
         state = "revoked" if r.revoked_at else "active"
         expires = r.expires_at.isoformat(timespec="seconds") if r.expires_at else "never"

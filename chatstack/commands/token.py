@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from chatstack.commands._local import data_dir_option, require_service
+
 
 @click.command()
 @click.option("--user", required=True, help="The user id (the token's sub).")
@@ -16,9 +18,7 @@ import click
 @click.option(
     "--ttl", default=3600, show_default=True, type=click.IntRange(1, 30 * 24 * 3600), help="Seconds."
 )
-@click.option(
-    "--data-dir", default=".chatstack", show_default=True, type=click.Path(file_okay=False, path_type=Path)
-)
+@data_dir_option
 def token(user: str, tenant: str, scopes: tuple[str, ...], ttl: int, data_dir: Path) -> None:
     """Print a development JWT for USER in TENANT."""
     from chatstack.local.identity import DEFAULT_SCOPES, DevIdentity
@@ -26,6 +26,7 @@ def token(user: str, tenant: str, scopes: tuple[str, ...], ttl: int, data_dir: P
     for value, name in ((user, "--user"), (tenant, "--tenant")):
         if not value.strip() or len(value) > 128:
             raise click.BadParameter("must be 1 to 128 characters.", param_hint=name)
+    require_service(data_dir)  # a key made in a data dir no service runs on signs tokens nobody accepts
     click.echo(
         DevIdentity(data_dir / "identity").mint(
             user=user, tenant=tenant, scopes=scopes or DEFAULT_SCOPES, ttl_s=ttl

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import click
+
+from chatstack.commands._local import data_dir_option
 
 
 @click.command()
@@ -16,24 +20,32 @@ import click
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port."
 )
-@click.option(
-    "--data-dir",
-    default=".chatstack",
-    show_default=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the embedded PostgreSQL, Redis and the dev signing key live.",
-)
+@data_dir_option
 @click.option(
     "--model-url", default="", help="Use this LMI-compatible server instead of starting the local one."
 )
 @click.option(
     "--model-backend",
-    default="extractive",
-    show_default=True,
-    type=click.Choice(["extractive", "transformers", "openai"]),
-    help="Backend of the local model server.",
+    default=None,
+    type=click.Choice(["extractive", "transformers", "openai", "llamacpp"]),
+    help="Backend of the local model server [default: extractive; with --model, the one that serves it].",
 )
+@click.option(
+    "--model",
+    default="",
+    help="A real model: hf:ORG/NAME (downloaded once into the Hugging Face cache), a model directory "
+    "or a .gguf file.",
+)
+@click.option("--model-file", default="", help="llamacpp: the .gguf file (in the hf: repo, or a path).")
 @click.option("--model-dir", default="", help="Model directory for the transformers backend.")
+@click.option(
+    "--adapter", "adapters", multiple=True, metavar="NAME=DIR",
+    help="A LoRA adapter the model server loads (repeatable); CHATSTACK_TENANT_ADAPTERS maps tenants to it.",
+)
+@click.option(
+    "--ingest", "ingest_paths", multiple=True, type=click.Path(exists=True),
+    help="Index these files or directories for the development tenant once the service is up.",
+)
 @click.option("--upstream", default="", help="OpenAI-compatible server for the openai backend.")
 @click.option(
     "--token-rate",
@@ -61,31 +73,42 @@ def up(
     port: int,
     data_dir: Path,
     model_url: str,
-    model_backend: str,
+    model_backend: str | None,
+    model: str,
+    model_file: str,
     model_dir: str,
+    adapters: tuple[str, ...],
+    ingest_paths: tuple[str, ...],
     upstream: str,
     token_rate: float,
     flush_ms: int,
     lambda_processes: int,
 ) -> None:
     """Run the chat service locally on embedded PostgreSQL and Redis."""
+    from chatstack.commands._local import find_service
+
+    running = find_service(data_dir)
+    if running is not None:
+        raise click.ClickException(
+            f"chatstack is already running on {data_dir} (pid {running.pid}, {running.base}); "
+            "stop it first or pick another --data-dir."
+        )
+    backend, extra, label = _model_server_args(model_backend, model, model_file, model_dir, upstream)
+    for item in adapters:
+        name, sep, path = item.partition("=")
+        if not (sep and name and path):
+            raise click.BadParameter(f"takes NAME=DIR, not {item!r}.", param_hint="--adapter")
+        extra += ["--adapter", item]
+    new_data_dir = not (data_dir / "pg").exists()
+
     from chatstack.local.runtime import LocalRuntime, RuntimeOptions, Urls
 
-    extra: list[str] = []
-    if model_backend == "transformers":
-        if not model_dir:
-            raise click.UsageError("--model-backend transformers needs --model-dir.")
-        extra += ["--model-dir", model_dir]
-    if model_backend == "openai":
-        if not upstream:
-            raise click.UsageError("--model-backend openai needs --upstream.")
-        extra += ["--upstream", upstream]
     options = RuntimeOptions(
         host=host,
         port=port,
         data_dir=data_dir,
         model_url=model_url,
-        model_backend=model_backend,
+        model_backend=backend,
         model_args=extra,
         token_rate=token_rate,
         flush_interval_ms=flush_ms,
@@ -93,7 +116,7 @@ def up(
     )
     runtime = LocalRuntime(options)
 
-    def ready(urls: Urls) -> None:
+    async def ready(urls: Urls) -> None:
         state = {
             "base": urls.base,
             "websocket": urls.websocket,
@@ -101,13 +124,26 @@ def up(
             "model": urls.model,
             "pid": os.getpid(),
         }
-        (data_dir / "runtime.json").write_text(json.dumps(state, indent=2))
+        path = data_dir / "runtime.json"
+        if path.exists():  # keep what the runtime itself recorded (children, port, ...)
+            with contextlib.suppress(ValueError):
+                state = {**json.loads(path.read_text()), **state}
+        path.write_text(json.dumps(state, indent=2))
         click.echo("chatstack is up")
         click.echo(f"  page:      {urls.page}")
         click.echo(f"  websocket: {urls.websocket}?token={urls.token}")
         click.echo(f"  REST:      {urls.base}/v1  (OpenAPI at {urls.base}/docs)")
-        click.echo(f"  model:     {urls.model} ({model_backend if not model_url else 'external'})")
+        click.echo(f"  OpenAI:    {urls.base}/v1/chat/completions  (api_key: the token above, or an API key)")
+        click.echo(f"  model:     {urls.model} ({label if not model_url else 'external'})")
         click.echo(f"  healthz:   {urls.base}/healthz")
+        if ingest_paths:
+            await _ingest(data_dir, ingest_paths)
+        elif new_data_dir:
+            click.echo(
+                f"Nothing is indexed yet: run `chatstack ingest docs/ --data-dir {data_dir}` so answers can "
+                "quote your documents.",
+                err=True,
+            )
         click.echo("Press Ctrl+C to stop.", err=True)
 
     async def main() -> None:
@@ -116,4 +152,40 @@ def up(
             loop.add_signal_handler(sig, runtime.stop)
         await runtime.serve(on_ready=ready)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:  # a second Ctrl+C during shutdown: no traceback, just the usual status
+        raise SystemExit(130) from None
+    click.echo("chatstack stopped.", err=True)
+
+
+def _model_server_args(
+    backend: str | None, model: str, model_file: str, model_dir: str, upstream: str
+) -> tuple[str, list[str], str]:
+    """The model server's backend, its arguments, and what `up` prints about it."""
+    from chatstack.commands._models import choose_model
+
+    if model or (model_file and backend in (None, "llamacpp")):
+        choice = choose_model(model, backend, model_file)
+        return choice.backend, choice.args, choice.label
+    backend = backend or "extractive"
+    if backend == "transformers":
+        if not model_dir:
+            raise click.UsageError("--model-backend transformers needs --model-dir (or --model).")
+        return backend, ["--model-dir", model_dir], f"transformers {Path(model_dir).name}"
+    if backend == "llamacpp":
+        raise click.UsageError("--model-backend llamacpp needs --model-file X.gguf (or --model hf:ORG/NAME).")
+    if backend == "openai":
+        if not upstream:
+            raise click.UsageError("--model-backend openai needs --upstream.")
+        return backend, ["--upstream", upstream], f"openai {upstream}"
+    return backend, [], backend
+
+
+async def _ingest(data_dir: Path, paths: tuple[str, ...]) -> None:
+    """`chatstack ingest` in its own process against this service: the embedding model's memory goes
+    back when it ends, and its progress and summary reach the terminal as they would by hand."""
+    cmd = [sys.executable, "-m", "chatstack.cli", "ingest", *paths, "--data-dir", str(data_dir)]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL)
+    if await proc.wait() != 0:
+        click.echo("Ingesting failed (see above); the service is running anyway.", err=True)
