@@ -18,9 +18,11 @@ from tests.helpers.service import Service
 pytestmark = pytest.mark.e2e
 
 
-def chatstack(*args: str, data_dir: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CHATSTACK_DATA_DIR", "DATABASE_URL",
-                                                             "CHATSTACK_DATABASE_URL")}
+def chatstack(
+    *args: str, data_dir: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    unset = ("CHATSTACK_DATA_DIR", "DATABASE_URL", "CHATSTACK_DATABASE_URL")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     if data_dir is not None:
         env["CHATSTACK_DATA_DIR"] = str(data_dir)
     return subprocess.run([sys.executable, "-m", "chatstack.cli", *args], capture_output=True, text=True,
@@ -35,7 +37,9 @@ def test_token_from_the_environment_variable_is_accepted_by_the_running_service(
     assert reply.status_code == 200, reply.text
 
 
-def test_keys_made_through_the_environment_variable_authenticate_and_list_says_no_keys(service: Service) -> None:
+def test_keys_made_through_the_environment_variable_authenticate_and_list_says_no_keys(
+    service: Service,
+) -> None:
     empty = chatstack("keys", "list", "--tenant", "t-no-keys", data_dir=service.data_dir)
     assert empty.returncode == 0, empty.stderr
     assert empty.stdout.strip() == "no keys for tenant 't-no-keys'"
@@ -74,7 +78,8 @@ def test_a_stale_runtime_file_of_a_dead_service_is_not_taken_for_a_running_one(t
                           text=True, check=True)
     data_dir = tmp_path / "stale"
     data_dir.mkdir()
-    (data_dir / "runtime.json").write_text(json.dumps({"base": "http://127.0.0.1:9", "pid": int(gone.stdout)}))
+    state = {"base": "http://127.0.0.1:9", "pid": int(gone.stdout)}
+    (data_dir / "runtime.json").write_text(json.dumps(state))
     done = chatstack("token", "--user", "u", "--tenant", "t", data_dir=data_dir)
     assert done.returncode != 0 and "No chatstack service is running" in done.stderr
     assert not (data_dir / "identity").exists()
