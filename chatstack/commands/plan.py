@@ -30,7 +30,11 @@ def _fail(message: str) -> NoReturn:
 @click.option("--input-tokens", type=int, default=1_000, show_default=True, help="Prompt tokens per message.")
 @click.option("--output-tokens", type=int, default=300, show_default=True, help="Answer tokens per message.")
 @click.option("--profile", "profile_name", default=None, help="Model profile (default: the config's).")
-@click.option("--flush-ms", type=int, default=50, show_default=True, help="Delta flush interval.")
+@click.option("--flush-ms", type=int, default=100, show_default=True, help="Gap between deltas at first.")
+@click.option("--flush-max-ms", type=int, default=500, show_default=True, help="The gap it grows to.")
+@click.option(
+    "--baseline-flush-ms", type=int, default=50, show_default=True, help="The fixed interval compared with."
+)
 @click.option(
     "--reconnects-per-user-per-hour", type=float, default=1.0, show_default=True, help="WebSocket churn."
 )
@@ -43,6 +47,8 @@ def plan(
     output_tokens: int,
     profile_name: str | None,
     flush_ms: int,
+    flush_max_ms: int,
+    baseline_flush_ms: int,
     reconnects_per_user_per_hour: float,
     fmt: str,
 ) -> None:
@@ -56,6 +62,8 @@ def plan(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         flush_ms=flush_ms,
+        flush_max_ms=flush_max_ms,
+        baseline_flush_ms=baseline_flush_ms,
         reconnects_per_user_per_hour=reconnects_per_user_per_hour,
     )
     try:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from lambdas.core.deltas import Pacing, stream_posts
 from lambdas.wiring import JOBS_QUEUE, WORKER
 
 if TYPE_CHECKING:
@@ -39,7 +40,15 @@ class PlanInputs:
     messages_per_user_per_hour: float = 4.0
     input_tokens: int = 1_000
     output_tokens: int = 300
-    flush_ms: int = 50
+    # Delta pacing, as lambdas/core/deltas.py applies it (defaults: the service's CHATSTACK_FLUSH_*).
+    flush_ms: int = 100
+    flush_max_ms: int = 500
+    flush_ramp_ms: int = 1000
+    flush_early_share: float = 0.7
+    # A sentence ends every this many tokens (0: never), letting deltas leave early.
+    tokens_per_sentence: int = 20
+    # The rule the pacing replaced, shown beside it: one delta every baseline_flush_ms.
+    baseline_flush_ms: int = 50
     # Users keep one WebSocket each; it reconnects at least every 2 h (the connection limit).
     reconnects_per_user_per_hour: float = 1.0
     # REST calls (conversation list, history) per chat message.
@@ -57,6 +66,7 @@ class PlanInputs:
             "input tokens": self.input_tokens,
             "output tokens": self.output_tokens,
             "flush interval (ms)": self.flush_ms,
+            "baseline flush interval (ms)": self.baseline_flush_ms,
             "hours per month": self.hours_per_month,
         }
         for name, value in positive.items():
@@ -67,10 +77,26 @@ class PlanInputs:
             "REST requests per message": self.rest_requests_per_message,
             "bytes per post": self.bytes_per_post,
             "short function seconds": self.short_function_s,
+            "tokens per sentence": self.tokens_per_sentence,
         }
         for name, value in non_negative.items():
             if value < 0:
                 raise PlanError(f"The number of {name} must not be negative, not {value}.")
+        try:
+            self.pacing()
+        except ValueError as error:
+            raise PlanError(f"The delta pacing is not valid: {error}.") from None
+
+    def pacing(self) -> Pacing:
+        return Pacing(
+            start_ms=self.flush_ms,
+            max_ms=self.flush_max_ms,
+            ramp_ms=self.flush_ramp_ms,
+            early_share=self.flush_early_share,
+        )
+
+    def baseline_pacing(self) -> Pacing:
+        return Pacing.fixed(self.baseline_flush_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +115,17 @@ class Capacity:
     answers_per_month: float
     output_tokens_per_month: float
     concurrent_generations: float
+    # Deltas per answer (ack and done not included) under the pacing, and under the baseline rule.
+    posts_per_answer: int
+    baseline_posts_per_answer: int
+
+    @property
+    def posts_per_stream_s(self) -> float:
+        return self.posts_per_answer / self.answer_s
+
+    @property
+    def baseline_posts_per_stream_s(self) -> float:
+        return self.baseline_posts_per_answer / self.answer_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +145,13 @@ class RegionCapacity:
     posts_per_s: float
     account_rps: float
     account_rps_share: float
+    # WebSocket messages (sendMessage in; deltas, ack and done out) per month, and the same figures under
+    # the baseline rule (one delta every baseline_flush_ms).
+    messages_per_month: float
+    baseline_posts_per_s: float
+    baseline_account_rps: float
+    baseline_account_rps_share: float
+    baseline_messages_per_month: float
     new_connections_per_s: float
     new_connections_share: float
     worker_concurrency: int
@@ -190,6 +234,9 @@ def capacity(profile: ModelProfile, inputs: PlanInputs) -> Capacity:
     answer_s = inputs.output_tokens / stream_tps
     answers_per_s = inputs.users * inputs.messages_per_user_per_hour / 3600.0
     per_month = answers_per_s * 3600.0 * inputs.hours_per_month
+    # The service's own batcher, run over one answer's tokens arriving at the stream's rate.
+    posts = stream_posts(inputs.pacing(), stream_tps, answer_s, inputs.tokens_per_sentence)
+    baseline = stream_posts(inputs.baseline_pacing(), stream_tps, answer_s, inputs.tokens_per_sentence)
     return Capacity(
         profile=profile.name,
         instance_type=profile.instance_type,
@@ -203,6 +250,8 @@ def capacity(profile: ModelProfile, inputs: PlanInputs) -> Capacity:
         answers_per_month=per_month,
         output_tokens_per_month=per_month * inputs.output_tokens,
         concurrent_generations=answers_per_s * answer_s,
+        posts_per_answer=posts,
+        baseline_posts_per_answer=baseline,
     )
 
 
@@ -223,10 +272,10 @@ def region_capacity(
     needed = math.ceil(concurrent / profile.target_concurrency_per_instance - 1e-9) if share else 0
     instances = max(idle_instances, needed)
     answers_per_s = cap.answers_per_s * share
-    # Posts are flushed every flush_ms, but never more often than tokens arrive.
-    posts_per_stream = min(1000.0 / inputs.flush_ms, cap.stream_tokens_per_s)
-    posts = concurrent * posts_per_stream + answers_per_s * EXTRA_POSTS_PER_ANSWER
-    account_rps = posts + answers_per_s * (1 + inputs.rest_requests_per_message)
+    posts = answers_per_s * (cap.posts_per_answer + EXTRA_POSTS_PER_ANSWER)
+    baseline_posts = answers_per_s * (cap.baseline_posts_per_answer + EXTRA_POSTS_PER_ANSWER)
+    inbound = answers_per_s * (1 + inputs.rest_requests_per_message)
+    month_s = 3600.0 * inputs.hours_per_month
     new_connections = inputs.users * share * inputs.reconnects_per_user_per_hour / 3600.0
     embed = config.embedding_profile
     queries_per_minute = answers_per_s * 60.0
@@ -247,8 +296,13 @@ def region_capacity(
         output_tokens_per_s_needed=answers_per_s * inputs.output_tokens,
         output_tokens_per_s_capacity=instances * cap.instance_tokens_per_s,
         posts_per_s=posts,
-        account_rps=account_rps,
-        account_rps_share=account_rps / ACCOUNT_RPS_LIMIT,
+        account_rps=posts + inbound,
+        account_rps_share=(posts + inbound) / ACCOUNT_RPS_LIMIT,
+        messages_per_month=(posts + answers_per_s) * month_s,
+        baseline_posts_per_s=baseline_posts,
+        baseline_account_rps=baseline_posts + inbound,
+        baseline_account_rps_share=(baseline_posts + inbound) / ACCOUNT_RPS_LIMIT,
+        baseline_messages_per_month=(baseline_posts + answers_per_s) * month_s,
         new_connections_per_s=new_connections,
         new_connections_share=new_connections / NEW_CONNECTIONS_PER_S_LIMIT,
         worker_concurrency=math.ceil(concurrent / JOBS_QUEUE.batch_size - 1e-9),
@@ -298,7 +352,7 @@ def capacity_warnings(cap: Capacity, regions: tuple[RegionCapacity, ...]) -> lis
             warnings.append(
                 f"{r.region}: {r.account_rps:,.0f} API Gateway requests/s use {r.account_rps_share:.0%} "
                 f"of the account's {ACCOUNT_RPS_LIMIT:,} RPS budget (shared with every API in the account); "
-                "flush less often or ask for a higher quota."
+                "raise CHATSTACK_FLUSH_MAX_INTERVAL_MS or ask for a higher quota."
             )
         if r.new_connections_share > WARN_SHARE:
             warnings.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from chatstack.planning import prices
 from chatstack.planning.model import ACCOUNT_RPS_LIMIT, NEW_CONNECTIONS_PER_S_LIMIT, CostLine, Plan
 
 
@@ -34,7 +35,7 @@ def _capacity(plan: Plan) -> list[str]:
     out = [
         f"Plan for '{plan.deployment}' ({plan.routing_policy} routing over {', '.join(plan.regions)})",
         f"Traffic: {i.users:,} users x {i.messages_per_user_per_hour:g} messages/h, {i.input_tokens:,} in / "
-        f"{i.output_tokens:,} out tokens, deltas flushed every {i.flush_ms} ms",
+        f"{i.output_tokens:,} out tokens",
         f"Model: {cap.profile} on {cap.instance_type}: {cap.instance_tokens_per_s:,.0f} output tokens/s per "
         f"instance ({cap.throughput_source}) over {cap.streams_per_instance} streams = "
         f"{cap.stream_tokens_per_s:,.1f} tokens/s per stream",
@@ -70,6 +71,7 @@ def _capacity(plan: Plan) -> list[str]:
         for r in plan.per_region
     ]
     out += _table(headers, rows)
+    out += _pacing(plan)
     w = plan.worker
     out += [
         "",
@@ -81,6 +83,42 @@ def _capacity(plan: Plan) -> list[str]:
         "",
     ]
     return out
+
+
+def _pacing(plan: Plan) -> list[str]:
+    """Deltas per stream-second, WebSocket messages and account RPS before (fixed) and after (paced)."""
+    cap, i = plan.capacity, plan.inputs
+    price = prices.WEBSOCKET_MESSAGE.usd
+    out = [
+        "",
+        f"Delta pacing: first delta at once, then every {i.flush_ms} -> {i.flush_max_ms} ms over "
+        f"{i.flush_ramp_ms} ms, a sentence end (every {i.tokens_per_sentence} tokens) after "
+        f"{i.flush_early_share:.0%} of the gap: {cap.posts_per_answer} deltas per answer = "
+        f"{cap.posts_per_stream_s:.2f} per stream-second; before, a delta every {i.baseline_flush_ms} ms: "
+        f"{cap.baseline_posts_per_answer} = {cap.baseline_posts_per_stream_s:.2f}",
+    ]
+    headers = [
+        "region",
+        "WS messages/month before",
+        "after",
+        "cost before",
+        "after",
+        "RPS share before",
+        "after",
+    ]
+    rows = [
+        [
+            r.region,
+            f"{r.baseline_messages_per_month:,.0f}",
+            f"{r.messages_per_month:,.0f}",
+            _usd(r.baseline_messages_per_month * price),
+            _usd(r.messages_per_month * price),
+            f"{r.baseline_account_rps_share:.1%}",
+            f"{r.account_rps_share:.1%}",
+        ]
+        for r in plan.per_region
+    ]
+    return out + _table(headers, rows)
 
 
 def _cost_row(c: CostLine) -> list[str]:

@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from cdk.config import DeploymentConfig, load_config
 from chatstack.cli import main
 from chatstack.planning import PlanError, PlanInputs, make_plan
+from lambdas.config import Settings
+from lambdas.core.deltas import Pacing, stream_posts
 from lambdas.wiring import JOBS_QUEUE
 from sagemaker_containers.profiles import ModelProfile, get_profile
 
@@ -30,8 +32,15 @@ def measured_profile(tokens_per_s: float = 400.0) -> ModelProfile:
     return get_profile("llama-3.1-8b-instruct").model_copy(update={"throughput_tokens_per_s": tokens_per_s})
 
 
+# The old fixed rule (a delta every 50 ms) keeps the hand arithmetic simple; the pacing has its own tests.
 HAND = PlanInputs(
-    users=3_600, messages_per_user_per_hour=10, input_tokens=500, output_tokens=300, flush_ms=50
+    users=3_600,
+    messages_per_user_per_hour=10,
+    input_tokens=500,
+    output_tokens=300,
+    flush_ms=50,
+    flush_max_ms=50,
+    flush_early_share=1.0,
 )
 
 
@@ -45,10 +54,13 @@ def test_littles_law_on_hand_checked_inputs() -> None:
     primary, secondary = plan.per_region
     assert primary.instances == 8  # ceil(60 / 8 per instance)
     assert secondary.instances == secondary.idle_instances == 2  # failover: the secondary idles at its min
-    # Flushing every 50 ms (20/s) is slower than 50 tokens/s, so 20 posts/s per stream, plus ack and done.
-    assert primary.posts_per_s == pytest.approx(60 * 20 + 10 * 2)
-    assert primary.account_rps == pytest.approx(1_220 + 10 * 2)  # plus sendMessage and one REST call
-    assert primary.account_rps_share == pytest.approx(0.124)
+    # A token every 20 ms and a delta once 50 ms have passed: tokens 0, 3, 6, ..., 297 each leave with
+    # the two before them (100 deltas) and the last two are the final flush: 101, plus ack and done.
+    assert cap.posts_per_answer == cap.baseline_posts_per_answer == 101
+    assert primary.posts_per_s == pytest.approx(10 * (101 + 2))
+    assert primary.account_rps == pytest.approx(1_030 + 10 * 2)  # plus sendMessage and one REST call
+    assert primary.account_rps_share == pytest.approx(0.105)
+    assert primary.messages_per_month == pytest.approx((1_030 + 10) * 3600 * 730)
     assert primary.new_connections_per_s == pytest.approx(1.0)
     assert primary.worker_concurrency == 6  # 60 streams / batches of 10
     assert primary.output_tokens_per_s_needed == pytest.approx(3_000)
@@ -60,6 +72,28 @@ def test_posts_are_capped_by_the_token_rate() -> None:
     assert slow.capacity.answer_s == pytest.approx(30.0)
     primary = slow.per_region[0]
     assert primary.posts_per_s == pytest.approx(300 * 10 + 10 * 2)
+
+
+def test_the_plan_counts_deltas_with_the_services_own_pacing() -> None:
+    """The plan runs lambdas/core/deltas.py's batcher: its defaults are the service's settings', and
+    its deltas per answer are what that batcher emits for one answer at the stream's token rate."""
+    assert PlanInputs().pacing() == Pacing.from_settings(Settings())
+    plan = make_plan(config(), PlanInputs(output_tokens=300), measured_profile())
+    cap = plan.capacity
+    assert cap.posts_per_answer == stream_posts(Pacing.from_settings(Settings()), 50.0, 6.0, 20)
+    assert cap.baseline_posts_per_answer == stream_posts(Pacing.fixed(50), 50.0, 6.0, 20)
+
+
+def test_paced_deltas_cut_messages_and_the_account_rps_share_at_10000_users() -> None:
+    plan = make_plan(config(), PlanInputs(users=10_000), measured_profile(tokens_per_s=160.0))
+    cap, primary = plan.capacity, plan.per_region[0]
+    assert cap.posts_per_stream_s <= 4 < cap.baseline_posts_per_stream_s
+    assert primary.messages_per_month < primary.baseline_messages_per_month / 5
+    assert primary.account_rps_share < primary.baseline_account_rps_share / 5
+    messages = next(
+        c for c in plan.costs if c.item == "API Gateway WebSocket messages" and c.region == primary.region
+    )
+    assert messages.quantity == pytest.approx(primary.messages_per_month)
 
 
 def test_endpoint_instances_scale_with_users() -> None:
@@ -132,7 +166,9 @@ def test_cost_per_answer_and_per_token_follow_the_total() -> None:
 
 
 def test_a_busy_account_budget_is_warned_about() -> None:
-    busy = PlanInputs(users=100_000, messages_per_user_per_hour=10, output_tokens=300, flush_ms=20)
+    busy = PlanInputs(
+        users=100_000, messages_per_user_per_hour=10, output_tokens=300, flush_ms=20, flush_max_ms=20
+    )
     plan = make_plan(config(), busy, measured_profile())
     assert plan.per_region[0].account_rps_share > 0.5
     assert any("RPS budget" in w for w in plan.warnings)
@@ -145,6 +181,7 @@ def test_a_busy_account_budget_is_warned_about() -> None:
         (PlanInputs(users=-5), "users must be greater than zero"),
         (PlanInputs(output_tokens=0), "output tokens must be greater than zero"),
         (PlanInputs(flush_ms=0), "flush interval"),
+        (PlanInputs(flush_ms=600, flush_max_ms=500), "pacing is not valid"),
     ],
 )
 def test_bad_inputs_are_refused_in_one_sentence(inputs: PlanInputs, words: str) -> None:
@@ -169,6 +206,7 @@ def test_cli_prints_a_table_with_the_idle_cost() -> None:
     assert result.exit_code == 0, result.output
     assert "Little's law" in result.output
     assert "Idle cost (no traffic): $" in result.output
+    assert "WS messages/month before" in result.output and "RPS share before" in result.output
     assert "Total: $" in result.output
 
 
