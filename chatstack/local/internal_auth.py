@@ -1,0 +1,224 @@
+"""Who may call the local stand-ins of services that AWS keeps behind IAM.
+
+In the cloud only principals with IAM permissions reach SQS, `@connections` (execute-api:ManageConnections),
+Lambda Invoke and the SageMaker endpoint. Locally these are HTTP routes on 127.0.0.1, so `chatstack up`
+makes credentials for each run and every stand-in checks them:
+
+- boto3-reached stand-ins (SQS's JSON protocol, `@connections`) verify the request's Signature
+  Version 4 against the run's access key, as AWS does: botocore recomputes the signature over the
+  headers the client signed, and the time must be within AWS's 5 minutes;
+- the Lambda Invoke host and the model server, reached by our own HTTP clients, require the run's
+  secret in one header.
+
+Both are ASGI middleware, so the same guard wraps any route and can be tested on its own. A refusal
+is answered in the shape the caller's client understands (AWS's JSON error with `x-amzn-ErrorType`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import time
+from calendar import timegm
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("chatstack.security")
+
+SECRET_HEADER = "x-chatstack-internal"
+ENV_SECRET = "CHATSTACK_INTERNAL_SECRET"
+MAX_SKEW_S = 300  # AWS refuses a signature more than 5 minutes from its clock (RequestTimeTooSkewed)
+MAX_SIGNED_BODY = 1024 * 1024  # the stand-ins take at most 256 KB (SQS) and 128 KB (@connections)
+
+
+@dataclass(frozen=True, slots=True)
+class RunCredentials:
+    """The credentials of one `chatstack up`: an access key pair for boto3 and a secret for our clients."""
+
+    access_key_id: str
+    secret_access_key: str
+    secret: str
+
+    @classmethod
+    def generate(cls) -> RunCredentials:
+        return cls(
+            access_key_id="ASIALOCAL" + secrets.token_hex(6).upper(),
+            secret_access_key=secrets.token_urlsafe(30),
+            secret=secrets.token_urlsafe(32),
+        )
+
+    def environment(self) -> dict[str, str]:
+        """What child processes (Lambda hosts, the model server) get to sign and to prove themselves."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            ENV_SECRET: self.secret,
+        }
+
+
+class Refusal(Exception):
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_type, self.message = status, error_type, message
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def verify_sigv4(
+    *, method: str, raw_path: str, query: str, headers: list[tuple[str, str]], body: bytes,
+    access_key_id: str, secret_access_key: str, now: float | None = None,
+) -> None:
+    """Raise Refusal unless the request carries a valid SigV4 signature by `access_key_id`."""
+    auth = next((v for k, v in headers if k.lower() == "authorization"), "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        raise Refusal(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+    try:
+        parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 ") :].split(","))
+        key_id, date, region, service, terminal = parts["Credential"].split("/")
+        signed = parts["SignedHeaders"].split(";")
+        given = parts["Signature"]
+    except (KeyError, ValueError):
+        raise Refusal(403, "IncompleteSignatureException", "The authorization header is malformed.") from None
+    if terminal != "aws4_request" or not hmac.compare_digest(key_id, access_key_id):
+        raise Refusal(
+            403, "UnrecognizedClientException", "The security token included in the request is invalid."
+        )
+    stamp = next((v for k, v in headers if k.lower() == "x-amz-date"), "")
+    try:
+        signed_at = timegm(time.strptime(stamp, SIGV4_TIMESTAMP))
+    except ValueError:
+        raise Refusal(403, "IncompleteSignatureException", "The request has no valid X-Amz-Date.") from None
+    if abs((time.time() if now is None else now) - signed_at) > MAX_SKEW_S or not stamp.startswith(date):
+        raise Refusal(403, "InvalidSignatureException", "Signature expired or not yet valid.")
+    present = {k.lower(): v for k, v in headers}
+    if any(name not in present for name in signed) or "host" not in signed:
+        raise Refusal(403, "InvalidSignatureException", "A signed header is missing.")
+    url = f"http://{present['host']}{raw_path}" + (f"?{query}" if query else "")
+    request = AWSRequest(method=method, url=url, data=body, headers={n: present[n] for n in signed})
+    request.context["timestamp"] = stamp
+    signer = SigV4Auth(Credentials(access_key_id, secret_access_key), service, region)
+    canonical = signer.canonical_request(request)
+    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    if not hmac.compare_digest(expected, given):
+        raise Refusal(
+            403,
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided.",
+        )
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, list[Message]]:
+    chunks: list[bytes] = []
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise Refusal(413, "PayloadTooLargeException", "Request body too large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), messages
+
+
+async def _refuse(send: Send, refusal: Refusal, scope: Scope) -> None:
+    client = scope.get("client") or ("?", 0)
+    logger.warning(
+        "internal endpoint refused: %s %s from %s (%s)", scope.get("method"), scope.get("path"), client[0],
+        refusal.error_type,
+    )
+    body = json.dumps({"__type": refusal.error_type, "message": refusal.message}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-amzn-errortype", refusal.error_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class SigV4Guard:
+    """Admit only HTTP requests signed (SigV4) with the run's access key; the body is read to check its
+    hash and then replayed to the app."""
+
+    def __init__(self, app: ASGIApp, *, access_key_id: str, secret_access_key: str) -> None:
+        self.app = app
+        self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body, messages = await _read_body(receive, MAX_SIGNED_BODY)
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+            verify_sigv4(
+                method=scope["method"],
+                raw_path=(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+                query=scope.get("query_string", b"").decode("latin-1"),
+                headers=headers,
+                body=body,
+                access_key_id=self.access_key_id,
+                secret_access_key=self.secret_access_key,
+            )
+        except Refusal as refusal:
+            await _refuse(send, refusal, scope)
+            return
+        replay = iter(messages)
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+
+class SecretGuard:
+    """Admit only requests carrying the run's secret in `SECRET_HEADER` (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, *, secret: str, open_paths: frozenset[str] = frozenset()) -> None:
+        if not secret:
+            raise ValueError("an internal endpoint needs a secret")
+        self.app = app
+        self.secret = secret.encode()
+        self.open_paths = open_paths  # e.g. a health check that reveals nothing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope.get("path") not in self.open_paths:
+            given = (_header(scope, SECRET_HEADER.encode()) or "").encode("latin-1")
+            if not hmac.compare_digest(given, self.secret):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                refusal = Refusal(403, "AccessDeniedException", "Missing or wrong internal secret.")
+                await _refuse(send, refusal, scope)
+                return
+        await self.app(scope, receive, send)
+
+
+def secret_headers(secret: str | None) -> dict[str, str]:
+    """The header our internal clients send (nothing when the run has no secret, e.g. in the cloud)."""
+    return {SECRET_HEADER: secret} if secret else {}
+
+
+def guarded(app: Any, credentials: RunCredentials) -> SigV4Guard:
+    return SigV4Guard(
+        app, access_key_id=credentials.access_key_id, secret_access_key=credentials.secret_access_key
+    )

@@ -1,0 +1,124 @@
+"""Internal endpoints admit only the run's credentials (issue 11, item 1).
+
+Contract checked: AWS Signature Version 4 ("Authenticating requests: AWS SigV4", AWS General Reference:
+the canonical request over the signed headers and the payload hash, an X-Amz-Date within 5 minutes) as
+boto3 sends it to SQS's JSON protocol and to the API Gateway management API (`@connections`); a
+per-run secret header for our own clients. Real uvicorn servers, real boto3 clients, the real SQS
+stand-in and gateway emulator behind the guards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+
+from chatstack.local.gateway import GatewayEmulator
+from chatstack.local.internal_auth import SECRET_HEADER, RunCredentials, SecretGuard, guarded, verify_sigv4
+from chatstack.local.sqs import LocalSqs
+from lambdas.wiring import Queue
+
+RUN = RunCredentials.generate()
+QUEUE = Queue(name="jobs-sec.fifo", dead_letter_name="jobs-sec-dlq.fifo", max_receive_count=2,
+              visibility_timeout_s=60, batch_size=10, max_concurrency=1)
+NO_RETRY = Config(retries={"max_attempts": 1})
+
+
+def client(service: str, url: str, key: str = RUN.access_key_id, secret: str = RUN.secret_access_key) -> Any:
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id=key,
+                        aws_secret_access_key=secret, config=NO_RETRY)
+
+
+@pytest.fixture
+async def guarded_sqs(serve_routes: Any) -> LocalSqs:
+    holder: list[LocalSqs] = []
+
+    def build(base_url: str) -> list[Any]:
+        holder.append(LocalSqs(queue=QUEUE, worker=lambda e, c: None, base_url=f"{base_url}/sqs"))
+        return [Mount("/", app=guarded(Starlette(routes=holder[0].routes), RUN))]
+
+    await serve_routes(build)
+    return holder[0]
+
+
+def send(sqs: Any, url: str, body: str = "job") -> Any:
+    return sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g", MessageDeduplicationId=body)
+
+
+async def test_boto3_with_the_run_credentials_reaches_the_queue(guarded_sqs: LocalSqs) -> None:
+    sqs = await asyncio.to_thread(client, "sqs", guarded_sqs.endpoint_url)
+    sent = await asyncio.to_thread(send, sqs, guarded_sqs.queue_url)
+    assert sent["MessageId"]
+
+
+async def test_another_secret_key_or_key_id_is_refused_by_the_queue(guarded_sqs: LocalSqs) -> None:
+    for key, secret in [(RUN.access_key_id, "not-the-secret"), ("AKIAOTHER", RUN.secret_access_key)]:
+        sqs = await asyncio.to_thread(client, "sqs", guarded_sqs.endpoint_url, key, secret)
+        with pytest.raises(ClientError) as caught:
+            await asyncio.to_thread(send, sqs, guarded_sqs.queue_url)
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+async def test_an_unsigned_forged_job_is_refused(guarded_sqs: LocalSqs) -> None:
+    # The attack of issue 11: a client posts a job straight to the queue endpoint, with no credentials.
+    async with httpx.AsyncClient() as http:
+        job = {"QueueUrl": guarded_sqs.queue_url, "MessageBody": "{}", "MessageGroupId": "g"}
+        headers = {"X-Amz-Target": "AmazonSQS.SendMessage", "Content-Type": "application/x-amz-json-1.0"}
+        r = await http.post(guarded_sqs.endpoint_url, headers=headers, json=job)
+    assert r.status_code == 403 and r.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
+
+
+def test_a_signature_does_not_cover_another_body_or_a_stale_time() -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="POST", url="http://127.0.0.1:9/sqs", data=b'{"a":1}',
+                         headers={"Host": "127.0.0.1:9", "X-Amz-Target": "AmazonSQS.SendMessage"})
+    SigV4Auth(Credentials(RUN.access_key_id, RUN.secret_access_key), "sqs", "us-east-1").add_auth(request)
+    headers = [(k, str(v)) for k, v in request.headers.items()]
+    args: dict[str, Any] = {"method": "POST", "raw_path": "/sqs", "query": "", "headers": headers,
+                            "access_key_id": RUN.access_key_id, "secret_access_key": RUN.secret_access_key}
+    verify_sigv4(body=b'{"a":1}', **args)  # the signed request passes
+    from chatstack.local.internal_auth import Refusal
+
+    with pytest.raises(Refusal, match="does not match"):
+        verify_sigv4(body=b'{"a":2}', **args)
+    with pytest.raises(Refusal, match="expired"):
+        verify_sigv4(body=b'{"a":1}', now=time.time() + 301, **args)
+
+
+async def test_connections_api_admits_the_run_credentials_only(serve_routes: Any) -> None:
+    gateway = GatewayEmulator(routes={}, authorizer=None)
+    base = await serve_routes(lambda _: [Mount("/", app=guarded(Starlette(routes=gateway.routes), RUN))])
+    good, bad = (await asyncio.to_thread(client, "apigatewaymanagementapi", base),
+                 await asyncio.to_thread(client, "apigatewaymanagementapi", base, RUN.access_key_id, "x"))
+    with pytest.raises(ClientError) as gone:  # authenticated: the (unknown) connection is gone
+        await asyncio.to_thread(good.post_to_connection, ConnectionId="abc=", Data=b"hi")
+    assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 410
+    with pytest.raises(ClientError) as refused:
+        await asyncio.to_thread(bad.post_to_connection, ConnectionId="abc=", Data=b"hi")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+async def test_the_secret_header_guard_admits_only_the_run_secret(serve_routes: Any) -> None:
+    async def hello(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    app = SecretGuard(Starlette(routes=[Route("/invocations", hello, methods=["POST"])]), secret=RUN.secret)
+    base = await serve_routes(lambda _: [Mount("/", app=app)])
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(base + "/invocations")).status_code == 403
+        assert (await http.post(base + "/invocations", headers={SECRET_HEADER: "guess"})).status_code == 403
+        ok = await http.post(base + "/invocations", headers={SECRET_HEADER: RUN.secret})
+    assert ok.status_code == 200 and ok.text == "hello"
