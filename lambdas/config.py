@@ -52,6 +52,11 @@ class Settings(BaseModel):
     model_fallback_region: str = ""
     sagemaker_endpoint_url: str = ""  # local stand-in only
     model_profile: str = "local-extractive"
+    # Models offered to `options.model` and GET /v1/models: "NAME[=ENDPOINT],...", the default first;
+    # a model without an endpoint is served by model_endpoint. Empty: only model_profile.
+    models: str = ""
+    # LoRA adapter per tenant on the default model: "TENANT=ADAPTER,...,*=ADAPTER" ("*": the rest).
+    tenant_adapters: str = ""
     # Estimated cost: the profile's instance price per hour over its configured throughput, per 1K
     # output tokens; input (prefill) tokens cost this fraction of an output token (docs/configuration.md).
     model_price_per_1k_output_tokens_usd: float = Field(default=0.0, ge=0)
@@ -141,6 +146,14 @@ class Settings(BaseModel):
         if not algs or bad:
             raise ValueError(f"only asymmetric JWT algorithms are accepted, not {bad or 'none'}")
         return ",".join(algs)
+
+    @field_validator("models", "tenant_adapters")
+    @classmethod
+    def _name_value_list(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item and not item.partition("=")[0].strip():
+                raise ValueError(f"{item!r} has no name; write NAME=VALUE items separated by commas")
+        return value
 
     @property
     def algorithms(self) -> list[str]:
