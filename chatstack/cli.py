@@ -40,7 +40,6 @@ class LazyGroup(click.Group):
         "keys": "chatstack.commands.keys:keys",
         "region": "chatstack.commands.region:region",
         "preflight": "chatstack.commands.preflight:preflight",
-        "preflight": "chatstack.commands.preflight:preflight",
         "chaos": "chatstack.commands.chaos:chaos",
     },
 )
