@@ -32,6 +32,7 @@ CLAIM_TTL_S = wiring.WORKER.timeout_s
 
 class MessageNotCommitted(Exception):
     """The job's user message is not visible yet: redeliver the job."""
+from lambdas.services import models
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +170,15 @@ class GenerationService:
         batcher = DeltaBatcher(Pacing.from_settings(self.s))
         usage: tuple[int, int] | None = None
         try:
-            for chunk in self.d.model.stream_chat(
+            # options.model picks an offered model (BAD_REQUEST names the choices); the tenant's LoRA
+            # adapter comes from the deployment's mapping, never from the client.
+            model = models.select(self.d, tenant_id=job.tenant_id, requested=job.options.get("model"))
+            for chunk in model.client.stream_chat(
                 prompt.messages,
                 max_tokens=max_tokens,
                 temperature=job.options.get("temperature"),
                 top_p=job.options.get("topP"),
-                adapter=job.options.get("adapter") or None,
+                adapter=model.adapter,
             ):
                 if chunk.usage is not None:
                     usage = chunk.usage
