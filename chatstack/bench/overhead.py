@@ -1,11 +1,18 @@
-"""`chatstack bench overhead`: what the pipeline adds to time to first token.
+"""`chatstack bench overhead`: what the pipeline adds to time to first token, and what it costs in
+throughput and @connections posts.
 
-For each concurrency level, N chats start at once (a) straight against the model server's
-`/invocations`, and (b) through the whole local service: WebSocket -> authorizer-checked connection ->
-sendMessage handler (PostgreSQL, Redis, SQS stand-in) -> worker -> model server -> @connections ->
-client. Time to first token is measured at the client in both cases; the report gives p50/p95/p99 of
-each and their difference. Connections are opened before the clock starts, as a chat app keeps its
-socket open.
+For each concurrency level N and each arrival pattern, N users each ask `--chats` times in a row (a
+closed loop) (a) straight against the model server's `/invocations`, and (b) through the whole local
+service: WebSocket -> authorizer-checked connection -> sendMessage handler (PostgreSQL, Redis, SQS
+stand-in) -> worker -> model server -> @connections -> client. Arrivals are either a burst (all N
+start at once) or spread (starts spread over one answer's duration, as in steady state).
+
+The model is a fake LMI server (`chatstack/bench/fake_model.py`: `--ttft-ms` to the first token, then
+a token every `--token-ms`), the extractive backend at `--token-rate`, or any LMI-compatible server
+(`--model-url`); direct and pipeline calls use the same one in the same run. Reported per level and
+pattern: TTFT p50/p95/p99 of both and their difference, chats/s of both and their ratio, and the
+deltas the pipeline posted per stream-second and per 1,000 output tokens. Connections are opened
+before the clock starts, as a chat app keeps its socket open.
 """
 
 from __future__ import annotations
@@ -15,10 +22,13 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,7 @@ import httpx
 from chatstack.client import ChatClient
 
 QUESTION = "Latency budgets matter for chat. What matters for chat?"
+ARRIVALS = ("burst", "spread")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -49,35 +60,62 @@ def summary(values_s: list[float]) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """One answer as the client saw it."""
+
+    ttft_s: float
+    deltas: int  # frames carrying text (one @connections post each); 0 for direct calls
+    tokens: int
+    stream_s: float  # first text to the end of the answer
+
+
+@dataclass
+class Run:
+    chats: list[Chat] = field(default_factory=list)
+    failures: int = 0
+    wall_s: float = 0.0
+
+    def figures(self) -> dict[str, Any]:
+        stream_s = sum(c.stream_s for c in self.chats)
+        tokens = sum(c.tokens for c in self.chats)
+        deltas = sum(c.deltas for c in self.chats)
+        return {
+            "ttft_ms": summary([c.ttft_s for c in self.chats]),
+            "chats": len(self.chats),
+            "failures": self.failures,
+            "chats_per_s": round(len(self.chats) / self.wall_s, 2) if self.wall_s else 0.0,
+            "posts_per_stream_s": round(deltas / stream_s, 2) if stream_s and deltas else None,
+            "posts_per_1k_tokens": round(deltas * 1000 / tokens, 1) if tokens and deltas else None,
+        }
+
+
 async def closed_loop(
-    n: int, chats_per_user: int, stagger_s: float, chat: Callable[[int], Awaitable[float | None]]
-) -> tuple[list[float], int]:
+    n: int, chats_per_user: int, stagger_s: float, chat: Callable[[int], Awaitable[Chat | None]]
+) -> Run:
     """N users, each asking `chats_per_user` times in a row (a closed loop, like a load tool's virtual
-    users); starts are spread over `stagger_s` so the N chats overlap as in steady state rather than
-    arriving as one burst."""
-    ttfts: list[float] = []
-    failures = 0
+    users); starts are spread over `stagger_s` (0: a burst, all N at once)."""
+    run = Run()
 
     async def user(i: int) -> None:
-        nonlocal failures
         await asyncio.sleep(stagger_s * i / n)
         for _ in range(chats_per_user):
             try:
-                ttft = await chat(i)
+                result = await chat(i)
             except Exception:  # a failed chat is counted, not fatal: the report shows failures
-                ttft = None
-            if ttft is None:
-                failures += 1
+                result = None
+            if result is None:
+                run.failures += 1
             else:
-                ttfts.append(ttft)
+                run.chats.append(result)
 
+    started = time.perf_counter()
     await asyncio.gather(*(user(i) for i in range(n)))
-    return ttfts, failures
+    run.wall_s = time.perf_counter() - started
+    return run
 
 
-async def direct_ttft(
-    model_url: str, n: int, chats: int, stagger_s: float, max_tokens: int
-) -> tuple[list[float], int]:
+async def direct(model_url: str, n: int, chats: int, stagger_s: float, max_tokens: int) -> Run:
     body = {
         "messages": [
             {"role": "system", "content": "You are helpful."},
@@ -89,47 +127,156 @@ async def direct_ttft(
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
 
-        async def one(_: int) -> float | None:
+        async def one(_: int) -> Chat | None:
             started = time.perf_counter()
             first: float | None = None
+            tokens = 0
             async with client.stream("POST", f"{model_url}/invocations", json=body) as r:
                 async for line in r.aiter_lines():
-                    if first is None and '"content"' in line:
-                        first = time.perf_counter() - started
-            return first
+                    if '"content"' in line:
+                        tokens += 1
+                        first = first or time.perf_counter()
+            if first is None:
+                return None
+            return Chat(first - started, 0, tokens, time.perf_counter() - first)
 
         return await closed_loop(n, chats, stagger_s, one)
 
 
-async def pipeline_ttft(
+async def pipeline(
     ws_url: str, tokens: list[str], n: int, chats: int, stagger_s: float, max_tokens: int
-) -> tuple[list[float], int]:
+) -> Run:
     clients = await asyncio.gather(
         *(ChatClient.connect(ws_url, token=tokens[i], open_timeout=120) for i in range(n))
     )
     try:
 
-        async def one(i: int) -> float | None:
+        async def one(i: int) -> Chat | None:
             reply = await clients[i].send(QUESTION, options={"maxTokens": max_tokens, "rag": False})
-            await reply.text(timeout=300)
-            return reply.ttft_s
+            deltas = 0
+            async with asyncio.timeout(300):
+                async for _ in reply:
+                    deltas += 1
+            ended = time.perf_counter()
+            if reply.ttft_s is None or reply.first_delta_at is None or reply.done is None:
+                return None
+            return Chat(reply.ttft_s, deltas, reply.done.usage.output_tokens, ended - reply.first_delta_at)
 
         return await closed_loop(n, chats, stagger_s, one)
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+@contextmanager
+def fake_model(ttft_ms: float, token_ms: float) -> Iterator[str]:
+    """A fake model server in its own process (its timing must not share the client's event loop)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chatstack.bench.fake_model",
+            "--ttft-ms",
+            str(ttft_ms),
+            "--token-ms",
+            str(token_ms),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        from chatstack.bench.fake_model import READY
+
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith(READY):
+            raise click.ClickException("The fake model server did not start.")
+        yield line[len(READY) :].strip()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@contextmanager
+def service(
+    data_dir: Path, model_url: str, token_rate: float, lambda_processes: int
+) -> Iterator[dict[str, Any]]:
+    """`chatstack up` in a subprocess on port 0; yields its runtime.json."""
+    args = [sys.executable, "-m", "chatstack.cli", "up", "--port", "0", "--data-dir", str(data_dir)]
+    args += ["--lambda-processes", str(lambda_processes)]
+    args += ["--model-url", model_url] if model_url else ["--token-rate", str(token_rate)]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # One benchmark client opens hundreds of connections from one IP as one user: the per-IP and
+        # per-user limits would (rightly) refuse it.
+        env={**os.environ, "CHATSTACK_LIMITS_ENABLED": "false"},
+    )
+    try:
+        state = data_dir / "runtime.json"
+        deadline = time.monotonic() + 180
+        while not state.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise click.ClickException("chatstack up did not start; run it by hand to see why.")
+            time.sleep(0.2)
+        time.sleep(0.5)  # runtime.json is written in two steps; read the whole of it
+        yield {**json.loads(state.read_text()), "process": proc}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def plot_ttft(results: dict[str, Any], path: Path, title: str) -> None:
+    """TTFT p50 and p99 against concurrency, direct and through the pipeline, one panel per arrival."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arrivals = [a for a in ARRIVALS if any(a in level for level in results.values())]
+    fig, axes = plt.subplots(1, len(arrivals), figsize=(6 * len(arrivals), 4.2), squeeze=False)
+    levels = sorted(results, key=int)
+    for ax, arrival in zip(axes[0], arrivals, strict=True):
+        xs = [int(n) for n in levels if arrival in results[n]]
+        for who, color in (("direct", "tab:blue"), ("pipeline", "tab:red")):
+            for q, style in (("p50", "-o"), ("p99", "--^")):
+                ys = [results[str(n)][arrival][who]["ttft_ms"][q] for n in xs]
+                ax.plot(xs, ys, style, color=color, label=f"{who} {q}")
+        ax.set_xscale("log")
+        ax.set_xlabel("concurrent chats")
+        ax.set_ylabel("time to first token (ms)")
+        ax.set_title(f"{arrival} arrivals")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 @click.command()
 @click.option(
-    "--concurrency",
-    "levels",
-    default="1,50,500",
-    show_default=True,
-    help="Comma-separated numbers of simultaneous chats.",
+    "--concurrency", "levels", default="1,50,500", show_default=True, help="Comma-separated numbers of chats."
 )
 @click.option(
-    "--token-rate", default=20.0, show_default=True, help="Tokens/s per stream of the model server."
+    "--arrivals",
+    type=click.Choice([*ARRIVALS, "both"]),
+    default="both",
+    show_default=True,
+    help="burst: all N start at once; spread: starts spread over one answer's duration.",
 )
+@click.option(
+    "--model",
+    "model_kind",
+    type=click.Choice(["fake", "extractive"]),
+    default="fake",
+    show_default=True,
+    help="fake: a server with fixed token timing (--ttft-ms, --token-ms); extractive: the local backend.",
+)
+@click.option("--model-url", default="", help="Any LMI-compatible server (/invocations) instead of --model.")
+@click.option("--ttft-ms", default=20.0, show_default=True, help="Fake model: time to its first token.")
+@click.option("--token-ms", default=10.0, show_default=True, help="Fake model: time between tokens.")
+@click.option("--token-rate", default=20.0, show_default=True, help="Extractive model: tokens/s per stream.")
 @click.option("--max-tokens", default=64, show_default=True, help="Answer length per chat.")
 @click.option(
     "--chats", "chats_per_user", default=4, show_default=True, help="Chats each user asks in a row."
@@ -137,91 +284,81 @@ async def pipeline_ttft(
 @click.option(
     "--lambda-processes", default=2, show_default=True, help="Lambda host processes of `chatstack up`."
 )
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
 @click.option("--out", default=".bench/overhead.json", show_default=True, type=click.Path(dir_okay=False))
 def overhead(
-    levels: str, token_rate: float, max_tokens: int, chats_per_user: int, lambda_processes: int, out: str
+    levels: str,
+    arrivals: str,
+    model_kind: str,
+    model_url: str,
+    ttft_ms: float,
+    token_ms: float,
+    token_rate: float,
+    max_tokens: int,
+    chats_per_user: int,
+    lambda_processes: int,
+    plot: Path | None,
+    out: str,
 ) -> None:
-    """Time to first token through the whole local pipeline versus the model server alone."""
+    """TTFT, throughput and posts through the whole local pipeline versus the model server alone."""
     from chatstack.local.identity import DevIdentity
 
     counts = [int(x) for x in levels.split(",") if x.strip()]
     if not counts or min(counts) < 1:
         raise click.BadParameter("give positive integers, e.g. 1,50,500", param_hint="--concurrency")
+    patterns = ARRIVALS if arrivals == "both" else (arrivals,)
     data_dir = Path(tempfile.mkdtemp(prefix="chatstack-bench-"))
+    if model_url:
+        model_label, answer_s = f"external {model_url}", 0.0
+    elif model_kind == "fake":
+        model_label = f"fake: {ttft_ms:g} ms to first token, then a token every {token_ms:g} ms"
+        answer_s = (ttft_ms + max_tokens * token_ms) / 1000
+    else:
+        model_label, answer_s = f"extractive at {token_rate:g} tokens/s", max_tokens / token_rate
 
-    async def main() -> dict[str, Any]:
-        import subprocess
-
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chatstack.cli",
-                "up",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                "--token-rate",
-                str(token_rate),
-                "--lambda-processes",
-                str(lambda_processes),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            # One benchmark client opens hundreds of connections from one IP as one user: the per-IP and
-            # per-user limits would (rightly) refuse it.
-            env={**os.environ, "CHATSTACK_LIMITS_ENABLED": "false"},
-        )
-        try:
-            state = data_dir / "runtime.json"
-            deadline = time.monotonic() + 180
-            while not state.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise click.ClickException("chatstack up did not start; run it by hand to see why.")
-                await asyncio.sleep(0.2)
-            info = json.loads(state.read_text())
-            identity = DevIdentity(data_dir / "identity")
-            tokens = [
-                identity.mint(user=f"bench-{i}", tenant="bench", ttl_s=3600) for i in range(max(counts))
-            ]
-            # One answer lasts about max_tokens / token_rate: spreading starts over that keeps N chats in
-            # flight at any moment.
-            stagger = max_tokens / token_rate if token_rate else 0.0
-            results: dict[str, Any] = {}
-            for n in counts:
-                await pipeline_ttft(info["websocket"], tokens, min(n, 5), 1, 0.0, max_tokens)  # warm-up
-                direct, df = await direct_ttft(info["model"], n, chats_per_user, stagger, max_tokens)
-                piped, pf = await pipeline_ttft(
-                    info["websocket"], tokens, n, chats_per_user, stagger, max_tokens
-                )
-                failures = {"direct": df, "pipeline": pf}
-                ds, ps = summary(direct), summary(piped)
-                added = {k: round(ps[k] - ds[k], 2) for k in ("p50", "p95", "p99")}
-                results[str(n)] = {
-                    "direct_ms": ds,
-                    "pipeline_ms": ps,
-                    "added_ms": added,
-                    "failures": failures,
+    async def measure(info: dict[str, Any]) -> dict[str, Any]:
+        identity = DevIdentity(data_dir / "identity")
+        tokens = [identity.mint(user=f"bench-{i}", tenant="bench", ttl_s=3600) for i in range(max(counts))]
+        results: dict[str, Any] = {}
+        await pipeline(info["websocket"], tokens, min(max(counts), 5), 1, 0.0, max_tokens)  # warm-up
+        for n in counts:
+            results[str(n)] = {}
+            for arrival in patterns:
+                stagger = answer_s if arrival == "spread" else 0.0
+                d = (await direct(info["model"], n, chats_per_user, stagger, max_tokens)).figures()
+                p = (
+                    await pipeline(info["websocket"], tokens, n, chats_per_user, stagger, max_tokens)
+                ).figures()
+                added = {k: round(p["ttft_ms"][k] - d["ttft_ms"][k], 2) for k in ("p50", "p95", "p99")}
+                ratio = round(p["chats_per_s"] / d["chats_per_s"], 3) if d["chats_per_s"] else None
+                results[str(n)][arrival] = {
+                    "direct": d,
+                    "pipeline": p,
+                    "added_ttft_ms": added,
+                    "throughput_ratio": ratio,
                 }
                 click.echo(
-                    f"{n:>4} chats  direct p50/p95/p99 {ds['p50']:7.1f} {ds['p95']:7.1f} {ds['p99']:7.1f} ms"
-                    f" | pipeline {ps['p50']:7.1f} {ps['p95']:7.1f} {ps['p99']:7.1f} ms"
-                    f" | added {added['p50']:7.1f} {added['p95']:7.1f} {added['p99']:7.1f} ms"
-                    f" | failures {failures}"
+                    f"{n:>4} {arrival:<6} direct {d['chats_per_s']:6.1f} chats/s p50/p99 "
+                    f"{d['ttft_ms']['p50']:6.1f} {d['ttft_ms']['p99']:6.1f} ms | pipeline "
+                    f"{p['chats_per_s']:6.1f} chats/s ({ratio}) p50/p99 "
+                    f"{p['ttft_ms']['p50']:6.1f} {p['ttft_ms']['p99']:6.1f} ms"
+                    f" | added p50/p99 {added['p50']:6.1f} {added['p99']:6.1f} ms | posts/stream-s "
+                    f"{p['posts_per_stream_s']} per 1k tokens {p['posts_per_1k_tokens']}"
+                    f" | failures {d['failures']}/{p['failures']}"
                 )
-            return results
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        return results
 
-    results = asyncio.run(main())
+    with ExitStack() as stack:
+        url = stack.enter_context(model_server(model_url, model_kind, ttft_ms, token_ms))
+        info = stack.enter_context(service(data_dir, url, token_rate, lambda_processes))
+        results = asyncio.run(measure(info))
+    command = "chatstack bench overhead " + " ".join(sys.argv[3:])
     report = {
         "benchmark": "overhead",
-        "command": "chatstack bench overhead " + " ".join(sys.argv[3:]),
-        "method": "closed loop: N users each asking --chats times in a row, starts spread over one answer's"
-        " duration; time to first token measured at the client; direct = the model server alone",
-        "token_rate": token_rate,
+        "command": command,
+        "method": "closed loop: N users each asking --chats times in a row; burst = all N at once, spread ="
+        " starts spread over one answer's duration; TTFT at the client; direct = the model server alone",
+        "model": model_label,
         "lambda_processes": lambda_processes,
         "max_tokens": max_tokens,
         "chats_per_user": chats_per_user,
@@ -235,3 +372,16 @@ def overhead(
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(report, indent=2))
     click.echo(f"wrote {out}")
+    if plot is not None:
+        plot_ttft(results, plot, f"{command}\n{model_label}, {os.cpu_count()} CPUs")
+        click.echo(f"wrote {plot}")
+
+
+@contextmanager
+def model_server(model_url: str, kind: str, ttft_ms: float, token_ms: float) -> Iterator[str]:
+    """The model URL both paths use: the given one, a fake server, or "" (chatstack up's own)."""
+    if model_url or kind != "fake":
+        yield model_url.rstrip("/")
+        return
+    with fake_model(ttft_ms, token_ms) as url:
+        yield url
