@@ -82,6 +82,12 @@ class InferenceConfig(_Frozen):
     # None keeps the profile's choice; true deploys through inference components (scale to zero).
     inference_components: bool | None = None
     scale_to_zero: bool = False
+    # Where the weights were staged (an s3:// prefix; `{account}` and `{region}` are filled per
+    # region, so each endpoint reads a bucket of its own region). The container then never downloads
+    # from the Hugging Face hub and needs no HF token. Empty keeps the profile's model_id.
+    weights_s3_uri: str | None = Field(default=None, pattern=r"^s3://[a-z0-9{}.-]{3,80}/\S*$")
+    # The hosting AMI (NVIDIA driver) of the LMI variant; empty picks the one the image's CUDA needs.
+    ami_version: str | None = None
 
 
 class EmbeddingsConfig(_Frozen):
@@ -112,7 +118,8 @@ class DeploymentConfig(_Frozen):
     name: str = Field(default="chatstack", pattern=r"^[a-z][a-z0-9-]{1,18}[a-z0-9]$")
     account: str = Field(default="111111111111", pattern=r"^\d{12}$")
     primary_region: str
-    secondary_regions: tuple[str, ...] = Field(min_length=1)
+    # Empty is a one-region deployment (a dev stack: no Global Database members, no failover).
+    secondary_regions: tuple[str, ...] = ()
     domain_name: str | None = None
     hosted_zone_id: str | None = None
     routing_policy: Literal["failover", "latency"] = "failover"
@@ -141,6 +148,8 @@ class DeploymentConfig(_Frozen):
 
     def fallback_region(self, region: str) -> str:
         """Where a region's worker sends generations when its own endpoint fails."""
+        if not self.secondary_regions:
+            return region  # one region: the circuit breaker has nowhere else to go
         return self.secondary_regions[0] if self.is_primary(region) else self.primary_region
 
     @cached_property
@@ -184,6 +193,13 @@ class DeploymentConfig(_Frozen):
             and self.opensearch.cross_region_writes
             and len(self.regions) > 1
         )
+
+    def weights_uri(self, region: str) -> str:
+        """The model weights this region's endpoint loads: the staged S3 prefix, or the profile's id."""
+        staged = self.inference.weights_s3_uri
+        if staged is None:
+            return self.profile.model_id
+        return staged.replace("{account}", self.account).replace("{region}", region)
 
     @property
     def use_inference_components(self) -> bool:
@@ -249,9 +265,9 @@ def _check(config: DeploymentConfig) -> None:
         raise ConfigError(f"hosted_zone_id '{config.hosted_zone_id}' is not a Route 53 hosted zone id.")
     if config.websocket_subdomain == config.rest_subdomain:
         raise ConfigError("websocket_subdomain and rest_subdomain must differ (one custom domain per API).")
-    if config.routing_policy == "failover" and len(config.secondary_regions) != 1:
+    if config.routing_policy == "failover" and len(config.secondary_regions) > 1:
         raise ConfigError(
-            "routing_policy 'failover' supports exactly one secondary region; use 'latency' for more."
+            "routing_policy 'failover' supports at most one secondary region; use 'latency' for more."
         )
     if not _EMAIL.match(config.alarm_email):
         raise ConfigError(f"alarm_email '{config.alarm_email}' is not an email address.")
@@ -303,9 +319,26 @@ def _check_profile(config: DeploymentConfig) -> None:
             profile.image_uri(region)
     except ProfileError as error:
         raise ConfigError(f"model_profile '{config.model_profile}': {_sentence(error.message)}") from None
+    _check_ami(config)
     if config.inference.scale_to_zero and not config.use_inference_components:
         raise ConfigError(
             "inference.scale_to_zero needs inference components (inference.inference_components)."
+        )
+
+
+def _check_ami(config: DeploymentConfig) -> None:
+    from cdk.gpu_drivers import INFERENCE_AMI_CUDA, ami_supports, image_cuda
+
+    chosen = config.inference.ami_version
+    if chosen is not None and chosen not in INFERENCE_AMI_CUDA:
+        raise ConfigError(
+            f"inference.ami_version '{chosen}' is not one of {', '.join(sorted(INFERENCE_AMI_CUDA))}."
+        )
+    cuda = image_cuda(config.profile.image_uri(config.primary_region))
+    if chosen is not None and cuda is not None and not ami_supports(chosen, cuda):
+        raise ConfigError(
+            f"inference.ami_version '{chosen}' has a driver older than the image's CUDA "
+            f"{cuda[0]}.{cuda[1]}; leave it empty to pick a matching one."
         )
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from cdk.constructs.chat_functions import lambda_handler_path
+from cdk.stacks.api import REGIONAL_FUNCTIONS
 from infra_tests.conftest import Synth, Template
 from infra_tests.helpers import as_list, referenced_ids, render, statements, strings
 from lambdas import wiring
@@ -51,6 +52,7 @@ def test_every_wiring_route_reaches_its_function_and_only_connect_is_authorized(
         k: v
         for k, v in synth.resources(api, "AWS::ApiGatewayV2::Authorizer").items()
         if v["Properties"]["AuthorizerType"] == "REQUEST"
+        and "AuthorizerPayloadFormatVersion" not in v["Properties"]  # the HTTP API's authorizer has one
     }.items()
     for route in wiring.ROUTES:
         props = routes[route.key]
@@ -76,8 +78,10 @@ def test_every_wiring_function_is_deployed_with_its_sizing_on_arm64_python(synth
         for r in synth.resources(api, "AWS::Lambda::Function").values()
         if r["Properties"].get("Handler", "").startswith("lambdas.")
     }
-    assert set(deployed) == {lambda_handler_path(f) for f in wiring.FUNCTIONS}
-    for spec in wiring.FUNCTIONS:
+    # The Cognito trigger is deployed beside its user pool (identity stack), not per region.
+    assert set(deployed) == {lambda_handler_path(f) for f in REGIONAL_FUNCTIONS}
+    assert set(REGIONAL_FUNCTIONS) == set(wiring.FUNCTIONS) - {wiring.PRE_TOKEN}
+    for spec in REGIONAL_FUNCTIONS:
         props = deployed[lambda_handler_path(spec)]
         assert props["MemorySize"] == spec.memory_mb and props["Timeout"] == spec.timeout_s
         assert props["Architectures"] == ["arm64"] and props["Runtime"] == "python3.12"
@@ -131,21 +135,22 @@ def test_the_worker_consumes_the_fifo_queue_in_concurrent_batches_with_partial_f
     assert queue["RedrivePolicy"]["maxReceiveCount"] == wiring.JOBS_QUEUE.max_receive_count
 
 
-def test_the_rest_api_requires_a_jwt_except_on_health(synth: Synth, region: str) -> None:
+def test_the_rest_api_requires_credentials_except_on_the_health_routes(synth: Synth, region: str) -> None:
+    """The authorizer's kind and settings are checked against AWS's rules in test_aws_rules."""
     api = synth.stack(region, "api")
     routes = {
         r["Properties"]["RouteKey"]: r["Properties"]
         for r in synth.resources(api, "AWS::ApiGatewayV2::Route").values()
         if " /" in r["Properties"]["RouteKey"]
     }
-    assert routes["ANY /v1/{proxy+}"]["AuthorizationType"] == "JWT"
+    assert routes["ANY /v1/{proxy+}"]["AuthorizationType"] == "CUSTOM"
     assert routes["GET /healthz"]["AuthorizationType"] == "NONE"
-    (jwt,) = [
-        a["Properties"]
+    assert routes["GET /readyz"]["AuthorizationType"] == "NONE"
+    assert not [
+        a
         for a in synth.resources(api, "AWS::ApiGatewayV2::Authorizer").values()
         if a["Properties"]["AuthorizerType"] == "JWT"
     ]
-    assert jwt["JwtConfiguration"]["Issuer"] and jwt["JwtConfiguration"]["Audience"]
 
 
 def test_function_policies_name_only_this_deployments_resources(synth: Synth, region: str) -> None:

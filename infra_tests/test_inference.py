@@ -26,7 +26,8 @@ def test_the_container_environment_equals_the_rendered_profile_and_the_image_is_
         inference = synth.stack(region, "inference")
         (model,) = llm(synth, inference, "AWS::SageMaker::Model").values()
         container = model["Properties"]["PrimaryContainer"]
-        assert container["Environment"] == profile.render_env()
+        staged = profile.staged_at(synth.config.weights_uri(region))
+        assert container["Environment"] == staged.render_env()
         assert container["Image"] == profile.image_uri(region)
         assert f".dkr.ecr.{region}." in container["Image"]
 

@@ -30,7 +30,8 @@ def test_records_fail_over_from_the_primary_on_a_health_check_that_exercises_the
         routing = synth.stack(region, "routing")
         ((check_id, check),) = synth.resources(routing, "AWS::Route53::HealthCheck").items()
         config = check["Properties"]["HealthCheckConfig"]
-        assert config["Type"] == "HTTPS" and config["ResourcePath"] == "/healthz"
+        expected = "/healthz" if synth.config.is_primary(region) else "/readyz"
+        assert config["Type"] == "HTTPS" and config["ResourcePath"] == expected
         assert render(config["FullyQualifiedDomainName"]).endswith(f".execute-api.{region}.amazonaws.com")
         records = synth.resources(routing, "AWS::Route53::RecordSet").values()
         assert {r["Properties"]["Name"] for r in records} == {

@@ -32,6 +32,8 @@ class Settings(BaseModel):
     database_secret_arn: str = ""
     # Cloud: the RDS Proxy endpoint and database name; credentials come from the secret above.
     database_host: str = ""
+    # Cloud: the RDS Proxy read-only endpoint; GET /readyz (a standby region's health) reads through it.
+    database_reader_host: str = ""
     database_name: str = "chatstack"
     database_pool_max: int = Field(default=16, ge=1, le=256)
     redis_url: str = ""

@@ -43,6 +43,10 @@ def _database_url(settings: Settings) -> str:
     return f"postgresql://{user}:{password}@{host}:{secret.get('port', 5432)}/{name}?sslmode=require"
 
 
+# Public name for callers outside this module (the readiness route builds a reader URL with it).
+database_url = _database_url
+
+
 def _redis_url(settings: Settings) -> str:
     """Adds the AUTH token from Secrets Manager to a rediss:// URL (cloud); local URLs pass through."""
     if not settings.redis_auth_secret_id:
@@ -110,7 +114,7 @@ class Deps:
     def model(self) -> ModelClient:
         from lambdas.adapters.model import model_client_from_settings
 
-        return model_client_from_settings(self.settings)
+        return model_client_from_settings(self.settings, cache=self.cache)
 
     @_built_once
     def verifier(self) -> JwtVerifier:

@@ -7,7 +7,7 @@ X-Ray tracing, the app subnets and the one settings environment (`CHATSTACK_*`, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
@@ -27,7 +27,7 @@ def lambda_handler_path(function: wiring.Function) -> str:
 
 
 class ChatFunctions(Construct):
-    """`functions[name]` for every `wiring.FUNCTIONS` entry."""
+    """`functions[name]` for every entry of `specs` (default: `wiring.FUNCTIONS`)."""
 
     def __init__(
         self,
@@ -37,14 +37,15 @@ class ChatFunctions(Construct):
         code: lambda_.Code,
         name_prefix: str,
         environment: Mapping[str, str],
-        vpc: ec2.IVpc,
-        subnets: ec2.SubnetSelection,
-        security_group: ec2.ISecurityGroup,
         log_retention_days: int,
+        vpc: ec2.IVpc | None = None,
+        subnets: ec2.SubnetSelection | None = None,
+        security_group: ec2.ISecurityGroup | None = None,
+        specs: Sequence[wiring.Function] = wiring.FUNCTIONS,
     ) -> None:
         super().__init__(scope, id)
         self.functions: dict[str, lambda_.Function] = {}
-        for spec in wiring.FUNCTIONS:
+        for spec in specs:
             construct_id = "".join(part.title() for part in spec.name.split("_"))
             function_name = f"{name_prefix}-{spec.name.replace('_', '-')}"
             log_group = logs.LogGroup(
@@ -70,7 +71,7 @@ class ChatFunctions(Construct):
                 log_group=log_group,
                 vpc=vpc,
                 vpc_subnets=subnets,
-                security_groups=[security_group],
+                security_groups=[security_group] if security_group is not None else None,
             )
             self.functions[spec.name] = function
         acknowledge(

@@ -1,24 +1,46 @@
 """A Cognito user pool as the deployment's OIDC issuer, when the config names no existing issuer.
 
-The pool lives in the primary region (Cognito is regional); both regions' authorizers trust it.
-Issuer and JWKS URLs are published as SSM parameters so that other regions' stacks can reference
-finished strings (a cross-region reference carries a resource attribute, not an expression).
+The service reads a `tenant` claim and a `scope` claim (lambdas/config.py: auth_tenant_claim,
+auth_scopes_claim). Cognito emits a custom attribute as `custom:tenant`, in ID tokens only, and
+access tokens carry only Cognito's own scopes, so a Pre Token Generation trigger with event version
+V2_0 (the version that can change access tokens) writes both claims from the user's `custom:tenant`
+attribute and groups (lambdas/handlers/pre_token.py). V2_0 needs the Essentials or Plus feature plan
+(https://docs.aws.amazon.com/cognito/latest/developerguide/user-pool-lambda-pre-token-generation.html).
+
+How a user gets a tenant and scopes: an administrator sets `custom:tenant`
+(AdminUpdateUserAttributes; the app client cannot write it, so users cannot move themselves to
+another tenant) and adds the user to the groups `chat`, `finance`, `admin`, `documents-write`.
+
+The pool lives in the primary region only: Cognito user pools are regional and not replicated, and a
+second pool would hold different users and keys. Tokens keep verifying in every region (the JWKS is
+cached by the verifier), but new sign-ins need the primary region (docs/deploy.md).
 """
 
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from cdk.nag import acknowledge
+from lambdas.config import Settings
+
+TENANT_ATTRIBUTE = "tenant"  # emitted by Cognito as `custom:tenant`
+# The claim names the service reads, from the settings' own defaults so the two cannot drift.
+TENANT_CLAIM = str(Settings.model_fields["auth_tenant_claim"].default)
+SCOPES_CLAIM = str(Settings.model_fields["auth_scopes_claim"].default)
+# Groups whose names are scopes (the pre-token trigger grants a scope per group held).
+SCOPE_GROUPS = ("chat", "finance", "admin", "documents-write")
 
 
 class CognitoIssuer(Construct):
     """`issuer_url`, `jwks_url` and `audience` (the app client id) for JWT validation."""
 
-    def __init__(self, scope: Construct, id: str, *, pool_name: str) -> None:
+    def __init__(
+        self, scope: Construct, id: str, *, pool_name: str, pre_token: lambda_.IFunction
+    ) -> None:
         super().__init__(scope, id)
         self.pool = cognito.UserPool(
             self,
@@ -36,7 +58,8 @@ class CognitoIssuer(Construct):
             mfa=cognito.Mfa.OPTIONAL,
             mfa_second_factor=cognito.MfaSecondFactor(otp=True, sms=False),
             account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
-            custom_attributes={"tenant": cognito.StringAttribute(mutable=True)},
+            custom_attributes={TENANT_ATTRIBUTE: cognito.StringAttribute(mutable=True)},
+            feature_plan=cognito.FeaturePlan.ESSENTIALS,
             deletion_protection=True,
             # Users are data: kept at teardown (an idle user pool costs nothing).
             removal_policy=RemovalPolicy.RETAIN,
@@ -49,7 +72,25 @@ class CognitoIssuer(Construct):
             id_token_validity=Duration.hours(1),
             refresh_token_validity=Duration.days(30),
             prevent_user_existence_errors=True,
+            # Users may read their tenant but never write it: only an administrator moves a user.
+            read_attributes=cognito.ClientAttributes()
+            .with_standard_attributes(email=True, email_verified=True)
+            .with_custom_attributes(TENANT_ATTRIBUTE),
+            write_attributes=cognito.ClientAttributes().with_standard_attributes(email=True),
         )
+        self.pool.add_trigger(
+            cognito.UserPoolOperation.PRE_TOKEN_GENERATION_CONFIG, pre_token, cognito.LambdaVersion.V2_0
+        )
+        self.groups = {
+            name: cognito.CfnUserPoolGroup(
+                self,
+                "Group" + "".join(part.title() for part in name.split("-")),
+                user_pool_id=self.pool.user_pool_id,
+                group_name=name,
+                description=f"Grants the '{name}' scope (written into tokens by the pre-token trigger)",
+            )
+            for name in SCOPE_GROUPS
+        }
         stack = Stack.of(self)
         issuer = f"https://cognito-idp.{stack.region}.{stack.url_suffix}/{self.pool.user_pool_id}"
         self.issuer_parameter = ssm.StringParameter(

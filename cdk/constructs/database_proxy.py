@@ -1,5 +1,11 @@
 """RDS Proxy in front of a region's Aurora cluster: Lambdas pool through it instead of opening
-thousands of connections on the database."""
+thousands of connections on the database.
+
+Besides its default read/write endpoint the proxy gets a read-only endpoint. On an Aurora Global
+Database secondary the read/write endpoint has no writer until promotion ("The target group doesn't
+have any associated read/write instances"), so a standby region proves it can serve through the
+read-only endpoint (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/rds-proxy-gdb.html).
+"""
 
 from __future__ import annotations
 
@@ -54,6 +60,16 @@ class DatabaseProxy(Construct):
             max_connections_percent=max_connections_percent,
             debug_logging=False,
         )
+        reader = rds.CfnDBProxyEndpoint(
+            self,
+            "ReaderEndpoint",
+            db_proxy_endpoint_name=f"{proxy_name}-ro",
+            db_proxy_name=self.proxy.db_proxy_name,
+            vpc_subnet_ids=vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids,
+            vpc_security_group_ids=[self.security_group.security_group_id],
+            target_role="READ_ONLY",
+        )
+        self.reader_endpoint = reader.attr_endpoint
         acknowledge(
             self.proxy,
             [

@@ -1,11 +1,15 @@
 """SageMaker real-time endpoint running the LMI (vLLM) container, configured from a model profile.
 
-The container's environment is exactly `profile.render_env()`; the image URI comes from the
-sagemaker SDK's offline table for this region (registry accounts differ by region). With inference
-components the endpoint hosts one component whose copies scale, down to zero when asked.
+The container's environment is exactly `profile.render_env()` of the profile staged at the
+region's weights (an s3:// prefix when the config stages them: no hub download and no HF token);
+the image URI comes from the sagemaker SDK's offline table for this region (registry accounts
+differ by region). The production variant names the hosting AMI whose NVIDIA driver supports the
+image's CUDA version (cdk/gpu_drivers.py): the default driver on ml.g5 is older than current LMI
+images. With inference components the endpoint hosts one component whose copies scale, down to
+zero when asked.
 
-Not in the VPC on purpose: the container needs no private resource, reaches the model hub through
-SageMaker's network, and an endpoint in a VPC leaves network interfaces that outlive teardown.
+Not in the VPC on purpose: the container needs no private resource, reads S3 through SageMaker's
+network, and an endpoint in a VPC leaves network interfaces that outlive teardown.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from cdk.constructs.sagemaker_container import container_model, container_role, grant_container_runtime
+from cdk.gpu_drivers import inference_ami_for
 from cdk.nag import acknowledge, wildcard
 from sagemaker_containers.profiles import ModelProfile
 
@@ -37,12 +42,17 @@ class LmiEndpoint(Construct):
         endpoint_name: str,
         use_inference_components: bool,
         min_instances: int,
+        weights_uri: str | None = None,
+        ami_version: str | None = None,
     ) -> None:
         super().__init__(scope, id)
         region = Stack.of(self).region
+        if weights_uri is not None and weights_uri != profile.model_id:
+            profile = profile.staged_at(weights_uri)
         self.profile = profile
         self.endpoint_name = endpoint_name
         self.image_uri = profile.image_uri(region)
+        self.ami_version = ami_version or inference_ami_for(self.image_uri)
         self.environment = profile.render_env()
         self.role = container_role(
             self, description="LMI container: pull its image, write logs and metrics, read model weights"
@@ -57,6 +67,7 @@ class LmiEndpoint(Construct):
             initial_instance_count=max(1, profile.instance_count),
             model_name=None if use_inference_components else self.model.attr_model_name,
             initial_variant_weight=1.0,
+            inference_ami_version=self.ami_version,
             container_startup_health_check_timeout_in_seconds=profile.container_startup_timeout_s,
             model_data_download_timeout_in_seconds=profile.model_data_download_timeout_s,
             routing_config=sagemaker.CfnEndpointConfig.RoutingConfigProperty(

@@ -1,12 +1,19 @@
-"""The REST API: an HTTP API with a JWT authorizer in front of the FastAPI Lambda (Mangum).
+"""The REST API: an HTTP API with a Lambda REQUEST authorizer in front of the FastAPI Lambda (Mangum).
 
-`/v1/{proxy+}` requires a JWT from the deployment's issuer; `GET /healthz` is open because
-Route 53 health checks call it (it reports whether this region can serve, and nothing else).
+`/v1/{proxy+}` accepts what the app accepts: `Authorization: Bearer <JWT or API key>` or `x-api-key`.
+A JWT authorizer cannot: API Gateway answers 401 before any code runs when its identity source
+(`$request.header.Authorization`) is missing, so a caller with only `x-api-key` never arrives
+(https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-jwt-authorizer.html). The
+Lambda authorizer is declared with no identity source and no caching: with identity sources API
+Gateway refuses a request lacking any of them, and a cached "allow" would outlive a revoked key
+(https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-lambda-authorizer.html).
+`GET /healthz` and `GET /readyz` are open because Route 53 health checks call them (they report
+whether this region can serve, and nothing else).
 """
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
@@ -18,6 +25,8 @@ from cdk.constructs.retention import retention
 from cdk.nag import acknowledge
 
 HEALTH_PATH = "/healthz"
+# The standby readiness route: reader endpoint + cache PING (lambdas/api/routers/health.py).
+READY_PATH = "/readyz"
 ACCESS_LOG_FORMAT = (
     '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","routeKey":"$context.routeKey",'
     '"status":"$context.status","latency":"$context.responseLatency",'
@@ -26,7 +35,7 @@ ACCESS_LOG_FORMAT = (
 
 
 class RestHttpApi(Construct):
-    """`api` with the JWT-authorized proxy route and the open health route to one function."""
+    """`api` with the Lambda-authorized proxy route and the open health routes to one function."""
 
     def __init__(
         self,
@@ -35,8 +44,7 @@ class RestHttpApi(Construct):
         *,
         api_name: str,
         function: lambda_.IFunction,
-        issuer: str,
-        audience: str,
+        authorizer: lambda_.IFunction,
         throttle_rate_limit: int,
         throttle_burst_limit: int,
         log_retention_days: int,
@@ -50,8 +58,12 @@ class RestHttpApi(Construct):
             description="chatstack REST API (/v1)",
         )
         integration = integrations.HttpLambdaIntegration("RestIntegration", function)
-        self.authorizer = authorizers.HttpJwtAuthorizer(
-            "Jwt", issuer, jwt_audience=[audience], identity_source=["$request.header.Authorization"]
+        self.authorizer = authorizers.HttpLambdaAuthorizer(
+            "Credentials",
+            authorizer,
+            response_types=[authorizers.HttpLambdaResponseType.SIMPLE],
+            identity_source=[],
+            results_cache_ttl=Duration.seconds(0),
         )
         self.api.add_routes(
             path="/v1/{proxy+}",
@@ -59,11 +71,17 @@ class RestHttpApi(Construct):
             integration=integration,
             authorizer=self.authorizer,
         )
-        health_routes = self.api.add_routes(
-            path=HEALTH_PATH,
-            methods=[apigwv2.HttpMethod.GET],
-            integration=integration,
-        )
+        # CloudFormation gets no IdentitySource at all (CDK would write an empty list).
+        for child in self.api.node.find_all():
+            if isinstance(child, apigwv2.CfnAuthorizer):
+                child.add_property_deletion_override("IdentitySource")
+        health_routes = [
+            route
+            for path in (HEALTH_PATH, READY_PATH)
+            for route in self.api.add_routes(
+                path=path, methods=[apigwv2.HttpMethod.GET], integration=integration
+            )
+        ]
         self.access_logs = logs.LogGroup(
             self, "AccessLogs", retention=retention(log_retention_days), removal_policy=RemovalPolicy.DESTROY
         )

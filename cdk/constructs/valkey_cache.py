@@ -1,8 +1,11 @@
 """ElastiCache (Valkey) replication group: Multi-AZ with automatic failover, TLS required, AUTH token.
 
 In the primary region it can found a Global Datastore; in a secondary region it can join one as a
-read-only member that an operator promotes on regional failover. Members inherit engine, version
-and node type from the Global Datastore, so those are set only on a group that is not a member.
+read-only member that is promoted on regional failover. A joining member inherits engine, version,
+node type and the encryption settings from the Global Datastore's primary: setting
+AtRestEncryptionEnabled, TransitEncryptionEnabled or TransitEncryptionMode on it is refused with
+InvalidParameterCombination (JOINING_MEMBER_OMITS below), so those are set only on a group that is
+not a member. The member keeps its own region's KMS key, since a key is regional.
 """
 
 from __future__ import annotations
@@ -13,7 +16,20 @@ from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from cdk.nag import acknowledge
+
 ENGINE = "valkey"
+# What a replication group joining a Global Datastore must leave out (it takes them from the primary):
+# https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-elasticache-replicationgroup.html
+# (GlobalReplicationGroupId) and https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/Redis-Global-Datastores-Getting-Started.html
+JOINING_MEMBER_OMITS = (
+    "Engine",
+    "EngineVersion",
+    "CacheNodeType",
+    "AtRestEncryptionEnabled",
+    "TransitEncryptionEnabled",
+    "TransitEncryptionMode",
+)
 
 
 class ValkeyCache(Construct):
@@ -66,10 +82,10 @@ class ValkeyCache(Construct):
             num_cache_clusters=1 + replicas,
             multi_az_enabled=True,
             automatic_failover_enabled=True,
-            at_rest_encryption_enabled=True,
+            at_rest_encryption_enabled=True if standalone else None,
             kms_key_id=key.key_arn,
-            transit_encryption_enabled=True,
-            transit_encryption_mode="required",
+            transit_encryption_enabled=True if standalone else None,
+            transit_encryption_mode="required" if standalone else None,
             auth_token=auth_token,
             port=port,
             cache_subnet_group_name=subnet_group.ref,
@@ -78,6 +94,18 @@ class ValkeyCache(Construct):
             # A Global Datastore member must not upgrade on its own.
             auto_minor_version_upgrade=False,
         )
+        if not standalone:
+            acknowledge(
+                self.replication_group,
+                [
+                    {
+                        "id": "AwsSolutions-AEC3",
+                        "reason": "A Global Datastore member inherits encryption at rest and in "
+                        "transit from the primary group, which sets both; ElastiCache refuses the flags "
+                        "on a joining group (InvalidParameterCombination).",
+                    }
+                ],
+            )
         self.node_ids = [f"{replication_group_id}-{i + 1:03d}" for i in range(1 + replicas)]
         self.global_datastore: elasticache.CfnGlobalReplicationGroup | None = None
         if found_global_suffix is not None:

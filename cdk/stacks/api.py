@@ -14,6 +14,7 @@ from constructs import Construct
 from cdk.config import DeploymentConfig
 from cdk.constructs.api_gateway_logging import ApiGatewayLogging
 from cdk.constructs.chat_functions import ChatFunctions
+from cdk.constructs.cognito_issuer import SCOPES_CLAIM, TENANT_CLAIM
 from cdk.constructs.jobs_queue import JobsQueue
 from cdk.constructs.rest_api import RestHttpApi
 from cdk.constructs.vector_access import VectorAccessPolicy
@@ -35,6 +36,10 @@ POSTS_TO_CONNECTIONS = (
     wiring.DEFAULT,
     wiring.WORKER,
 )
+# Functions that never open a database connection: they get no database secret (least privilege).
+NO_DATABASE = (wiring.PING, wiring.DEFAULT, wiring.DISCONNECT)
+# The Cognito trigger runs beside the user pool (identity stack), not in each region's API stack.
+REGIONAL_FUNCTIONS = tuple(f for f in wiring.FUNCTIONS if f is not wiring.PRE_TOKEN)
 # Functions that read or write document chunks in the vector collection, and so embed text.
 USES_VECTORS = (wiring.WORKER, wiring.REST_API)
 # The function that ingests documents: it writes every region's collection.
@@ -80,6 +85,8 @@ class ApiStack(ChatstackStack):
             "CHATSTACK_SERVICE_NAME": config.name,
             "CHATSTACK_DATABASE_SECRET_ARN": data.database_secret.secret_arn,
             "CHATSTACK_DATABASE_HOST": data.proxy.endpoint,
+            # The proxy's read-only endpoint: what GET /readyz proves on a standby (secondary) region.
+            "CHATSTACK_DATABASE_READER_HOST": data.proxy_reader_endpoint,
             "CHATSTACK_DATABASE_NAME": config.database.database_name,
             "CHATSTACK_REDIS_URL": data.cache.url,
             "CHATSTACK_REDIS_AUTH_SECRET_ID": data.redis_secret_name,
@@ -95,6 +102,9 @@ class ApiStack(ChatstackStack):
             "CHATSTACK_AUTH_ISSUER": issuer.url,
             "CHATSTACK_AUTH_JWKS_URL": issuer.jwks_url,
             "CHATSTACK_AUTH_AUDIENCE": issuer.audience,
+            # The claims the pre-token trigger writes (cdk/constructs/cognito_issuer.py).
+            "CHATSTACK_AUTH_TENANT_CLAIM": TENANT_CLAIM,
+            "CHATSTACK_AUTH_SCOPES_CLAIM": SCOPES_CLAIM,
             "CHATSTACK_VECTOR_STORE": config.vector_store,
             "CHATSTACK_OPENSEARCH_ENDPOINT": data.collection.endpoint if data.collection else "",
             "CHATSTACK_EMBEDDINGS": "sagemaker",
@@ -106,6 +116,7 @@ class ApiStack(ChatstackStack):
             self,
             "Functions",
             code=code(),
+            specs=REGIONAL_FUNCTIONS,
             name_prefix=config.name,
             environment=environment,
             vpc=network.vpc,
@@ -138,8 +149,7 @@ class ApiStack(ChatstackStack):
             "Rest",
             api_name=config.physical_name("rest"),
             function=fns[wiring.REST_API.name],
-            issuer=issuer.url,
-            audience=issuer.audience,
+            authorizer=fns[wiring.HTTP_AUTHORIZER.name],
             throttle_rate_limit=config.api.throttle_rate_limit,
             throttle_burst_limit=config.api.throttle_burst_limit,
             log_retention_days=config.api.log_retention_days,
@@ -155,8 +165,9 @@ class ApiStack(ChatstackStack):
         inference: InferenceStack,
     ) -> None:
         fns = self.functions.functions
-        for function in fns.values():
-            data.database_secret.grant_read(function)
+        for name, function in fns.items():
+            if name not in {spec.name for spec in NO_DATABASE}:
+                data.database_secret.grant_read(function)
             data.redis_secret.grant_read(function)
         self.queue.queue.grant_send_messages(fns[wiring.SEND_MESSAGE.name])
         fns[wiring.WORKER.name].add_event_source(self.queue.event_source())

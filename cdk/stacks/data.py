@@ -124,7 +124,7 @@ class DataStack(ChatstackStack):
             auth_token = SecretValue.secrets_manager(
                 self.redis_secret_name, json_field="token"
             ).unsafe_unwrap()
-        self.proxy = DatabaseProxy(
+        proxy = DatabaseProxy(
             self,
             "Proxy",
             vpc=vpc,
@@ -135,12 +135,15 @@ class DataStack(ChatstackStack):
             client_security_group=app_sg,
             proxy_name=config.physical_name("db"),
             max_connections_percent=db.proxy_max_connections_percent,
-        ).proxy
+        )
+        self.proxy = proxy.proxy
+        self.proxy_reader_endpoint = proxy.reader_endpoint
         if primary is not None:
             # The proxy's target group registers the cluster only once an instance is up.
             self.proxy.node.add_dependency(*secondary.instances)
         cache = config.cache
-        joins_global = config.routing_policy == "failover"
+        # One region founds no Global Datastore: there is nobody to replicate to.
+        joins_global = config.routing_policy == "failover" and bool(config.secondary_regions)
         primary_global = primary.cache.global_datastore if primary is not None else None
         self.cache: ValkeyCache = ValkeyCache(
             self,

@@ -57,7 +57,7 @@ def add_deployment(app: App, config: DeploymentConfig, code: Callable[[], lambda
     """`code()` makes the function code for one stack (an asset binds to one stack; staging is shared)."""
     deployment = Deployment()
     if config.uses_cognito:
-        deployment.identity = IdentityStack(app, config=config)
+        deployment.identity = IdentityStack(app, config=config, code=code)
         cognito = deployment.identity.issuer
         issuer = Issuer(url=cognito.issuer_url, jwks_url=cognito.jwks_url, audience=cognito.audience)
     else:

@@ -1,16 +1,45 @@
 """Primary-region identity stack: the Cognito user pool that issues the APIs' JWTs (when the config
-names no existing issuer)."""
+names no existing issuer) and its pre-token trigger, which must live in the pool's region."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from cdk.config import DeploymentConfig
-from cdk.constructs.cognito_issuer import CognitoIssuer
+from cdk.constructs.chat_functions import ChatFunctions
+from cdk.constructs.cognito_issuer import SCOPES_CLAIM, TENANT_CLAIM, CognitoIssuer
 from cdk.stacks.base import ChatstackStack
+from lambdas import wiring
 
 
 class IdentityStack(ChatstackStack):
-    def __init__(self, scope: Construct, *, config: DeploymentConfig) -> None:
+    def __init__(
+        self, scope: Construct, *, config: DeploymentConfig, code: Callable[[], lambda_.Code]
+    ) -> None:
         super().__init__(scope, "identity", config=config, region=config.primary_region)
-        self.issuer = CognitoIssuer(self, "Issuer", pool_name=config.physical_name("users"))
+        # Outside any VPC: the trigger reads only its event and its two settings.
+        self.functions = ChatFunctions(
+            self,
+            "Functions",
+            code=code(),
+            specs=(wiring.PRE_TOKEN,),
+            name_prefix=config.name,
+            environment={
+                "CHATSTACK_ENVIRONMENT": "cloud",
+                "CHATSTACK_REGION": config.primary_region,
+                "CHATSTACK_SERVICE_NAME": config.name,
+                "CHATSTACK_AUTH_TENANT_CLAIM": TENANT_CLAIM,
+                "CHATSTACK_AUTH_SCOPES_CLAIM": SCOPES_CLAIM,
+                "POWERTOOLS_SERVICE_NAME": config.name,
+            },
+            log_retention_days=config.api.log_retention_days,
+        )
+        self.issuer = CognitoIssuer(
+            self,
+            "Issuer",
+            pool_name=config.physical_name("users"),
+            pre_token=self.functions[wiring.PRE_TOKEN.name],
+        )

@@ -34,6 +34,8 @@ class InferenceStack(ChatstackStack):
             endpoint_name=endpoint_name(config),
             use_inference_components=components,
             min_instances=min_capacity,
+            weights_uri=config.weights_uri(region),
+            ami_version=config.inference.ami_version,
         )
         self.autoscaling = EndpointAutoscaling(
             self,

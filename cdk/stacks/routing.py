@@ -11,9 +11,18 @@ from constructs import Construct
 from cdk.config import DeploymentConfig
 from cdk.constructs.dns_records import RegionalDnsRecords
 from cdk.constructs.regional_domains import RegionalDomains
-from cdk.constructs.rest_api import HEALTH_PATH
+from cdk.constructs.rest_api import HEALTH_PATH, READY_PATH
 from cdk.stacks.api import ApiStack
 from cdk.stacks.base import ChatstackStack
+
+
+def health_path(config: DeploymentConfig, region: str) -> str:
+    """What this region's health check must prove, by its role. The primary serves writes: deep
+    /healthz (writer, cache, model). A secondary has no writer until promotion, so a check that needs
+    one is always unhealthy, and Route 53 then answers with the primary whatever the primary's health
+    (https://docs.aws.amazon.com/Route53/latest/APIReference/API_ResourceRecordSet.html, Failover):
+    it proves /readyz (a read through the proxy's read-only endpoint and a cache PING)."""
+    return HEALTH_PATH if config.is_primary(region) else READY_PATH
 
 
 class RoutingStack(ChatstackStack):
@@ -42,7 +51,7 @@ class RoutingStack(ChatstackStack):
             policy=config.routing_policy,
             is_primary=config.is_primary(region),
             health_host=api.rest.regional_host,
-            health_path=HEALTH_PATH,
+            health_path=health_path(config, region),
             domains={
                 "WebSocket": (config.websocket_domain, self.domains.websocket_domain),
                 "Rest": (config.rest_domain, self.domains.rest_domain),

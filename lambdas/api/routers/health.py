@@ -1,4 +1,9 @@
-"""`GET /healthz`: deep health (database, Redis, model endpoint). 200 when all answer, else 503."""
+"""`GET /healthz`: deep health (database, Redis, model endpoint). 200 when all answer, else 503.
+
+`GET /readyz`: standby readiness, what Route 53 checks on a secondary region. Before promotion a
+secondary has no database writer (the proxy's read/write endpoint fails), so it proves what it can
+do: a read through the proxy's read-only endpoint and a cache PING.
+"""
 
 from __future__ import annotations
 
@@ -37,4 +42,26 @@ def healthz(d: DepsDep) -> JSONResponse:
     healthy = all(c["ok"] for c in checks.values())
     return JSONResponse(
         {"status": "ok" if healthy else "degraded", "checks": checks}, status_code=200 if healthy else 503
+    )
+
+
+def _reader_ping(d: Any) -> bool:
+    settings = d.settings
+    if not settings.database_reader_host:
+        return bool(d.db.ping())
+    import psycopg
+
+    from lambdas.runtime import database_url
+
+    url = database_url(settings.model_copy(update={"database_host": settings.database_reader_host}))
+    with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+        return conn.execute("SELECT 1").fetchone() is not None
+
+
+@router.get("/readyz")
+def readyz(d: DepsDep) -> JSONResponse:
+    checks = {"database_reader": _check(lambda: _reader_ping(d)), "redis": _check(d.cache.ping)}
+    ready = all(c["ok"] for c in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "degraded", "checks": checks}, status_code=200 if ready else 503
     )
