@@ -7,7 +7,9 @@ profile (2) from a crash (1).
 from __future__ import annotations
 
 import shlex
-from typing import NoReturn
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -155,3 +157,91 @@ def check_command(file: str) -> None:
         click.echo(f"  memory: {memory.describe()}")
         click.echo(f"  environment: {len(profile.render_env())} entries")
     click.echo(f"  {_cost_line(profile)}")
+
+
+# ---- staging weights in S3 -----------------------------------------------------------------------
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+SKIPPED_PARTS = {".git", ".cache", "__pycache__"}
+
+
+def stage_files(source: Path) -> list[tuple[Path, str]]:
+    """(file, key relative to the prefix) for every file the container needs from a model directory."""
+    files = [
+        (path, path.relative_to(source).as_posix())
+        for path in sorted(source.rglob("*"))
+        if path.is_file() and not SKIPPED_PARTS & set(path.relative_to(source).parts)
+    ]
+    names = {key for _, key in files}
+    if "config.json" not in names or not any(key.endswith(WEIGHT_SUFFIXES) for key in names):
+        _fail(f"{source} is not a model directory: it needs config.json and weight files.")
+    return files
+
+
+def upload(
+    s3: Any, files: list[tuple[Path, str]], bucket: str, prefix: str, *, use_threads: bool = True
+) -> tuple[int, int]:
+    """Copies the files under s3://bucket/prefix with one progress bar; a key already there with the
+    same size is kept (re-running after an interruption sends only what is missing). Returns
+    (files sent, bytes sent)."""
+    from boto3.s3.transfer import TransferConfig
+    from tqdm import tqdm
+
+    existing: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        existing.update({obj["Key"]: int(obj["Size"]) for obj in page.get("Contents", [])})
+    todo = [(p, prefix + k) for p, k in files if existing.get(prefix + k) != p.stat().st_size]
+    total = sum(p.stat().st_size for p, _ in todo)
+    chunk = 64 * 1024**2
+    config = TransferConfig(
+        multipart_threshold=chunk, multipart_chunksize=chunk, max_concurrency=8, use_threads=use_threads
+    )
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"s3://{bucket}/{prefix}", file=sys.stderr) as bar:
+        for path, key in todo:
+            s3.upload_file(str(path), bucket, key, Config=config, Callback=bar.update)
+    return len(todo), total
+
+
+def _snapshot(model_id: str, revision: str | None) -> Path:
+    """The profile's weights from the Hugging Face hub (HF_TOKEN for gated models), into its cache."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        _fail("Downloading needs huggingface_hub (the ml extra); or pass --source DIR.")
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja"]
+    try:
+        return Path(snapshot_download(repo_id=model_id, revision=revision, allow_patterns=patterns))
+    except Exception as error:
+        _fail(f"Could not download {model_id} from the Hugging Face hub: {str(error).splitlines()[0]}")
+
+
+@model.command("stage")
+@click.argument("name")
+@click.option("--bucket", required=True, help="S3 bucket in the endpoint's region.")
+@click.option("--prefix", default=None, help="Key prefix (default: the profile name).")
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A local model directory (default: download the profile's model from the Hugging Face hub).",
+)
+@click.option("--region", default=None, help="The bucket's region (default: the AWS configuration's).")
+def stage_command(
+    name: str, bucket: str, prefix: str | None, source: Path | None, region: str | None
+) -> None:
+    """Copy profile NAME's weights to S3, so the endpoint loads them from there (no hub, no HF token)."""
+    import boto3
+
+    try:
+        profile = get_profile(name)
+    except ProfileError as error:
+        _fail(error.message)
+    if source is None and profile.model_id.startswith("s3://"):
+        _fail(f"Profile '{name}' already loads its weights from {profile.model_id}.")
+    prefix = (prefix if prefix is not None else profile.name).strip("/") + "/"
+    files = stage_files(source or _snapshot(profile.model_id, profile.revision))
+    s3 = boto3.client("s3", region_name=region)
+    sent, size = upload(s3, files, bucket, prefix)
+    uri = f"s3://{bucket}/{prefix}"
+    kept = len(files) - sent
+    click.echo(f"{uri}: {len(files)} files, {sent} sent ({size / 1e9:.2f} GB), {kept} already there")
+    click.echo(f'Deploy with it: "inference": {{"weights_s3_uri": "{uri}"}} in the deployment config.')
