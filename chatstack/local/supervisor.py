@@ -79,8 +79,8 @@ class Supervisor:
                 deaths.popleft()
             if len(deaths) > p.limit:
                 raise ChildKeepsDying(
-                    f"The {child.what} died {len(deaths)} times in {p.window_s:g} s "
-                    f"(last exit code {code}); chatstack up is stopping."
+                    f"chatstack up is stopping: {child.what} died {len(deaths)} times in "
+                    f"{p.window_s:g} s (last exit code {code})."
                 )
             log.warning("%s exited (code %s); restarting in %g s", child.what, code, delay)
             await asyncio.sleep(delay)
