@@ -48,7 +48,8 @@ class Reply:
         self.next_seq = 1
         self.sent_at = time.perf_counter()
         self.first_delta_at: float | None = None
-        self._pending: dict[int, str] = {}
+        self._pending: dict[int, tuple[str, bool]] = {}
+        self.restarts = 0  # deltas that replaced the text so far (a takeover after a worker died)
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.text_so_far = ""
 
@@ -56,12 +57,16 @@ class Reply:
     def _delta(self, frame: protocol.Delta) -> None:
         if frame.seq < self.next_seq or self.done is not None:
             return
-        self._pending[frame.seq] = frame.text
+        self._pending[frame.seq] = (frame.text, bool(frame.restart))
         while self.next_seq in self._pending:
             if self.first_delta_at is None:
                 self.first_delta_at = time.perf_counter()
-            piece = self._pending.pop(self.next_seq)
-            self.text_so_far += piece
+            piece, restart = self._pending.pop(self.next_seq)
+            if restart:  # a worker took over with other text: this piece starts the answer anew
+                self.restarts += 1
+                self.text_so_far = piece
+            else:
+                self.text_so_far += piece
             self._queue.put_nowait(piece)
             self.next_seq += 1
 
@@ -70,6 +75,8 @@ class Reply:
             return
         if isinstance(frame, protocol.Done):
             self.done = frame
+            if frame.text is not None:  # the whole answer (its deltas were no longer kept)
+                self.text_so_far = frame.text
         else:
             self.error = frame
             if not self.ack.done():

@@ -68,6 +68,16 @@ class Settings(BaseModel):
     model_timeout_s: float = Field(default=70.0, gt=0)
     circuit_failure_threshold: int = Field(default=3, ge=1)
     circuit_reset_s: float = Field(default=30.0, gt=0)
+    # Calls let through per reset window while half-open; the first streamed chunk closes the breaker.
+    circuit_half_open_probes: int = Field(default=3, ge=1, le=100)
+
+    # Reliability (docs/reliability.md). A generation holds a lease renewed every third of its length;
+    # a dead worker's request is free again after at most one lease and is picked up again.
+    generation_lease_s: float = Field(default=10.0, ge=1, le=300)
+    # What a client is told to wait (retryAfter) when PostgreSQL or Redis cannot be reached.
+    dependency_retry_after_s: float = Field(default=2.0, ge=0, le=300)
+    # A request accepted this long ago with no live generation and no answer is enqueued again.
+    orphan_after_s: float = Field(default=30.0, ge=1, le=86_400)
 
     # Local runtime (`chatstack up`): how often it invokes the sweeper function; a child process that
     # dies more than restart_limit times within restart_window_s makes `up` exit non-zero.
@@ -122,6 +132,10 @@ class Settings(BaseModel):
     budget_refresh_s: int = Field(default=60, ge=1, le=3600)
     # How long a tenant's limits are cached in Redis; PUT /v1/limits drops the cache at once.
     limits_cache_s: int = Field(default=60, ge=1, le=3600)
+    # Answers one user may have queued or streaming at once (0: no cap); each holds a reservation.
+    limit_answers_in_flight_per_user: int = Field(default=4, ge=0, le=1000)
+    # How long an admitted message's reservation lives if its answer never settles (a dead worker).
+    limits_reservation_ttl_s: int = Field(default=900, ge=30, le=86_400)
 
     # Retrieval
     rag_enabled: bool = True
@@ -139,10 +153,6 @@ class Settings(BaseModel):
     @classmethod
     def _asymmetric_only(cls, value: str) -> str:
         allowed = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
-    # Answers one user may have queued or streaming at once (0: no cap); each holds a reservation.
-    limit_answers_in_flight_per_user: int = Field(default=4, ge=0, le=1000)
-    # How long an admitted message's reservation lives if its answer never settles (a dead worker).
-    limits_reservation_ttl_s: int = Field(default=900, ge=30, le=86_400)
         algs = [a.strip() for a in value.split(",") if a.strip()]
         bad = [a for a in algs if a not in allowed]
         if not algs or bad:

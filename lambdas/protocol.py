@@ -78,6 +78,9 @@ class Delta(_Frame):
     request_id: str = Field(alias="requestId")
     seq: int = Field(ge=1)
     text: str
+    # Set on the first delta of a generation that took over from a failed worker and whose text
+    # differs from what was already streamed: drop the text received so far, this delta starts anew.
+    restart: bool | None = None
 
 
 class Usage(_Frame):
@@ -101,6 +104,9 @@ class Done(_Frame):
     finish_reason: str = Field(alias="finishReason")
     usage: Usage
     citations: list[Citation] = []
+    # The whole answer, sent when the deltas are no longer kept (a repeat or resume of a finished
+    # request after its stream expired): the client shows this text instead of what it pieced together.
+    text: str | None = None
 
 
 class Error(_Frame):

@@ -92,6 +92,15 @@ PRE_TOKEN = Function(
     5,
     "Cognito Pre Token Generation (V2_0): writes the tenant and scope claims the service reads",
 )
+SWEEPER = Function(
+    "sweeper",
+    "lambdas.handlers.sweeper:handler",
+    256,
+    60,
+    "Enqueues again accepted requests whose generation died (no live lease, no answer)",
+)
+# How often the sweeper runs (an EventBridge schedule in the cloud, the runtime's timer locally).
+SWEEP_INTERVAL_S: Final = 60
 
 ROUTES: Final[tuple[Route, ...]] = (
     Route("$connect", CONNECT),
@@ -121,6 +130,7 @@ FUNCTIONS: Final[tuple[Function, ...]] = (
     REST_API,
     HTTP_AUTHORIZER,
     PRE_TOKEN,
+    SWEEPER,
 )
 
 

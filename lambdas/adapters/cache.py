@@ -64,20 +64,45 @@ def _k_hist(conversation_id: str) -> str:
     return f"{P}hist:{conversation_id}"
 
 
+def _k_requeue(rid: str) -> str:
+    return f"{P}requeue:{rid}"
+
+
+def _k_outcome(rid: str) -> str:
+    return f"{P}outcome:{rid}"
+
+
+def _k_breaker(endpoint: str) -> str:
+    return f"{P}breaker:{endpoint}"
+
+
 class Cache:
     """Typed operations over one redis-py client (thread-safe, pooled)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
         self._append_if_exists = client.register_script(_APPEND_IF_EXISTS)
+        self._renew = client.register_script(_RENEW_IF_OWNER)
+        self._release = client.register_script(_DELETE_IF_OWNER)
+        self._breaker_fail = client.register_script(_BREAKER_FAILURE)
+        self._breaker_probe = client.register_script(_BREAKER_PROBE)
 
     @classmethod
     def from_url(cls, url: str) -> Cache:
         if not url:
             raise ValueError("No Redis URL: set CHATSTACK_REDIS_URL or REDIS_URL.")
-        # A blocking pool: under a burst, threads wait for a connection instead of failing.
+        # A blocking pool: under a burst, threads wait for a connection instead of failing; short
+        # connect and socket timeouts, so a dead Redis fails a request in about a second (the caller
+        # answers with an error frame) instead of hanging it. redis-py reconnects by itself.
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=10, decode_responses=True, health_check_interval=30
+            url,
+            max_connections=64,
+            timeout=2,
+            decode_responses=True,
+            health_check_interval=30,
+            socket_connect_timeout=1,
+            socket_timeout=2,
+            retry_on_timeout=False,
         )
         return cls(redis.Redis(connection_pool=pool))
 
@@ -119,12 +144,42 @@ class Cache:
     def forget_request(self, request_id: str) -> None:
         self.r.delete(_k_req(request_id))
 
-    # ---- generation claims and cancel flags ---------------------------------------------------
-    def claim_generation(self, request_id: str, ttl_s: int) -> bool:
-        return bool(self.r.set(_k_claim(request_id), "1", nx=True, ex=ttl_s))
+    # ---- generation leases and cancel flags ---------------------------------------------------
+    def claim_generation(self, request_id: str, owner: str, lease_s: float) -> bool:
+        """Take the generation lease of a request; False while another owner holds it. The lease is
+        short and renewed while the generation runs, so a dead worker's request is free in seconds."""
+        return bool(self.r.set(_k_claim(request_id), owner, nx=True, px=int(lease_s * 1000)))
 
-    def release_generation(self, request_id: str) -> None:
-        self.r.delete(_k_claim(request_id))
+    def generation_owner(self, request_id: str) -> str | None:
+        return cast(str | None, self.r.get(_k_claim(request_id)))
+
+    def renew_generations(self, leases: dict[str, str], lease_s: float) -> list[str]:
+        """Extend the leases {request_id: owner} still held by their owner; returns the lost ones."""
+        if not leases:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for rid, owner in leases.items():
+            self._renew(keys=[_k_claim(rid)], args=[owner, int(lease_s * 1000)], client=pipe)
+        results = pipe.execute()
+        return [rid for rid, ok in zip(leases, results, strict=True) if not ok]
+
+    def release_generation(self, request_id: str, owner: str) -> None:
+        self._release(keys=[_k_claim(request_id)], args=[owner])
+
+    def mark_requeued(self, request_id: str, ttl_s: float) -> bool:
+        """True for the first caller in `ttl_s`: one re-enqueue of an orphaned request at a time."""
+        return bool(self.r.set(_k_requeue(request_id), "1", nx=True, px=int(ttl_s * 1000)))
+
+    def keep_outcome(self, request_id: str, outcome: dict[str, Any], ttl_s: int) -> None:
+        """An answer that could not be stored (PostgreSQL down), kept for the redelivery to store."""
+        self.r.set(_k_outcome(request_id), json.dumps(outcome), ex=ttl_s)
+
+    def kept_outcome(self, request_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(_k_outcome(request_id))
+        return cast(dict[str, Any], json.loads(cast(str, raw))) if raw else None
+
+    def drop_outcome(self, request_id: str) -> None:
+        self.r.delete(_k_outcome(request_id))
 
     def request_cancel(self, request_id: str, ttl_s: int) -> None:
         self.r.set(_k_cancel(request_id), "1", ex=ttl_s)
@@ -138,6 +193,9 @@ class Cache:
         pipe.sadd(_k_watch(request_id), connection_id)
         pipe.expire(_k_watch(request_id), ttl_s)
         pipe.execute()
+
+    def watchers(self, request_id: str) -> list[str]:
+        return sorted(cast(set[str], self.r.smembers(_k_watch(request_id))))
 
     def unwatch(self, request_id: str, connection_id: str) -> None:
         self.r.srem(_k_watch(request_id), connection_id)
@@ -192,6 +250,21 @@ class Cache:
     def drop_history(self, conversation_id: str) -> None:
         self.r.delete(_k_hist(conversation_id))
 
+    # ---- circuit breakers shared by every worker process -------------------------------------
+    def breaker_state(self, endpoint: str) -> dict[str, str]:
+        return cast(dict[str, str], self.r.hgetall(_k_breaker(endpoint)))
+
+    def breaker_failure(self, endpoint: str, *, threshold: int, now: float, ttl_s: int) -> int:
+        """Count one failure; open the breaker (stamp `opened`) at `threshold` or while half-open."""
+        return int(self._breaker_fail(keys=[_k_breaker(endpoint)], args=[threshold, repr(now), ttl_s]))
+
+    def breaker_success(self, endpoint: str) -> None:
+        self.r.delete(_k_breaker(endpoint))
+
+    def breaker_probe(self, endpoint: str, *, now: float, reset_s: float, probes: int) -> bool:
+        """In half-open, let at most `probes` calls through per `reset_s` window."""
+        return bool(self._breaker_probe(keys=[_k_breaker(endpoint)], args=[repr(now), reset_s, probes]))
+
 
 # Append to the window only when it exists, keep the marker plus the last `keep` turns.
 _APPEND_IF_EXISTS = """
@@ -207,4 +280,40 @@ if len - 1 > keep then
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
+"""
+
+_RENEW_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+_DELETE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# failures, opened (time it opened), probe_window (start), probes (in this window)
+_BREAKER_FAILURE = """
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+if redis.call('HEXISTS', KEYS[1], 'opened') == 1 or failures >= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'opened', ARGV[2])
+  redis.call('HDEL', KEYS[1], 'probe_window', 'probes')
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return failures
+"""
+
+_BREAKER_PROBE = """
+local now, reset, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local window = tonumber(redis.call('HGET', KEYS[1], 'probe_window') or '0')
+if now - window >= reset then
+  redis.call('HSET', KEYS[1], 'probe_window', ARGV[1], 'probes', 1)
+  return 1
+end
+local used = tonumber(redis.call('HGET', KEYS[1], 'probes') or '0')
+if used < limit then
+  redis.call('HINCRBY', KEYS[1], 'probes', 1)
+  return 1
+end
+return 0
 """

@@ -25,7 +25,14 @@ class Accepted:
 
 
 def accept_user_message(
-    conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str | None, request_id: str, text: str
+    conn: Conn,
+    *,
+    tenant_id: str,
+    user_id: str,
+    conversation_id: str | None,
+    request_id: str,
+    text: str,
+    options: dict[str, Any] | None = None,
 ) -> Accepted:
     """Store the user's message (creating the conversation if needed) inside the caller's transaction."""
     existing = conn.execute(
@@ -60,9 +67,9 @@ def accept_user_message(
         seq = 1
     message_id = uuid.uuid4()
     conn.execute(
-        "INSERT INTO messages (id, conversation_id, tenant_id, seq, role, content, request_id)"
-        " VALUES (%s, %s, %s, %s, 'user', %s, %s)",
-        (message_id, conversation_id, tenant_id, seq, text, request_id),
+        "INSERT INTO messages (id, conversation_id, tenant_id, seq, role, content, request_id, options)"
+        " VALUES (%s, %s, %s, %s, 'user', %s, %s, %s)",
+        (message_id, conversation_id, tenant_id, seq, text, request_id, json.dumps(options or {})),
     )
     conn.execute(
         "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
@@ -83,6 +90,97 @@ def user_message_exists(conn: Conn, message_id: str) -> bool:
 
 def answer_exists(conn: Conn, answer_id: str) -> bool:
     return conn.execute("SELECT 1 FROM messages WHERE id = %s", (answer_id,)).fetchone() is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    """A user message as stored: who sent it, where, and with which options. The worker trusts this,
+    never the job's copy; recovery rebuilds a job from it."""
+
+    message_id: str
+    request_id: str
+    conversation_id: str
+    tenant_id: str
+    user_id: str
+    text: str
+    options: dict[str, Any]
+    age_s: float
+
+    @property
+    def answer_id(self) -> str:
+        return str(uuid.uuid5(uuid.UUID(self.message_id), "answer"))
+
+
+_STORED_REQUEST = (
+    "SELECT m.id, m.request_id, m.conversation_id, m.tenant_id, c.user_id, m.content, m.options,"
+    " EXTRACT(EPOCH FROM now() - m.created_at)::float8 AS age_s"
+    " FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.role = 'user' AND "
+)
+
+
+def _stored(row: dict[str, Any]) -> StoredRequest:
+    return StoredRequest(
+        message_id=str(row["id"]),
+        request_id=str(row["request_id"]),
+        conversation_id=str(row["conversation_id"]),
+        tenant_id=str(row["tenant_id"]),
+        user_id=str(row["user_id"]),
+        text=str(row["content"]),
+        options=dict(row["options"] or {}),
+        age_s=float(row["age_s"]),
+    )
+
+
+def stored_request(
+    conn: Conn, *, message_id: str | None = None, request_id: str | None = None
+) -> StoredRequest | None:
+    """The user message by its id or its requestId."""
+    if message_id is not None:
+        row = conn.execute(_STORED_REQUEST + "m.id = %s", (message_id,)).fetchone()
+    else:
+        row = conn.execute(_STORED_REQUEST + "m.request_id = %s", (request_id,)).fetchone()
+    return _stored(row) if row else None
+
+
+def unanswered(conn: Conn, *, older_than_s: float, newer_than_s: float, limit: int) -> list[StoredRequest]:
+    """User messages without an answer, oldest first, in an age window (recovery)."""
+    rows = conn.execute(
+        _STORED_REQUEST + "m.created_at < now() - make_interval(secs => %s)"
+        " AND m.created_at > now() - make_interval(secs => %s)"
+        " AND NOT EXISTS (SELECT 1 FROM messages a"
+        "  WHERE a.request_id = m.request_id AND a.role = 'assistant')"
+        " ORDER BY m.created_at LIMIT %s",
+        (older_than_s, newer_than_s, limit),
+    ).fetchall()
+    return [_stored(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    answer_id: str
+    text: str
+    finish_reason: str
+    citations: list[dict[str, Any]]
+    input_tokens: int
+    output_tokens: int
+
+
+def stored_answer(conn: Conn, answer_id: str) -> StoredAnswer | None:
+    row = conn.execute(
+        "SELECT id, content, finish_reason, citations, input_tokens, output_tokens FROM messages"
+        " WHERE id = %s AND role = 'assistant'",
+        (answer_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return StoredAnswer(
+        answer_id=str(row["id"]),
+        text=str(row["content"]),
+        finish_reason=str(row["finish_reason"] or "stop"),
+        citations=list(row["citations"] or []),
+        input_tokens=int(row["input_tokens"] or 0),
+        output_tokens=int(row["output_tokens"] or 0),
+    )
 
 
 def recent_turns(

@@ -16,8 +16,16 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 
 MIGRATION_LOCK_ID = 0x63686174  # "chat"
+CONNECT_TIMEOUT_S = 2
+POOL_TIMEOUT_S = 2.0
+RECONNECT_TIMEOUT_S = 60.0
+# psycopg_pool retries a failed connection after 1 s, doubling each time (1, 2, 4, 8, 16 s...): after a
+# 20 s outage the pool would sit idle up to 16 s more. A steady 1 s pace (bounded by reconnect_timeout)
+# brings it back within a second of the server's return.
+AttemptWithBackoff.DELAY_BACKOFF = 1.0
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -42,14 +50,20 @@ class Database:
         if not url:
             raise ValueError("No database URL: set CHATSTACK_DATABASE_URL or DATABASE_URL.")
         self.url = url
+        # Fail fast and heal fast: a request waits at most POOL_TIMEOUT_S for a connection (then the
+        # client gets an error with retryAfter), each connection is checked before use (a restarted
+        # server leaves broken ones behind), and reconnection retries at a steady pace (below).
         self.pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"row_factory": dict_row, "autocommit": False},
+            kwargs={"row_factory": dict_row, "autocommit": False, "connect_timeout": CONNECT_TIMEOUT_S},
             open=True,
             name="chatstack",
             connection_class=psycopg.Connection[dict[str, Any]],
+            timeout=POOL_TIMEOUT_S,
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
         )
 
     @contextmanager

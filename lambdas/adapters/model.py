@@ -13,6 +13,7 @@ Synchronous on purpose: the worker runs each job of an SQS batch in its own thre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -27,7 +28,9 @@ import urllib3
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from redis.exceptions import RedisError
 
+from lambdas.adapters.cache import Cache
 from lambdas.config import Settings
 from lambdas.errors import BadRequest, ModelUnavailable
 
@@ -277,20 +280,24 @@ State = Literal["closed", "open", "half-open"]
 
 
 class CircuitBreaker:
-    """Opens after `failure_threshold` consecutive failures; after `reset_s` it lets one probe
-    through (half-open): a success closes it, a failure opens it again. Thread-safe."""
+    """Opens after `failure_threshold` consecutive failures; after `reset_s` it is half-open and lets
+    up to `probes` calls through per `reset_s`: the first success (the first streamed chunk) closes
+    it, a failure opens it again. In-process and thread-safe; `SharedCircuitBreaker` keeps the same
+    state in Redis for every worker process."""
 
     def __init__(self, failure_threshold: int = 3, reset_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if failure_threshold < 1 or reset_s <= 0:
-            raise ValueError("failure_threshold must be >= 1 and reset_s > 0")
+                 clock: Callable[[], float] = time.monotonic, probes: int = 1) -> None:
+        if failure_threshold < 1 or reset_s <= 0 or probes < 1:
+            raise ValueError("failure_threshold and probes must be >= 1 and reset_s > 0")
         self.failure_threshold = failure_threshold
         self.reset_s = reset_s
+        self.probes = probes
         self._clock = clock
         self._lock = threading.Lock()
         self._failures = 0
         self._opened_at: float | None = None
-        self._probe_at: float | None = None
+        self._window_at: float | None = None
+        self._window_probes = 0
 
     def _state(self, now: float) -> State:
         if self._opened_at is None:
@@ -303,29 +310,33 @@ class CircuitBreaker:
             return self._state(self._clock())
 
     def allow(self) -> bool:
-        """Whether a call may go through now (in half-open, only one probe at a time; a probe whose
-        outcome never came back is replaced after reset_s)."""
+        """Whether a call may go through now (in half-open, `probes` per `reset_s` window; probes whose
+        outcome never came back are replaced in the next window)."""
         with self._lock:
             now = self._clock()
             state = self._state(now)
             if state == "closed":
                 return True
-            if state == "half-open" and (self._probe_at is None or now - self._probe_at >= self.reset_s):
-                self._probe_at = now
+            if state == "open":
+                return False
+            if self._window_at is None or now - self._window_at >= self.reset_s:
+                self._window_at, self._window_probes = now, 0
+            if self._window_probes < self.probes:
+                self._window_probes += 1
                 return True
             return False
 
     def record_success(self) -> None:
         with self._lock:
             self._failures = 0
-            self._opened_at = self._probe_at = None
+            self._opened_at = self._window_at = None
 
     def record_failure(self) -> None:
         with self._lock:
             self._failures += 1
-            self._probe_at = None
             if self._opened_at is not None or self._failures >= self.failure_threshold:
                 self._opened_at = self._clock()
+                self._window_at = None
 
     def retry_after(self) -> float:
         """Seconds until the next probe may go through (0 when closed)."""
@@ -333,6 +344,65 @@ class CircuitBreaker:
             if self._opened_at is None:
                 return 0.0
             return max(0.0, self._opened_at + self.reset_s - self._clock())
+
+
+class SharedCircuitBreaker(CircuitBreaker):
+    """The same breaker with its state in Redis, keyed by endpoint, so every worker process (every
+    Lambda container, every local host) sees one state: a breaker opened by one closes for all on
+    the first chunk any of them streams. When Redis is unreachable it falls back to its own
+    in-process state (the parent class)."""
+
+    def __init__(self, cache: Cache, endpoint: str, failure_threshold: int = 3, reset_s: float = 30.0,
+                 probes: int = 3, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(failure_threshold, reset_s, clock, probes)
+        self.cache = cache
+        self.endpoint = endpoint
+        self.ttl_s = int(max(300.0, reset_s * 10))
+
+    def _opened(self) -> float | None:
+        opened = self.cache.breaker_state(self.endpoint).get("opened")
+        return float(opened) if opened else None
+
+    @property
+    def state(self) -> State:
+        try:
+            opened = self._opened()
+        except RedisError:
+            return super().state
+        if opened is None:
+            return "closed"
+        return "half-open" if self._clock() - opened >= self.reset_s else "open"
+
+    def allow(self) -> bool:
+        try:
+            opened = self._opened()
+            now = self._clock()
+            if opened is None:
+                return True
+            if now - opened < self.reset_s:
+                return False
+            return self.cache.breaker_probe(self.endpoint, now=now, reset_s=self.reset_s, probes=self.probes)
+        except RedisError:
+            return super().allow()
+
+    def record_success(self) -> None:
+        super().record_success()
+        with contextlib.suppress(RedisError):
+            self.cache.breaker_success(self.endpoint)
+
+    def record_failure(self) -> None:
+        super().record_failure()
+        with contextlib.suppress(RedisError):
+            self.cache.breaker_failure(
+                self.endpoint, threshold=self.failure_threshold, now=self._clock(), ttl_s=self.ttl_s
+            )
+
+    def retry_after(self) -> float:
+        try:
+            opened = self._opened()
+        except RedisError:
+            return super().retry_after()
+        return 0.0 if opened is None else max(0.0, opened + self.reset_s - self._clock())
 
 
 class ModelClient:
@@ -379,7 +449,9 @@ class ModelClient:
             try:
                 with closing(_chunks(transport, body)) as chunks:
                     for chunk in chunks:
-                        started = True
+                        if not started:  # the first chunk: the endpoint is serving again
+                            started = True
+                            breaker.record_success()
                         yield chunk
             except ModelUnavailable as exc:
                 breaker.record_failure()
@@ -392,10 +464,9 @@ class ModelClient:
                 breaker.record_success()  # the endpoint answered: it is up
                 raise
             except GeneratorExit:
-                if started:  # the caller stopped reading (cancel): the endpoint was fine
-                    breaker.record_success()
-                raise
-            breaker.record_success()
+                raise  # the caller stopped reading (cancel): says nothing about the endpoint
+            if not started:
+                breaker.record_success()  # an empty answer is still an answer
             return
         raise failure or ModelUnavailable("The model is unavailable.")
 
@@ -424,7 +495,7 @@ def sagemaker_runtime_client(region: str, *, endpoint_url: str = "", timeout_s: 
                           config=Config(**options))
 
 
-def model_client_from_settings(settings: Settings) -> ModelClient:
+def model_client_from_settings(settings: Settings, cache: Cache | None = None) -> ModelClient:
     """The client the settings describe. The fallback endpoint, when set, is the same deployment in
     `model_fallback_region` (same inference component name)."""
     if not settings.model_endpoint:
@@ -446,7 +517,11 @@ def model_client_from_settings(settings: Settings) -> ModelClient:
                 region, endpoint_url=settings.sagemaker_endpoint_url, timeout_s=settings.model_timeout_s)
             fallback = SageMakerTransport(other, settings.model_fallback_endpoint, component)
 
-    def breaker() -> CircuitBreaker:
-        return CircuitBreaker(settings.circuit_failure_threshold, settings.circuit_reset_s)
+    def breaker(transport: Transport | None) -> CircuitBreaker:
+        threshold, reset_s = settings.circuit_failure_threshold, settings.circuit_reset_s
+        if cache is None or transport is None:
+            return CircuitBreaker(threshold, reset_s, probes=settings.circuit_half_open_probes)
+        return SharedCircuitBreaker(cache, repr(transport), threshold, reset_s,
+                                    probes=settings.circuit_half_open_probes)
 
-    return ModelClient(primary, fallback, breaker(), breaker())
+    return ModelClient(primary, fallback, breaker(primary), breaker(fallback))

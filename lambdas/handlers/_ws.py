@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
+from lambdas.adapters.failures import dependency_down
 from lambdas.errors import ChatError, Internal
 from lambdas.observability import logger, metrics, tracer
 from lambdas.runtime import Deps, deps
@@ -51,12 +52,18 @@ def ws_route(fn: RouteFn) -> Callable[[dict[str, Any], LambdaContext], dict[str,
         except ChatError as exc:
             metrics.add_metric(name=f"Error{exc.code}", unit="Count", value=1)
             reply = protocol.error_frame(exc, protocol.peek_request_id(body))
-        except Exception:
-            logger.exception("route failed")
+        except Exception as exc:
             metrics.add_metric(name="ErrorINTERNAL", unit="Count", value=1)
-            reply = protocol.error_frame(
-                Internal("Something went wrong on our side; please retry."), protocol.peek_request_id(body)
-            )
+            if dependency_down(exc):  # PostgreSQL or Redis is down: the client retries shortly
+                logger.warning("route failed: a dependency is unavailable", extra={"error": str(exc)})
+                error = Internal(
+                    "The service is briefly unavailable; retry shortly.",
+                    retry_after=d.settings.dependency_retry_after_s,
+                )
+            else:
+                logger.exception("route failed")
+                error = Internal("Something went wrong on our side; please retry.")
+            reply = protocol.error_frame(error, protocol.peek_request_id(body))
         if reply is not None:
             d.connections.post(connection_id, protocol.dump(reply))
         return OK

@@ -9,7 +9,7 @@ from lambdas.services.chat import ChatService
 
 
 @ws_route
-def handler(req: WsRequest) -> protocol.ServerFrame:
+def handler(req: WsRequest) -> protocol.ServerFrame | None:
     frame = protocol.parse_client_frame(req.body)
     if not isinstance(frame, protocol.SendMessage):
         raise BadRequest("This route takes sendMessage frames.")

@@ -10,10 +10,14 @@ from lambdas import protocol
 from lambdas.adapters import chat_repo
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.cache import RequestRecord
-from lambdas.errors import BadRequest, Forbidden, NotFound
+from lambdas.errors import BadRequest, Forbidden, Internal, NotFound
 from lambdas.observability import logger
 from lambdas.runtime import Deps
 from lambdas.services.limits import LimitService
+from lambdas.services.recovery import RecoveryService
+
+# How long a repeated sendMessage waits for the first attempt of its requestId to be accepted.
+ACCEPT_WAIT_S = 5.0
 
 
 class ChatService:
@@ -26,7 +30,12 @@ class ChatService:
         return self.d.connections.post(connection_id, data)
 
     # ---- sendMessage -----------------------------------------------------------------------------
-    def accept(self, identity: Identity, msg: protocol.SendMessage, connection_id: str) -> protocol.Ack:
+    def accept(
+        self, identity: Identity, msg: protocol.SendMessage, connection_id: str
+    ) -> protocol.Ack | None:
+        """Accept a message: ack it and enqueue its generation. A repeat of a requestId (any
+        connection, any time) is acked again and answered with what happened to it; then None is
+        returned, since the ack was already sent."""
         rid = str(msg.request_id)
         if not identity.has_scope("chat"):
             raise Forbidden("This identity may not chat; it needs the 'chat' scope.")
@@ -34,10 +43,10 @@ class ChatService:
         fresh = RequestRecord(tenant_id=identity.tenant_id, user_id=identity.user_id)
         previous = cache.claim_request(rid, fresh, self.s.idempotency_ttl_s)
         if previous is not None:  # a repeat spends no rate budget: it generates nothing
-            return self._repeat(identity, rid, previous, connection_id)
+            return self._repeat(identity, msg, rid, previous, connection_id)
         try:
             # A refused message leaves nothing behind, not even its requestId (released below).
-            LimitService(self.d).admit_message(identity, connection_id)
+            LimitService(self.d).admit_message(identity, connection_id, request=msg)
             with self.d.db.transaction() as conn:
                 accepted = chat_repo.accept_user_message(
                     conn,
@@ -46,12 +55,13 @@ class ChatService:
                     conversation_id=str(msg.conversation_id) if msg.conversation_id else None,
                     request_id=rid,
                     text=msg.text,
+                    options=msg.options.model_dump(by_alias=True, exclude_none=True),
                 )
                 if accepted.created:
                     cache.watch(rid, connection_id, self.s.delta_ttl_s)
                     # Enqueued inside the transaction: if the send fails, the message is rolled back; if
                     # the commit fails after the send, the worker never sees the message and drops the job
-                    # once it is old (GenerationService._message_committed).
+                    # once it is old (GenerationService._stored_request).
                     self.d.queue.enqueue(
                         self._job(identity, msg, accepted, connection_id),
                         group_id=accepted.conversation_id,
@@ -69,25 +79,72 @@ class ChatService:
             "accepted",
         )
         cache.update_request(rid, record, self.s.idempotency_ttl_s)
-        if not accepted.created:  # Redis had forgotten it, PostgreSQL had not
-            cache.watch(rid, connection_id, self.s.delta_ttl_s)
-        return protocol.Ack(
+        ack = protocol.Ack(
             requestId=rid, conversationId=accepted.conversation_id, messageId=accepted.message_id
         )
+        if accepted.created:
+            return ack
+        # Redis had forgotten it, PostgreSQL had not: a repeat.
+        self.send(connection_id, ack)
+        self._follow(rid, record, connection_id)
+        return None
 
     def _repeat(
-        self, identity: Identity, rid: str, previous: RequestRecord, connection_id: str
-    ) -> protocol.Ack:
-        """The same requestId again: never a second answer. Re-ack and follow the first one."""
+        self,
+        identity: Identity,
+        msg: protocol.SendMessage,
+        rid: str,
+        previous: RequestRecord,
+        connection_id: str,
+    ) -> protocol.Ack | None:
+        """The same requestId again: never a second answer. Re-ack, then answer with what happened."""
         if (previous.tenant_id, previous.user_id) != (identity.tenant_id, identity.user_id):
             raise BadRequest("This requestId was already used; send a new one.")
-        if previous.state != "accepted":
-            raise BadRequest("This requestId is being processed; wait for its ack.")
-        self.d.cache.watch(rid, connection_id, self.s.delta_ttl_s)
+        deadline = time.monotonic() + ACCEPT_WAIT_S
+        while previous.state != "accepted":  # the first attempt is still being accepted: wait for it
+            if time.monotonic() >= deadline:
+                raise Internal(
+                    "This requestId is still being accepted; retry shortly.",
+                    retry_after=self.s.dependency_retry_after_s,
+                )
+            time.sleep(0.05)
+            current = self.d.cache.request(rid)
+            if current is None:  # the first attempt failed and let the requestId go: accept anew
+                return self.accept(identity, msg, connection_id)
+            previous = current
         logger.info("duplicate requestId", extra={"request_id": rid})
-        return protocol.Ack(
+        ack = protocol.Ack(
             requestId=rid, conversationId=previous.conversation_id, messageId=previous.message_id
         )
+        self.send(connection_id, ack)
+        self._follow(rid, previous, connection_id)
+        return None
+
+    def _follow(self, rid: str, record: RequestRecord, connection_id: str, after_seq: int = 0) -> int:
+        """Put a connection on a request: replay what was streamed (live frames follow), or send the
+        stored outcome when the stream has expired, or enqueue the request again when its generation
+        died. Watch first, then replay: a frame published in between arrives twice, never not at
+        all; clients drop deltas whose seq they already have. Returns the frames sent."""
+        self.d.cache.watch(rid, connection_id, self.s.delta_ttl_s)
+        frames = self.d.cache.replay(rid) or []
+        with self.d.db.transaction() as conn:
+            answer = chat_repo.stored_answer(conn, record.answer_id)
+            stored = None if answer else chat_repo.stored_request(conn, message_id=record.message_id)
+        # Only deltas are replayed: the outcome is what PostgreSQL stored (sent below) or, while none
+        # is stored, what the generation publishes live to this watching connection.
+        sent = 0
+        for raw in frames:
+            frame = protocol.parse_server_frame(raw)
+            if not isinstance(frame, protocol.Delta) or frame.seq <= after_seq:
+                continue
+            if not self.send(connection_id, raw):
+                return sent
+            sent += 1
+        if answer is not None:
+            return sent + int(self.send(connection_id, _outcome_frame(rid, answer)))
+        if stored is not None and stored.age_s >= self.s.generation_lease_s:
+            RecoveryService(self.d).requeue_if_orphaned(stored, connection_id)
+        return sent
 
     def _job(
         self, identity: Identity, msg: protocol.SendMessage, accepted: chat_repo.Accepted, connection_id: str
@@ -108,34 +165,11 @@ class ChatService:
 
     # ---- resume --------------------------------------------------------------------------------
     def resume(self, identity: Identity, msg: protocol.Resume, connection_id: str) -> int:
-        """Follow a request again from a (new) connection: replay what was missed, then go on live.
-        Returns the number of frames replayed."""
+        """Follow a request again from a (new) connection: replay what was missed, then go on live;
+        a finished request whose stream expired gets its stored outcome. Returns the frames sent."""
         rid = str(msg.request_id)
         record = self._owned(identity, rid)
-        # Watch first, then replay: a frame published in between arrives twice, never not at all;
-        # clients drop deltas whose seq they already have.
-        self.d.cache.watch(rid, connection_id, self.s.delta_ttl_s)
-        frames = self.d.cache.replay(rid)
-        if frames is None:
-            if record.state == "accepted" and not self._answered(record):
-                return 0  # queued, nothing streamed yet: live frames will follow
-            raise NotFound(
-                "The stream of this request has expired; read the answer from "
-                f"/v1/conversations/{record.conversation_id}/messages."
-            )
-        sent = 0
-        for raw in frames:
-            frame = protocol.parse_server_frame(raw)
-            if isinstance(frame, protocol.Delta) and frame.seq <= msg.after_seq:
-                continue
-            if not self.send(connection_id, raw):
-                break
-            sent += 1
-        return sent
-
-    def _answered(self, record: RequestRecord) -> bool:
-        with self.d.db.transaction() as conn:
-            return chat_repo.answer_exists(conn, record.answer_id)
+        return self._follow(rid, record, connection_id, after_seq=msg.after_seq)
 
     # ---- cancel --------------------------------------------------------------------------------
     def cancel(self, identity: Identity, msg: protocol.Cancel) -> None:
@@ -144,7 +178,37 @@ class ChatService:
         self.d.cache.request_cancel(rid, self.s.delta_ttl_s)
 
     def _owned(self, identity: Identity, rid: str) -> RequestRecord:
+        """The request's record, from Redis or, when Redis lost it, rebuilt from PostgreSQL."""
         record = self.d.cache.request(rid)
+        if record is None:
+            with self.d.db.transaction() as conn:
+                stored = chat_repo.stored_request(conn, request_id=rid)
+            if stored is not None:
+                record = RequestRecord(
+                    stored.tenant_id,
+                    stored.user_id,
+                    stored.conversation_id,
+                    stored.message_id,
+                    stored.answer_id,
+                    "accepted",
+                )
         if record is None or (record.tenant_id, record.user_id) != (identity.tenant_id, identity.user_id):
             raise NotFound("No such request.")
         return record
+
+
+def _outcome_frame(rid: str, answer: chat_repo.StoredAnswer) -> protocol.ServerFrame:
+    """A stored answer as the frame that ends its request: `done` with the whole text, or the error."""
+    if answer.finish_reason == "error":
+        return protocol.error_frame(
+            Internal("This answer failed; send the message again with a new requestId to regenerate it."),
+            rid,
+        )
+    return protocol.Done(
+        requestId=rid,
+        messageId=answer.answer_id,
+        finishReason=answer.finish_reason,
+        usage=protocol.Usage(inputTokens=answer.input_tokens, outputTokens=answer.output_tokens),
+        citations=[protocol.Citation.model_validate(c) for c in answer.citations],
+        text=answer.text,
+    )

@@ -8,31 +8,94 @@ frame (`done` or `error`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import threading
 import time
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 from aws_lambda_powertools.metrics import MetricUnit
+from redis.exceptions import RedisError
 
-from lambdas import protocol, wiring
+from lambdas import protocol
 from lambdas.adapters import chat_repo
+from lambdas.adapters.cache import Cache
+from lambdas.core.continuation import Continuation
 from lambdas.core.deltas import DeltaBatcher, Pacing
 from lambdas.core.prompt import build_prompt
 from lambdas.core.tokens import estimate_tokens
 from lambdas.errors import ChatError, Internal
 from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps
+from lambdas.services import models
 from lambdas.services.limits import LimitService
 
 UNCOMMITTED_GRACE_S = 60.0
-# A claimed generation is someone's for as long as a worker may run; a crashed worker's claim expires.
-CLAIM_TTL_S = wiring.WORKER.timeout_s
 
 
 class MessageNotCommitted(Exception):
     """The job's user message is not visible yet: redeliver the job."""
-from lambdas.services import models
+
+
+class AnswerNotStored(Exception):
+    """The answer was generated but PostgreSQL refused it: it is kept in Redis, and the redelivery
+    stores it (never claimed as done before it is stored)."""
+
+
+class LeaseKeeper:
+    """Renews the generation leases a process holds, every third of a lease, on one thread. A lease
+    outlives a stalled model (renewal does not depend on chunks arriving) but not a dead process."""
+
+    def __init__(self, cache: Cache, lease_s: float) -> None:
+        self.cache = cache
+        self.lease_s = lease_s
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, request_id: str, owner: str) -> None:
+        with self._lock:
+            self._held[request_id] = owner
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew, name="lease-keeper", daemon=True)
+                self._thread.start()
+
+    def drop(self, request_id: str) -> None:
+        with self._lock:
+            self._held.pop(request_id, None)
+
+    def _renew(self) -> None:
+        while True:
+            time.sleep(self.lease_s / 3)
+            with self._lock:
+                leases = dict(self._held)
+                if not leases:
+                    self._thread = None
+                    return
+            try:
+                lost = self.cache.renew_generations(leases, self.lease_s)
+            except Exception as exc:  # Redis down: the generation goes on; the lease may lapse
+                logger.warning("lease renewal failed", extra={"error": str(exc), "leases": len(leases)})
+                continue
+            for rid in lost:
+                logger.warning("generation lease lost", extra={"request_id": rid})
+
+
+_keepers: weakref.WeakKeyDictionary[Cache, LeaseKeeper] = weakref.WeakKeyDictionary()
+_keepers_lock = threading.Lock()
+
+
+def lease_keeper(cache: Cache, lease_s: float) -> LeaseKeeper:
+    with _keepers_lock:
+        keeper = _keepers.get(cache)
+        if keeper is None:
+            keeper = _keepers[cache] = LeaseKeeper(cache, lease_s)
+        return keeper
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,20 +145,39 @@ class Outcome:
 
 
 class Stream:
-    """Publishes frames of one request: to its Redis stream (for resume) and to every watcher."""
+    """Publishes frames of one request: to its Redis stream (for resume) and to every watcher. When
+    Redis fails, frames go straight to the connections last known to watch (at least the job's own),
+    so a Redis outage costs resume, never the answer's frames."""
 
-    def __init__(self, deps: Deps, request_id: str) -> None:
+    def __init__(self, deps: Deps, request_id: str, connection_id: str = "") -> None:
         self.d = deps
         self.rid = request_id
         self.cancelled = False
+        self.watchers: list[str] = [connection_id] if connection_id else []
 
     def publish(self, frame: protocol.ServerFrame) -> None:
         data = protocol.dump(frame)
-        result = self.d.cache.publish(self.rid, data, self.d.settings.delta_ttl_s)
+        try:
+            result = self.d.cache.publish(self.rid, data, self.d.settings.delta_ttl_s)
+        except RedisError as exc:
+            logger.warning("publish through Redis failed; posting directly", extra={"error": str(exc)})
+            for connection_id in self.watchers:
+                self._post(connection_id, data, forget=False)
+            return
         self.cancelled = result.cancelled
+        self.watchers = result.watchers or self.watchers
         for connection_id in result.watchers:
-            if not self.d.connections.post(connection_id, data):
-                # Gone: the client may come back and resume; stop posting to this connection.
+            self._post(connection_id, data, forget=True)
+
+    def _post(self, connection_id: str, data: str, *, forget: bool) -> None:
+        try:
+            posted = self.d.connections.post(connection_id, data)
+        except Exception as exc:  # one broken connection must not end the others' stream
+            logger.warning("post failed", extra={"connection_id": connection_id, "error": str(exc)})
+            return
+        if not posted and forget:
+            # Gone: the client may come back and resume; stop posting to this connection.
+            with contextlib.suppress(RedisError):
                 self.d.cache.unwatch(self.rid, connection_id)
 
 
@@ -105,55 +187,142 @@ class GenerationService:
         self.s = deps.settings
 
     def run(self, job: Job) -> None:
-        """Generate the answer for one job. Raises only for failures worth a redelivery."""
-        cache = self.d.cache
-        if not cache.claim_generation(job.request_id, ttl_s=CLAIM_TTL_S):
-            logger.info("generation already claimed", extra={"request_id": job.request_id})
+        """Generate the answer for one job. Raises only for failures worth a redelivery.
+
+        The job is checked against the stored user message (a forged or stale job is dropped), then
+        the generation lease is taken: while another worker holds it and renews it, this delivery is
+        a duplicate; once a dead worker's lease lapses, this one takes over."""
+        stored = self._stored_request(job)
+        if stored is None:
             return
+        trusted = self._trusted(job, stored)
+        if trusted is None:
+            return
+        job = trusted
+        owner = uuid.uuid4().hex
+        if not self._acquire(job, owner):
+            return
+        keeper = lease_keeper(self.d.cache, self.s.generation_lease_s)
+        keeper.hold(job.request_id, owner)
         try:
-            if not self._message_committed(job):
-                return
-            with self.d.db.transaction() as conn:
-                if chat_repo.answer_exists(conn, job.answer_id):
-                    return  # a redelivery of an answered job
-            self._generate(job)
-        except BaseException:
-            cache.release_generation(job.request_id)  # let the redelivery run
-            raise
+            kept = self.d.cache.kept_outcome(job.request_id)
+            if kept is not None:
+                self._store_kept(job, kept)
+            else:
+                self._generate(job)
+        finally:
+            keeper.drop(job.request_id)
+            with contextlib.suppress(RedisError):
+                self.d.cache.release_generation(job.request_id, owner)  # a redelivery may run at once
 
     def give_up(self, job: Job) -> None:
-        """Tell the client that this answer will not come (best effort: Redis may be what failed)."""
+        """The job's last delivery failed: store an error answer (so the request has an outcome that a
+        repeat returns, and recovery stops) and tell the client (best effort: a dependency may be down)."""
         error = Internal("The answer could not be generated; please send the message again.")
+        if not self._answered(job):
+            with contextlib.suppress(Exception):
+                if self.d.cache.kept_outcome(job.request_id) is not None:
+                    return  # a generated answer waits to be stored: recovery stores it later
+            try:
+                self._record(job, Outcome(started=time.monotonic(), finish="error"))
+            except Exception:
+                logger.exception("could not store the error answer", extra={"request_id": job.request_id})
         try:
-            Stream(self.d, job.request_id).publish(protocol.error_frame(error, job.request_id))
+            Stream(self.d, job.request_id, job.connection_id).publish(
+                protocol.error_frame(error, job.request_id)
+            )
         except Exception:
             logger.exception("could not send the final error frame", extra={"request_id": job.request_id})
 
-    def _message_committed(self, job: Job) -> bool:
+    def _stored_request(self, job: Job) -> chat_repo.StoredRequest | None:
         """sendMessage enqueues inside its transaction, so a fast worker can see the job before the
         commit. Wait a moment; then redeliver (raise) while the job is young, drop it when it is old
         (its transaction rolled back: the client already got an error frame)."""
         for attempt in range(5):
             with self.d.db.transaction() as conn:
-                if chat_repo.user_message_exists(conn, job.message_id):
-                    return True
+                stored = chat_repo.stored_request(conn, message_id=job.message_id)
+            if stored is not None:
+                return stored
             time.sleep(0.02 * (attempt + 1))
         if time.time() - job.enqueued_at < UNCOMMITTED_GRACE_S:
             raise MessageNotCommitted(f"message {job.message_id} is not committed yet")
         logger.warning("job without a stored message dropped", extra={"request_id": job.request_id})
-        return False
+        return None
+
+    @staticmethod
+    def _trusted(job: Job, stored: chat_repo.StoredRequest) -> Job | None:
+        """The job as PostgreSQL knows it. The queue is not a trust boundary: a job whose tenant, user,
+        conversation or requestId differ from its stored message is dropped and reported."""
+        claimed = (job.tenant_id, job.user_id, job.conversation_id, job.request_id)
+        actual = (stored.tenant_id, stored.user_id, stored.conversation_id, stored.request_id)
+        if claimed != actual:
+            logger.warning(
+                "security: job does not match its stored message; dropped",
+                extra={"message_id": job.message_id, "claimed": claimed, "stored": actual},
+            )
+            metrics.add_metric(name="ForgedJobs", unit=MetricUnit.Count, value=1)
+            return None
+        return dataclasses.replace(
+            job,
+            answer_id=stored.answer_id,
+            text=stored.text,
+            options={**job.options, **stored.options} if stored.options else job.options,
+        )
+
+    def _answered(self, job: Job) -> bool:
+        with self.d.db.transaction() as conn:
+            return chat_repo.answer_exists(conn, job.answer_id)
+
+    def _acquire(self, job: Job, owner: str) -> bool:
+        """Take the lease, waiting out a lease whose holder may be dead. False when the answer is
+        stored, or when the holder keeps renewing (it is alive: this delivery is a duplicate)."""
+        lease_s = self.s.generation_lease_s
+        deadline = time.monotonic() + lease_s * 1.5 + 1
+        while True:
+            if self._answered(job):
+                return False
+            if self.d.cache.claim_generation(job.request_id, owner, lease_s):
+                if self._answered(job):  # stored between the check and the claim
+                    self.d.cache.release_generation(job.request_id, owner)
+                    return False
+                return True
+            if time.monotonic() >= deadline:
+                logger.info("generation held by a live worker", extra={"request_id": job.request_id})
+                return False
+            time.sleep(min(0.5, lease_s / 4))
+
+    def _store_kept(self, job: Job, kept: dict[str, Any]) -> None:
+        """Store an answer generated before PostgreSQL failed, then tell whoever watches now."""
+        out = Outcome(
+            started=time.monotonic() - float(kept.get("durationS", 0)),
+            finish=str(kept["finish"]),
+            parts=[str(kept["text"])],
+            citations=[protocol.Citation.model_validate(c) for c in kept.get("citations", [])],
+            input_tokens=int(kept.get("inputTokens", 0)),
+            output_tokens=int(kept.get("outputTokens", 0)),
+            ttft_ms=kept.get("ttftMs"),
+        )
+        self._record(job, out)
+        self.d.cache.drop_outcome(job.request_id)
+        stream = Stream(self.d, job.request_id, job.connection_id)
+        stream.publish(self._done(job, out, text=out.text))
 
     def _generate(self, job: Job) -> None:
         started = time.monotonic()
-        stream = Stream(self.d, job.request_id)
+        stream = Stream(self.d, job.request_id, job.connection_id)
         metrics.add_metric(
             name="QueueWait",
             unit=MetricUnit.Milliseconds,
             value=max(0.0, (time.time() - job.enqueued_at) * 1000),
         )
-        if self.d.cache.is_cancelled(job.request_id):
+        if self._cancelled(job):
             self._finish(job, stream, Outcome(started=started, finish="cancelled"))
             return
+        streamed, last_seq = self._streamed(job)
+        if streamed or last_seq:
+            logger.info("taking over a generation", extra={"request_id": job.request_id, "seq": last_seq})
+            metrics.add_metric(name="GenerationTakeovers", unit=MetricUnit.Count, value=1)
+        shown = Continuation(streamed)
         max_tokens = min(
             int(job.options.get("maxTokens") or self.s.max_output_tokens), self.s.max_output_tokens
         )
@@ -167,7 +336,7 @@ class GenerationService:
             max_output_tokens=max_tokens,
         )
         out = Outcome(started=started, citations=citations, input_tokens=prompt.input_tokens)
-        batcher = DeltaBatcher(Pacing.from_settings(self.s))
+        batcher = DeltaBatcher(Pacing.from_settings(self.s), seq=last_seq)
         usage: tuple[int, int] | None = None
         try:
             # options.model picks an offered model (BAD_REQUEST names the choices); the tenant's LoRA
@@ -186,30 +355,59 @@ class GenerationService:
                     out.parts.append(chunk.text)
                     if out.ttft_ms is None:
                         out.ttft_ms = int((time.monotonic() - started) * 1000)
-                    due = batcher.add(chunk.text, time.monotonic())
+                    due = batcher.add(shown.visible(out.text, chunk.text), time.monotonic())
                     if due:
-                        stream.publish(protocol.Delta(requestId=job.request_id, seq=due[0], text=due[1]))
+                        self._delta(job, stream, shown, due)
                         if stream.cancelled:
                             out.finish = "cancelled"
                             break
                 if chunk.finish_reason:
                     out.finish = chunk.finish_reason
         except ChatError as exc:
-            self._fail(job, stream, batcher, out, exc)
+            self._fail(job, stream, batcher, shown, out, exc)
             return
         except Exception:  # the model client's contract is ChatError; anything else is a bug
             logger.exception("model stream failed")
-            self._fail(job, stream, batcher, out, Internal("The answer failed; please retry."))
+            self._fail(job, stream, batcher, shown, out, Internal("The answer failed; please retry."))
             return
-        self._flush(job, stream, batcher)
+        self._flush(job, stream, batcher, shown, out.text)
         if usage is not None:
             out.input_tokens, out.output_tokens = usage
         else:
             out.output_tokens = estimate_tokens(out.text)
         self._finish(job, stream, out)
 
+    def _cancelled(self, job: Job) -> bool:
+        try:
+            return self.d.cache.is_cancelled(job.request_id)
+        except RedisError:
+            return False
+
+    def _streamed(self, job: Job) -> tuple[str, int]:
+        """The text and last seq an earlier attempt already streamed for this request (a takeover)."""
+        try:
+            frames = self.d.cache.replay(job.request_id) or []
+        except RedisError:
+            return "", 0
+        text, last_seq = "", 0
+        for raw in frames:
+            frame = protocol.parse_server_frame(raw)
+            if isinstance(frame, protocol.Delta):
+                text = frame.text if frame.restart else text + frame.text
+                last_seq = frame.seq
+        return text, last_seq
+
+    @staticmethod
+    def _delta(job: Job, stream: Stream, shown: Continuation, due: tuple[int, str]) -> None:
+        restart = shown.restart or None
+        shown.restart = False
+        stream.publish(protocol.Delta(requestId=job.request_id, seq=due[0], text=due[1], restart=restart))
+
     def _history(self, job: Job) -> list[dict[str, str]]:
-        cached = self.d.cache.history(job.conversation_id)
+        try:
+            cached = self.d.cache.history(job.conversation_id)
+        except RedisError:
+            cached = None
         if cached is not None:
             return [t for t in cached if t.get("requestId") != job.request_id]
         with self.d.db.transaction() as conn:
@@ -217,9 +415,10 @@ class GenerationService:
             turns = chat_repo.recent_turns(
                 conn, job.conversation_id, before_seq=seq, limit=self.s.history_turns
             )
-        self.d.cache.set_history(
-            job.conversation_id, turns, keep=self.s.history_turns, ttl_s=self.s.hot_window_ttl_s
-        )
+        with contextlib.suppress(RedisError):
+            self.d.cache.set_history(
+                job.conversation_id, turns, keep=self.s.history_turns, ttl_s=self.s.hot_window_ttl_s
+            )
         return turns
 
     def _retrieve(self, job: Job) -> tuple[list[protocol.Citation], str]:
@@ -245,45 +444,88 @@ class GenerationService:
         ]
         return citations, format_context(passages) if passages else ""
 
-    @staticmethod
-    def _flush(job: Job, stream: Stream, batcher: DeltaBatcher) -> None:
+    def _flush(self, job: Job, stream: Stream, batcher: DeltaBatcher, shown: Continuation, text: str) -> None:
         while tail := batcher.flush(time.monotonic()):  # text beyond one frame comes out in pieces
-            stream.publish(protocol.Delta(requestId=job.request_id, seq=tail[0], text=tail[1]))
+            self._delta(job, stream, shown, tail)
+        whole = shown.finish(text)
+        if whole is not None:  # a takeover whose answer is shorter than what the client already shows
+            batcher.add(whole, time.monotonic())
+            while tail := batcher.flush(time.monotonic()):
+                self._delta(job, stream, shown, tail)
 
-    def _fail(self, job: Job, stream: Stream, batcher: DeltaBatcher, out: Outcome, exc: ChatError) -> None:
-        self._flush(job, stream, batcher)
+    def _fail(
+        self,
+        job: Job,
+        stream: Stream,
+        batcher: DeltaBatcher,
+        shown: Continuation,
+        out: Outcome,
+        exc: ChatError,
+    ) -> None:
+        self._flush(job, stream, batcher, shown, out.text)
         metrics.add_metric(name="GenerationErrors", unit=MetricUnit.Count, value=1)
         logger.warning("generation failed", extra={"request_id": job.request_id, "code": exc.code})
         # The answer was cut short: it is still stored and metered (usage is written once per answer).
         out.finish, out.citations, out.output_tokens = "error", [], estimate_tokens(out.text)
-        self._record(job, out)
+        self._store(job, stream, out)
         stream.publish(protocol.error_frame(exc, job.request_id))
 
     def _finish(self, job: Job, stream: Stream, out: Outcome) -> None:
-        self._record(job, out)
-        self.d.cache.append_history(
-            job.conversation_id,
-            [
-                {"role": "user", "content": job.text, "requestId": job.request_id},
-                {"role": "assistant", "content": out.text, "requestId": job.request_id},
-            ],
-            keep=self.s.history_turns,
-            ttl_s=self.s.hot_window_ttl_s,
-        )
-        usage = protocol.Usage(inputTokens=out.input_tokens, outputTokens=out.output_tokens)
-        stream.publish(
-            protocol.Done(
-                requestId=job.request_id,
-                messageId=job.answer_id,
-                finishReason=out.finish,
-                usage=usage,
-                citations=out.citations,
+        self._store(job, stream, out)
+        with contextlib.suppress(RedisError):
+            self.d.cache.append_history(
+                job.conversation_id,
+                [
+                    {"role": "user", "content": job.text, "requestId": job.request_id},
+                    {"role": "assistant", "content": out.text, "requestId": job.request_id},
+                ],
+                keep=self.s.history_turns,
+                ttl_s=self.s.hot_window_ttl_s,
             )
-        )
+        stream.publish(self._done(job, out))
         metrics.add_metric(name="OutputTokens", unit=MetricUnit.Count, value=out.output_tokens)
         metrics.add_metric(name="InputTokens", unit=MetricUnit.Count, value=out.input_tokens)
         if out.ttft_ms is not None:
             metrics.add_metric(name="TimeToFirstToken", unit=MetricUnit.Milliseconds, value=out.ttft_ms)
+
+    @staticmethod
+    def _done(job: Job, out: Outcome, text: str | None = None) -> protocol.Done:
+        return protocol.Done(
+            requestId=job.request_id,
+            messageId=job.answer_id,
+            finishReason=out.finish,
+            usage=protocol.Usage(inputTokens=out.input_tokens, outputTokens=out.output_tokens),
+            citations=out.citations,
+            text=text,
+        )
+
+    def _store(self, job: Job, stream: Stream, out: Outcome) -> None:
+        """Store the answer, or, when PostgreSQL cannot take it, keep it in Redis for the redelivery,
+        tell the client to retry later, and raise so the job is delivered again. Never `done` before
+        the answer is stored."""
+        try:
+            self._record(job, out)
+            return
+        except psycopg.OperationalError as exc:
+            logger.warning("answer not stored", extra={"request_id": job.request_id, "error": str(exc)})
+            failure = exc
+        kept = {
+            "finish": out.finish,
+            "text": out.text,
+            "citations": [c.model_dump(by_alias=True) for c in out.citations],
+            "inputTokens": out.input_tokens,
+            "outputTokens": out.output_tokens,
+            "ttftMs": out.ttft_ms,
+            "durationS": time.monotonic() - out.started,
+        }
+        with contextlib.suppress(RedisError):
+            self.d.cache.keep_outcome(job.request_id, kept, self.s.idempotency_ttl_s)
+        error = Internal(
+            "The answer could not be saved; send the same message again shortly to get it.",
+            retry_after=self.s.dependency_retry_after_s,
+        )
+        stream.publish(protocol.error_frame(error, job.request_id))
+        raise AnswerNotStored(f"answer of {job.request_id} not stored") from failure
 
     def _record(self, job: Job, out: Outcome) -> None:
         s = self.s
@@ -320,6 +562,9 @@ class GenerationService:
         """Spend the answer's tokens and dollars from the rate limits and quotas. The ledger row is
         already stored, so a Redis failure here costs limit accuracy, never the answer."""
         try:
-            LimitService(self.d).charge(job.tenant_id, job.user_id, tokens, cost)
+            # Releases what admission reserved for this requestId, then charges what the answer used.
+            LimitService(self.d).settle(
+                job.request_id, tokens, cost, tenant_id=job.tenant_id, user_id=job.user_id
+            )
         except Exception:
             logger.exception("charging limits failed", extra={"request_id": job.request_id})

@@ -1,0 +1,429 @@
+"""Issue 9's chat-flow guarantees against real PostgreSQL and Redis, with in-process transports for the
+model (LMI chat-completions chunks through the real parser), @connections (what PostToConnection
+delivers) and SQS (what SendMessage receives):
+
+- a generation holds a short lease renewed while it runs; a dead worker's request is taken over once
+  its lease lapses, keeps its answer id and seq numbering, and never yields two answers;
+- a live holder's request is not generated twice;
+- a job that does not match its stored message is dropped (the queue is not a trust boundary);
+- an answer PostgreSQL cannot take is not claimed as done: the client gets INTERNAL with retryAfter,
+  the answer is kept and the redelivery stores it;
+- a repeated sendMessage or a resume is answered with the outcome; an orphan is enqueued again;
+- Redis down: the frames still reach the job's connection;
+- the circuit breaker's state is shared by every worker process (Redis) and closes on the first chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from lambdas import protocol
+from lambdas.adapters import chat_repo
+from lambdas.adapters.auth import Identity
+from lambdas.adapters.cache import Cache, RequestRecord
+from lambdas.adapters.db import Database
+from lambdas.adapters.model import ModelClient, SharedCircuitBreaker
+from lambdas.config import Settings
+from lambdas.errors import ModelUnavailable
+from lambdas.runtime import Deps
+from lambdas.services.chat import ChatService
+from lambdas.services.generation import GenerationService, Job
+from lambdas.services.recovery import RecoveryService
+
+LEASE_S = 1.0
+ANSWER = "The lease keeps one worker on each answer. A dead worker's lease lapses in seconds."
+
+
+class Posts:
+    """@connections as an in-process transport: what PostToConnection delivered, per connection."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, list[protocol.ServerFrame]] = {}
+        self.lock = threading.Lock()
+
+    def post(self, connection_id: str, data: str) -> bool:
+        with self.lock:
+            self.frames.setdefault(connection_id, []).append(protocol.parse_server_frame(data))
+        return True
+
+    def of(self, connection_id: str) -> list[protocol.ServerFrame]:
+        with self.lock:
+            return list(self.frames.get(connection_id, []))
+
+
+class Sent:
+    """SQS SendMessage as an in-process transport (the JobQueue's boto3 client)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+
+    def send_message(self, **kwargs: Any) -> dict[str, str]:
+        self.jobs.append({**kwargs, "job": json.loads(kwargs["MessageBody"])})
+        return {"MessageId": str(uuid.uuid4())}
+
+
+class Model:
+    """An LMI endpoint: streams `text` word by word as chat.completion.chunk JSON lines."""
+
+    def __init__(self, text: str = ANSWER, delay_s: float = 0.0) -> None:
+        self.text = text
+        self.delay_s = delay_s
+        self.calls = 0
+
+    def stream(self, body: dict[str, Any]) -> Iterator[bytes]:
+        self.calls += 1
+        words = self.text.split(" ")
+        for i, word in enumerate(words):
+            piece = word if i == 0 else " " + word
+            time.sleep(self.delay_s)
+            yield json.dumps({"choices": [{"index": 0, "delta": {"content": piece}}]}).encode() + b"\n"
+        yield json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                          "usage": {"prompt_tokens": 7, "completion_tokens": len(words)}}).encode() + b"\n"
+
+
+def make_deps(pg_url: str, redis_url: str, model: Model, **overrides: Any) -> Deps:
+    from lambdas.adapters.queue import JobQueue
+
+    settings = Settings(environment="test", database_url=pg_url, redis_url=redis_url,
+                        connections_url="http://127.0.0.1:9", queue_url="http://127.0.0.1:9/q",
+                        model_endpoint="http://127.0.0.1:9/invocations", rag_enabled=False,
+                        generation_lease_s=LEASE_S, flush_interval_ms=0, flush_max_interval_ms=0,
+                        limits_enabled=False, **overrides)
+    d = Deps(settings)
+    d.__dict__["connections"] = Posts()
+    d.__dict__["queue"] = JobQueue("http://127.0.0.1:9/q", region="us-east-1", client=Sent())
+    d.__dict__["model"] = ModelClient(model)
+    return d
+
+
+@pytest.fixture
+def model() -> Model:
+    return Model()
+
+
+@pytest.fixture
+def deps(pg_url: str, redis_url: str, model: Model) -> Deps:
+    return make_deps(pg_url, redis_url, model)
+
+
+def posts(d: Deps) -> Posts:
+    return d.__dict__["connections"]  # type: ignore[no-any-return]
+
+
+def sent(d: Deps) -> Sent:
+    return d.queue.client  # type: ignore[no-any-return]
+
+
+def accept(d: Deps, text: str = "How do leases work?", connection: str = "c1") -> tuple[Identity, Job]:
+    """A sendMessage through ChatService; returns the identity and the job it enqueued."""
+    identity = Identity(tenant_id=f"t-{uuid.uuid4().hex[:8]}", user_id="alice", scopes=frozenset({"chat"}))
+    msg = protocol.SendMessage(action="sendMessage", requestId=uuid.uuid4(), text=text)
+    ack = ChatService(d).accept(identity, msg, connection)
+    assert isinstance(ack, protocol.Ack)
+    return identity, Job.parse(sent(d).jobs[-1]["job"])
+
+
+def answers(d: Deps, request_id: str) -> list[dict[str, Any]]:
+    with d.db.transaction() as conn:
+        return conn.execute(
+            "SELECT id, content, finish_reason FROM messages WHERE request_id = %s AND role = 'assistant'",
+            (request_id,),
+        ).fetchall()
+
+
+def text_of(frames: list[protocol.ServerFrame]) -> str:
+    text = ""
+    for f in frames:
+        if isinstance(f, protocol.Delta):
+            text = f.text if f.restart else text + f.text
+    return text
+
+
+def seqs(frames: list[protocol.ServerFrame]) -> list[int]:
+    return [f.seq for f in frames if isinstance(f, protocol.Delta)]
+
+
+def leave_dead_attempt(d: Deps, job: Job, text: str, pieces: int) -> None:
+    """What a worker killed mid-answer leaves behind: its lease (never renewed again) and the deltas it
+    had published (and the client had received)."""
+    assert d.cache.claim_generation(job.request_id, "dead-worker", LEASE_S)
+    words = text.split(" ")
+    for seq in range(1, pieces + 1):
+        piece = words[seq - 1] if seq == 1 else " " + words[seq - 1]
+        frame = protocol.dump(protocol.Delta(requestId=job.request_id, seq=seq, text=piece))
+        d.cache.publish(job.request_id, frame, 60)
+        posts(d).post(job.connection_id, frame)
+
+
+# ---- leases and takeover ---------------------------------------------------------------------------
+
+
+def test_a_dead_workers_request_is_taken_over_within_a_lease_and_continues_its_stream(deps: Deps) -> None:
+    _, job = accept(deps)
+    leave_dead_attempt(deps, job, ANSWER, pieces=3)
+    started = time.monotonic()
+    GenerationService(deps).run(job)
+    assert time.monotonic() - started < LEASE_S * 3
+    frames = posts(deps).of(job.connection_id)
+    assert seqs(frames) == list(range(1, len(seqs(frames)) + 1)), "seq continues without gaps or repeats"
+    assert not any(isinstance(f, protocol.Delta) and f.restart for f in frames)
+    assert text_of(frames) == ANSWER
+    assert isinstance(frames[-1], protocol.Done) and frames[-1].message_id == job.answer_id
+    assert [a["content"] for a in answers(deps, job.request_id)] == [ANSWER]
+
+
+def test_a_takeover_whose_text_differs_restarts_the_clients_text(pg_url: str, redis_url: str) -> None:
+    d = make_deps(pg_url, redis_url, Model("A different answer this time."))
+    _, job = accept(d)
+    leave_dead_attempt(d, job, ANSWER, pieces=4)
+    GenerationService(d).run(job)
+    frames = posts(d).of(job.connection_id)
+    restarts = [f for f in frames if isinstance(f, protocol.Delta) and f.restart]
+    assert len(restarts) == 1 and restarts[0].seq == 5
+    assert text_of(frames) == "A different answer this time."
+    assert [a["content"] for a in answers(d, job.request_id)] == ["A different answer this time."]
+
+
+def test_a_request_whose_worker_is_alive_is_not_generated_twice(deps: Deps, model: Model) -> None:
+    _, job = accept(deps)
+    assert deps.cache.claim_generation(job.request_id, "live-worker", LEASE_S)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(LEASE_S / 3):
+            deps.cache.renew_generations({job.request_id: "live-worker"}, LEASE_S)
+
+    beat = threading.Thread(target=heartbeat)
+    beat.start()
+    try:
+        GenerationService(deps).run(job)  # a duplicate delivery: waits out one lease, then yields
+    finally:
+        stop.set()
+        beat.join()
+    assert model.calls == 0 and answers(deps, job.request_id) == []
+    assert deps.cache.generation_owner(job.request_id) == "live-worker"
+
+
+def test_a_generation_renews_its_lease_while_the_model_is_slow(pg_url: str, redis_url: str) -> None:
+    d = make_deps(pg_url, redis_url, Model("one two three four five six", delay_s=LEASE_S / 2))
+    _, job = accept(d)
+    owners: list[str | None] = []
+    worker = threading.Thread(target=GenerationService(d).run, args=(job,))
+    worker.start()
+    while worker.is_alive():
+        owners.append(d.cache.generation_owner(job.request_id))
+        time.sleep(LEASE_S / 4)
+    worker.join()
+    held = [o for o in owners if o is not None]
+    assert len(held) >= len(owners) - 2 and len(set(held)) == 1, "one owner, never lapsed, for ~3 leases"
+    assert d.cache.generation_owner(job.request_id) is None  # released at the end
+    assert len(answers(d, job.request_id)) == 1
+
+
+def test_a_redelivered_job_of_a_stored_answer_ends_at_once(deps: Deps, model: Model) -> None:
+    _, job = accept(deps)
+    GenerationService(deps).run(job)
+    GenerationService(deps).run(job)
+    assert model.calls == 1 and len(answers(deps, job.request_id)) == 1
+
+
+# ---- the queue is not a trust boundary -------------------------------------------------------------
+
+
+def test_a_job_that_does_not_match_its_stored_message_is_dropped(deps: Deps, model: Model) -> None:
+    import dataclasses
+
+    _, victim = accept(deps, text="Tenant A's question")
+    for change in ({"tenant_id": "other-tenant"}, {"user_id": "mallory"},
+                   {"conversation_id": str(uuid.uuid4())}, {"request_id": str(uuid.uuid4())}):
+        forged = dataclasses.replace(victim, **change)
+        GenerationService(deps).run(forged)
+    assert model.calls == 0 and answers(deps, victim.request_id) == []
+
+
+def test_the_worker_takes_text_and_owner_from_the_stored_message(deps: Deps) -> None:
+    import dataclasses
+
+    _, job = accept(deps, text="the stored question")
+    GenerationService(deps).run(dataclasses.replace(job, text="a forged question"))
+    with deps.db.transaction() as conn:
+        usage = conn.execute("SELECT tenant_id, user_id FROM usage_records WHERE request_id = %s",
+                             (job.request_id,)).fetchone()
+    assert usage == {"tenant_id": job.tenant_id, "user_id": "alice"}
+    history = deps.cache.history(job.conversation_id)
+    assert history is None or all(t["content"] != "a forged question" for t in history)
+
+
+# ---- PostgreSQL refusing the answer ------------------------------------------------------------------
+
+
+class FailingWrites(Database):
+    """PostgreSQL going down between reading the job's message and storing the answer."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, max_size=2)
+        self.down = False
+        self.reads = 0
+
+    def transaction(self) -> Any:
+        if self.down and self.reads <= 0:
+            raise psycopg.OperationalError("connection refused (injected)")
+        self.reads -= 1
+        return super().transaction()
+
+
+def test_an_answer_postgres_cannot_take_is_kept_and_stored_by_the_redelivery(
+    pg_url: str, redis_url: str, model: Model
+) -> None:
+    d = make_deps(pg_url, redis_url, model)
+    _, job = accept(d)
+    db = FailingWrites(pg_url)
+    d.__dict__["db"] = db
+    db.down, db.reads = True, 4  # the job's message, the answer check, the lease check, the history
+    with pytest.raises(Exception, match="not stored"):
+        GenerationService(d).run(job)
+    frames = posts(d).of(job.connection_id)
+    assert not any(isinstance(f, protocol.Done) for f in frames), "never done before it is stored"
+    assert isinstance(frames[-1], protocol.Error) and frames[-1].code == "INTERNAL"
+    assert frames[-1].retry_after is not None and frames[-1].retry_after > 0
+    assert d.cache.kept_outcome(job.request_id) is not None
+    db.down = False
+    GenerationService(d).run(job)  # the redelivery
+    assert model.calls == 1, "the kept answer is stored, not generated again"
+    assert [a["content"] for a in answers(d, job.request_id)] == [ANSWER]
+    done = posts(d).of(job.connection_id)[-1]
+    assert isinstance(done, protocol.Done) and done.text == ANSWER
+    assert d.cache.kept_outcome(job.request_id) is None
+
+
+# ---- repeats, resume and orphans --------------------------------------------------------------------
+
+
+def test_a_repeated_send_of_a_finished_request_gets_the_stored_answer(deps: Deps, model: Model) -> None:
+    identity, job = accept(deps)
+    GenerationService(deps).run(job)
+    deps.cache.r.delete(f"cs:deltas:{job.request_id}")  # the stream expired
+    msg = protocol.SendMessage(action="sendMessage", requestId=uuid.UUID(job.request_id), text="again")
+    assert ChatService(deps).accept(identity, msg, "c2") is None  # acked directly
+    frames = posts(deps).of("c2")
+    assert isinstance(frames[0], protocol.Ack) and frames[0].message_id == job.message_id
+    assert isinstance(frames[-1], protocol.Done) and frames[-1].text == ANSWER
+    assert model.calls == 1 and len(sent(deps).jobs) == 1
+
+
+def test_a_repeat_while_the_first_attempt_is_being_accepted_waits_for_it(deps: Deps) -> None:
+    identity, job = accept(deps)
+    rid = str(uuid.uuid4())
+    pending = RequestRecord(tenant_id=identity.tenant_id, user_id=identity.user_id)
+    assert deps.cache.claim_request(rid, pending, 60) is None  # another connection is accepting it
+    msg = protocol.SendMessage(action="sendMessage", requestId=uuid.UUID(rid), text="twice",
+                               conversationId=uuid.UUID(job.conversation_id))
+
+    def first_attempt_finishes() -> None:
+        time.sleep(0.3)
+        deps.cache.forget_request(rid)  # it failed and let the requestId go
+
+    threading.Thread(target=first_attempt_finishes).start()
+    ack = ChatService(deps).accept(identity, msg, "c3")
+    assert isinstance(ack, protocol.Ack) and ack.request_id == rid
+
+
+def test_a_resume_of_an_orphaned_request_enqueues_it_again_once(deps: Deps) -> None:
+    identity, job = accept(deps)
+    time.sleep(LEASE_S)  # accepted longer ago than a lease, and nobody generating it
+    before = len(sent(deps).jobs)
+    for connection in ("c4", "c5"):
+        ChatService(deps).resume(identity, protocol.Resume(action="resume", requestId=job.request_id), connection)
+    again = [s for s in sent(deps).jobs[before:] if s["job"]["requestId"] == job.request_id]
+    assert len(again) == 1
+    assert again[0]["MessageGroupId"] != job.conversation_id  # not stuck behind the dead delivery
+    GenerationService(deps).run(Job.parse(again[0]["job"]))
+    assert isinstance(posts(deps).of("c4")[-1], protocol.Done)
+    assert isinstance(posts(deps).of("c5")[-1], protocol.Done)
+
+
+def test_a_resume_after_redis_lost_the_request_finds_it_in_postgres(deps: Deps) -> None:
+    identity, job = accept(deps)
+    GenerationService(deps).run(job)
+    deps.cache.r.delete(f"cs:req:{job.request_id}", f"cs:deltas:{job.request_id}")
+    ChatService(deps).resume(identity, protocol.Resume(action="resume", requestId=job.request_id), "c6")
+    done = posts(deps).of("c6")[-1]
+    assert isinstance(done, protocol.Done) and done.text == ANSWER
+
+
+def test_the_sweeper_enqueues_orphans_but_not_answered_or_leased_requests(deps: Deps) -> None:
+    _, orphan = accept(deps)
+    _, answered = accept(deps)
+    GenerationService(deps).run(answered)
+    _, leased = accept(deps)
+    assert deps.cache.claim_generation(leased.request_id, "someone", 30)
+    before = len(sent(deps).jobs)
+    RecoveryService(deps).sweep(min_age_s=0)
+    again = {s["job"]["requestId"] for s in sent(deps).jobs[before:]}
+    assert orphan.request_id in again
+    assert answered.request_id not in again and leased.request_id not in again
+
+
+# ---- Redis down --------------------------------------------------------------------------------------
+
+
+def test_with_redis_down_the_frames_still_reach_the_jobs_connection(deps: Deps, tmp_path: Any) -> None:
+    from lambdas.services.generation import Stream
+
+    deps.__dict__["cache"] = Cache.from_url(f"unix://{tmp_path}/no-redis.sock")
+    stream = Stream(deps, "r-1", "conn-of-the-job")
+    stream.publish(protocol.Delta(requestId="r-1", seq=1, text="still here"))
+    frames = posts(deps).of("conn-of-the-job")
+    assert isinstance(frames[0], protocol.Delta) and frames[0].text == "still here"
+
+
+# ---- the shared circuit breaker ----------------------------------------------------------------------
+
+
+class Down:
+    def __init__(self) -> None:
+        self.up = False
+        self.calls = 0
+
+    def stream(self, body: dict[str, Any]) -> Iterator[bytes]:
+        self.calls += 1
+        if not self.up:
+            raise ModelUnavailable("down (injected)")
+        return Model("back again").stream(body)
+
+
+def test_the_breaker_is_shared_by_worker_processes_and_closes_on_the_first_chunk(redis_url: str) -> None:
+    endpoint = f"endpoint-{uuid.uuid4().hex[:8]}"
+    clock = [1000.0]
+    transport = Down()
+
+    def process() -> ModelClient:  # each worker process has its own client, Redis is shared
+        breaker = SharedCircuitBreaker(Cache.from_url(redis_url), endpoint, failure_threshold=2,
+                                       reset_s=5, probes=2, clock=lambda: clock[0])
+        return ModelClient(transport, primary_breaker=breaker)
+
+    a, b = process(), process()
+    for client in (a, b):
+        with pytest.raises(ModelUnavailable):
+            list(client.stream_chat([{"role": "user", "content": "hi"}], max_tokens=5))
+    assert b.primary_breaker.state == "open" and a.primary_breaker.state == "open"
+    with pytest.raises(ModelUnavailable):  # refused without calling the endpoint
+        list(a.stream_chat([{"role": "user", "content": "hi"}], max_tokens=5))
+    assert transport.calls == 2
+    clock[0] += 5  # half-open: a few probes per window, across processes
+    assert [a.primary_breaker.allow(), b.primary_breaker.allow(), a.primary_breaker.allow()] == [
+        True, True, False]
+    clock[0] += 5
+    transport.up = True
+    chunks = b.stream_chat([{"role": "user", "content": "hi"}], max_tokens=5)
+    next(chunks)  # the first chunk closes it for everyone
+    assert a.primary_breaker.state == "closed"
+    chunks.close()
