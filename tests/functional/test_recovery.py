@@ -26,7 +26,6 @@ import psycopg
 import pytest
 
 from lambdas import protocol
-from lambdas.adapters import chat_repo
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.cache import Cache, RequestRecord
 from lambdas.adapters.db import Database
@@ -341,7 +340,8 @@ def test_a_resume_of_an_orphaned_request_enqueues_it_again_once(deps: Deps) -> N
     time.sleep(LEASE_S)  # accepted longer ago than a lease, and nobody generating it
     before = len(sent(deps).jobs)
     for connection in ("c4", "c5"):
-        ChatService(deps).resume(identity, protocol.Resume(action="resume", requestId=job.request_id), connection)
+        resume = protocol.Resume(action="resume", requestId=job.request_id)
+        ChatService(deps).resume(identity, resume, connection)
     again = [s for s in sent(deps).jobs[before:] if s["job"]["requestId"] == job.request_id]
     assert len(again) == 1
     assert again[0]["MessageGroupId"] != job.conversation_id  # not stuck behind the dead delivery
