@@ -381,6 +381,10 @@ function bindUi() {
   };
   $("stop").addEventListener("click", stop);
   $("new").addEventListener("click", newChat);
+  document.querySelector(".skip").addEventListener("click", (e) => {
+    e.preventDefault();  // focus without touching the address bar's #c=conversation
+    input.focus();
+  });
   $("signin").addEventListener("click", () => auth.signIn(config.oidc));
   $("signout").addEventListener("click", async () => {
     link?.stop();

@@ -55,6 +55,7 @@ export function initSidebar({ api, current, open, deleted, renamed }) {
       if (settled) return;
       settled = true;
       const title = field.value.trim();
+      field.remove();  // the list is redrawn below (a list holding a rename field is left alone)
       if (save && title && title !== c.title) {
         const r = await api(`/v1/conversations/${c.id}`, {
           method: "PATCH",
