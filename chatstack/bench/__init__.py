@@ -13,6 +13,7 @@ from chatstack.cli import LazyGroup
         "overhead": "chatstack.bench.overhead:overhead",
         "model": "chatstack.bench.model:model",
         "rag": "chatstack.bench.rag:rag",
+        "connections": "chatstack.bench.connections:connections",
     },
 )
 def bench() -> None:
