@@ -17,6 +17,7 @@ from cdk.constructs.chat_functions import ChatFunctions
 from cdk.constructs.cognito_issuer import SCOPES_CLAIM, TENANT_CLAIM
 from cdk.constructs.jobs_queue import JobsQueue
 from cdk.constructs.rest_api import RestHttpApi
+from cdk.constructs.sweeper_schedule import SweeperSchedule
 from cdk.constructs.vector_access import VectorAccessPolicy
 from cdk.constructs.websocket_api import ChatWebSocketApi
 from cdk.nag import acknowledge, wildcard
@@ -169,7 +170,10 @@ class ApiStack(ChatstackStack):
             if name not in {spec.name for spec in NO_DATABASE}:
                 data.database_secret.grant_read(function)
             data.redis_secret.grant_read(function)
-        self.queue.queue.grant_send_messages(fns[wiring.SEND_MESSAGE.name])
+        # sendMessage enqueues; resume and the sweeper enqueue again a request whose worker died.
+        for spec in (wiring.SEND_MESSAGE, wiring.RESUME, wiring.SWEEPER):
+            self.queue.queue.grant_send_messages(fns[spec.name])
+        SweeperSchedule(self, "Sweeper", function=fns[wiring.SWEEPER.name])
         fns[wiring.WORKER.name].add_event_source(self.queue.event_source())
         for spec in POSTS_TO_CONNECTIONS:
             self.websocket.grant_manage_connections(fns[spec.name])
@@ -233,17 +237,18 @@ class ApiStack(ChatstackStack):
                 },
             ],
         )
-        acknowledge(
-            fns[wiring.SEND_MESSAGE.name],
-            [
-                {
-                    "id": wildcard(f"Action::{action}"),
-                    "reason": "CDK's SQS send grant on the KMS-encrypted queue: "
-                    "data-key actions on this deployment's key only.",
-                }
-                for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*")
-            ],
-        )
+        for spec in (wiring.SEND_MESSAGE, wiring.RESUME, wiring.SWEEPER):
+            acknowledge(
+                fns[spec.name],
+                [
+                    {
+                        "id": wildcard(f"Action::{action}"),
+                        "reason": "CDK's SQS send grant on the KMS-encrypted queue: "
+                        "data-key actions on this deployment's key only.",
+                    }
+                    for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*")
+                ],
+            )
 
     @property
     def _written_collections(self) -> list[DataStack]:
