@@ -418,6 +418,7 @@ class FaultResult:
     hit: list[str]
     last_frame_s: float | None  # fault -> the last done/error (or close), None if any chat hung
     heal_s: float | None  # fault -> the first new chat that succeeded, None if none within OBSERVE_HEAL_S
+    probe_failures: list[str] = field(default_factory=list)  # how the new chats before it failed
 
     def count(self, outcome: str) -> int:
         return sum(1 for c in self.chats if c.outcome == outcome)
@@ -458,6 +459,19 @@ class FaultResult:
             out.append(f"No new chat succeeded within {HEAL_LIMIT_S:.0f} s of the fault.")
         return out
 
+    def details(self, limit: int = 100) -> list[str]:
+        """What the failed chats and probes saw, one line each (for a person reading a failure)."""
+        lines = [f"{self.fault.name} ({self.fault.summary}); hit: {', '.join(self.hit)}"]
+        for chat in [c for c in self.chats if c.outcome != "done" or not c.answered_by][:limit]:
+            lines.append(
+                f"  chat {chat.index} {chat.request_id}: {chat.outcome}; answered by "
+                f"{chat.answered_by or '-'}; stored user/answer {chat.stored_users}/{chat.stored_answers}; "
+                + "; ".join(chat.notes[-4:])
+            )
+        if self.probe_failures:
+            lines.append(f"  new chats before healing: {'; '.join(self.probe_failures[-4:])}")
+        return lines
+
     def row(self) -> list[str]:
         def seconds(value: float | None, limit: float) -> str:
             return f">{limit:.0f}" if value is None else f"{value:.1f}"
@@ -495,12 +509,13 @@ async def run_fault(service: ServiceDir, fault: Fault, chats: int = 20) -> Fault
     tag = f"{fault.name}-{uuid.uuid4().hex[:6]}"
     run = Run(service, fault, [Chat(i, f"chaos-{tag}-{i}", str(uuid.uuid4())) for i in range(chats)])
     injected: Injected | None = None
+    probe_failures: list[str] = []
     try:
         await asyncio.gather(*(_start(run, chat) for chat in run.chats))
         streaming = 0 if fault.twins else await _streaming(run.chats)
         fault_at = time.monotonic()
         injected = await fault.inject(run)
-        heal = asyncio.create_task(_heal(service, fault_at, tag))
+        heal = asyncio.create_task(_heal(service, fault_at, tag, probe_failures))
         await asyncio.gather(*(_follow(run, chat, fault_at) for chat in run.chats))
         heal_s = await heal
         waiting = [c for c in run.chats if c.outcome != "done"]
@@ -517,7 +532,7 @@ async def run_fault(service: ServiceDir, fault: Fault, chats: int = 20) -> Fault
     assert injected is not None
     ends = [c.ended_at for c in run.chats]
     last = None if None in ends else max(0.0, *(e - fault_at for e in ends if e is not None))
-    return FaultResult(fault, run.chats, streaming, injected.hit, last, heal_s)
+    return FaultResult(fault, run.chats, streaming, injected.hit, last, heal_s, probe_failures)
 
 
 async def _start(run: Run, chat: Chat) -> None:
@@ -573,6 +588,7 @@ async def _follow(run: Run, chat: Chat, fault_at: float) -> None:
     for f in chat.follows:
         if f.reply.error is not None and f.reply.ended.is_set():
             chat.codes.append(f.reply.error.code)
+            chat.notes.append(f"stream: {_describe('error', f.reply)}")
         if f.reply.ack.done() and not f.reply.ack.exception():
             chat.conversation_id = chat.conversation_id or f.reply.ack.result().conversation_id
             chat.conversations.add(f.reply.ack.result().conversation_id)
@@ -581,22 +597,36 @@ async def _follow(run: Run, chat: Chat, fault_at: float) -> None:
         chat.streamed = [f.reply.text_so_far for f in chat.follows if f.reply.text_so_far]
 
 
-async def _heal(service: ServiceDir, fault_at: float, tag: str) -> float | None:
-    """Seconds from the fault to the first new chat that ends `done`; None if none within OBSERVE_HEAL_S."""
-    user = f"chaos-{tag}-probe"
+async def _heal(service: ServiceDir, fault_at: float, tag: str, failures: list[str]) -> float | None:
+    """Seconds from the fault to the first new chat that ends `done`; None if none within OBSERVE_HEAL_S.
+    Each try is a new user, so tries that never settled do not count against the next one's limits."""
+    tries = 0
     while (left := fault_at + OBSERVE_HEAL_S - time.monotonic()) > 0:
-        started = time.monotonic()
-        with contextlib.suppress(*NETWORK_ERRORS):
-            follow = await asyncio.wait_for(Follow.open(service, user, str(uuid.uuid4())), min(10, left))
+        started, tries = time.monotonic(), tries + 1
+        try:
+            follow = await asyncio.wait_for(
+                Follow.open(service, f"chaos-{tag}-probe-{tries}", str(uuid.uuid4())), min(10, left)
+            )
+        except NETWORK_ERRORS as exc:
+            failures.append(f"connect: {exc!r}")
+        else:
             try:
                 await follow.client.send(PROBE, request_id=follow.reply.request_id)
                 outcome, ended_at = await follow.end(min(10, fault_at + OBSERVE_HEAL_S - time.monotonic()))
                 if outcome == "done" and ended_at is not None:
                     return ended_at - fault_at
+                failures.append(_describe(outcome, follow.reply))
+            except NETWORK_ERRORS as exc:
+                failures.append(f"send: {exc!r}")
             finally:
                 await follow.close()
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
     return None
+
+
+def _describe(outcome: str, reply: Reply) -> str:
+    error = reply.error if outcome == "error" else None
+    return f"{outcome} {error.code}: {error.message}" if error else outcome
 
 
 async def _recover(service: ServiceDir, chat: Chat, deadline: float) -> None:
@@ -616,6 +646,7 @@ async def _recover(service: ServiceDir, chat: Chat, deadline: float) -> None:
                 chat.answered_by = "resume"
                 chat.streamed = [follow.reply.text_so_far] if follow.reply.text_so_far else []
                 return
+            chat.notes.append(f"resume: {_describe(outcome, follow.reply)}")
             again = TrackedReply(chat.request_id)
             follow.client.replies[chat.request_id] = again
             follow.reply = again
@@ -628,7 +659,7 @@ async def _recover(service: ServiceDir, chat: Chat, deadline: float) -> None:
                 chat.answered_by = "resend"
                 chat.streamed = [again.text_so_far] if again.text_so_far else []
                 return
-            chat.notes.append(f"resend: {outcome} {again.error.code if again.error else ''}".strip())
+            chat.notes.append(f"resend: {_describe(outcome, again)}")
             retry_after = again.error.retry_after if again.error and again.error.retry_after else 1.0
             await asyncio.sleep(min(retry_after, 5.0, max(0.0, deadline - time.monotonic())))
         except NETWORK_ERRORS as exc:

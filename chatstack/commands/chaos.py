@@ -65,6 +65,8 @@ def chaos(names: tuple[str, ...], every: bool, chats: int, data_dir: Path, token
             for problem in result.problems():
                 click.echo(f"  FAIL: {problem}", err=True)
                 failed.append(name)
+            if result.problems():
+                click.echo("\n".join(result.details(limit=5)[1:]), err=True)
         click.echo(table(results))
         return failed
 

@@ -1,5 +1,6 @@
 """One real `chatstack up` for the fault suite, kept across faults and started again where one left it
-broken (a fault after which the service does not heal must not fail the next fault's test)."""
+broken (a fault after which the service does not heal must not fail the next fault's test). The table
+of all faults is printed at the end of the run, as `chatstack chaos --all` prints it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from chatstack.chaos import FaultResult, ServiceDir, table
 from tests.helpers.service import start_service, stop_service
+
+RESULTS: list[FaultResult] = []
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +26,12 @@ def chaos_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceD
     stop_service(first)
 
 
-@pytest.fixture(scope="module")
-def fault_table(request: pytest.FixtureRequest) -> Iterator[list[FaultResult]]:
-    """Collects each fault's row; the table is printed at the end, as `chatstack chaos --all` prints it."""
-    results: list[FaultResult] = []
-    yield results
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and results:
-        reporter.write_line("\n" + table(results))
+@pytest.fixture
+def fault_table() -> list[FaultResult]:
+    return RESULTS
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if RESULTS:
+        terminalreporter.write_sep("-", "faults (docs/reliability.md)")
+        terminalreporter.write_line(table(RESULTS))

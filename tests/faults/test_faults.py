@@ -22,20 +22,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 CHATS = 12
 
 
-def explain(result: FaultResult) -> str:
-    lines = [f"{result.fault.name} ({result.fault.summary}); hit: {', '.join(result.hit)}"]
-    lines += result.problems()
-    for chat in result.chats:
-        if chat.outcome != "done" or not chat.answered_by or chat.notes:
-            notes = "; ".join(chat.notes[-3:])
-            lines.append(
-                f"  chat {chat.index} {chat.request_id}: {chat.outcome} {','.join(chat.codes)} "
-                f"answered by: {chat.answered_by or '-'}; stored user/answer: "
-                f"{chat.stored_users}/{chat.stored_answers}; {notes}"
-            )
-    return "\n".join(lines)
-
-
 @pytest.mark.parametrize("name", list(FAULTS))
 async def test_every_chat_ends_and_is_answered_once_and_the_service_heals_after(
     name: str, chaos_service: ServiceDir, fault_table: list[FaultResult]
@@ -43,4 +29,4 @@ async def test_every_chat_ends_and_is_answered_once_and_the_service_heals_after(
     await ensure_ready(chaos_service)
     result = await run_fault(chaos_service, FAULTS[name], chats=CHATS)
     fault_table.append(result)
-    assert result.problems() == [], explain(result)
+    assert result.problems() == [], "\n".join([*result.problems(), *result.details()])
