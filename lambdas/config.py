@@ -136,6 +136,9 @@ class Settings(BaseModel):
     limit_answers_in_flight_per_user: int = Field(default=4, ge=0, le=1000)
     # How long an admitted message's reservation lives if its answer never settles (a dead worker).
     limits_reservation_ttl_s: int = Field(default=900, ge=30, le=86_400)
+    # Local: proxies (IPs/CIDRs, comma-separated) whose X-Forwarded-For names the client; empty: the
+    # socket peer is the client. In the cloud the source IP is API Gateway's requestContext.
+    trusted_proxies: str = ""
 
     # Retrieval
     rag_enabled: bool = True

@@ -151,8 +151,21 @@ class GatewayEmulator:
 
     @property
     def server_options(self) -> dict[str, Any]:
-        """uvicorn settings that apply API Gateway's message limit in the WebSocket layer itself."""
-        return {"ws_max_size": self.max_message_bytes}
+        """uvicorn settings that apply API Gateway's limits in the server itself: the message size, the
+        request head's size and deadline (chatstack/local/http_limits.py), and the client address from
+        the socket peer: `X-Forwarded-For` counts only from `CHATSTACK_TRUSTED_PROXIES` (uvicorn would
+        otherwise trust it from 127.0.0.1, letting any local client pick its per-IP limit bucket)."""
+        from chatstack.local.http_limits import LimitedHttpToolsProtocol, LimitedWebSocketProtocol
+        from lambdas.config import get_settings
+
+        trusted = get_settings().trusted_proxies
+        return {
+            "ws_max_size": self.max_message_bytes,
+            "http": LimitedHttpToolsProtocol,
+            "ws": LimitedWebSocketProtocol,
+            "proxy_headers": bool(trusted),
+            "forwarded_allow_ips": trusted or "",
+        }
 
     @property
     def connection_count(self) -> int:
