@@ -46,8 +46,15 @@ unit: $(VENV)/.dev
 infra: $(VENV)/.dev
 	$(PY) -m pytest -q infra_tests $(PYTEST_ARGS)
 
-synth: $(VENV)/.dev
+# Synth needs only the cdk extra: the two-region example into cdk.out/, the one-region dev stack
+# (cdk.config.dev.json) into cdk.out/dev/.
+$(VENV)/.cdk: pyproject.toml $(VENV)/.created
+	$(PIP) install -q -e '.[cdk]'
+	touch $@
+
+synth: $(VENV)/.cdk
 	rm -rf cdk.out && $(PY) cdk/app.py
+	CHATSTACK_CDK_CONFIG=cdk.config.dev.json CDK_OUTDIR=cdk.out/dev $(PY) cdk/app.py
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

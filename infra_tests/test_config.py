@@ -76,3 +76,31 @@ def test_synth_with_a_bad_config_exits_2_with_one_sentence_and_writes_nothing(tm
 def test_context_overrides_win_over_the_file() -> None:
     config = load_config({**file_context(), "chatstack": json.dumps({"monthly_budget_usd": 1234})}, ROOT)
     assert config.monthly_budget_usd == 1234
+
+
+def test_the_dev_config_is_one_region_with_an_endpoint_that_scales_to_zero() -> None:
+    """cdk.config.dev.json (the dev stack `make synth` writes into cdk.out/dev/): one region, no domain,
+    pgvector, and inference components scaled to zero, on an AMI whose driver runs the image."""
+    from aws_cdk import App
+
+    from cdk.gpu_drivers import INFERENCE_AMI_CUDA, image_cuda
+    from cdk.stacks.inference import InferenceStack
+
+    config = load_config({"config": "cdk.config.dev.json"}, ROOT)
+    assert config.regions == (config.primary_region,) and config.domain_name is None
+    assert config.vector_store == "pgvector"
+    assert config.use_inference_components and config.inference.scale_to_zero
+    assert config.fallback_region(config.primary_region) == config.primary_region
+    app = App()
+    stack = InferenceStack(app, config=config, region=config.primary_region)
+    template = json.loads(json.dumps(app.synth().get_stack_by_name(stack.stack_name).template))
+    (variant,) = [
+        v
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::SageMaker::EndpointConfig"
+        for v in r["Properties"]["ProductionVariants"]
+        if v["InstanceType"].startswith("ml.g")
+    ]
+    assert variant["ManagedInstanceScaling"]["MinInstanceCount"] == 0
+    cuda = image_cuda(config.profile.image_uri(config.primary_region))
+    assert cuda is not None and cuda <= INFERENCE_AMI_CUDA[variant["InferenceAmiVersion"]][1]

@@ -85,6 +85,9 @@ def test_every_alarm_notifies_the_regions_alarm_topic(synth: Synth) -> None:
         }
         for alarm in alarms:
             assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+        lag = [a for a in alarms if a["Properties"]["MetricName"] == "AuroraGlobalDBReplicationLag"]
+        # A secondary's replication lag is the RPO a failover would give: it is watched there.
+        assert len(lag) == (0 if synth.config.is_primary(region) else 1), region
 
 
 CROSS_REGION_PROVIDERS = (

@@ -27,7 +27,10 @@ class ServiceAlarms(Construct):
         dead_letters: sqs.IQueue,
         endpoint_name: str,
         db_cluster_id: str,
+        global_replica: bool = False,
     ) -> None:
+        """`global_replica`: this region's Aurora cluster is a Global Database secondary, so its
+        replication lag (the RPO of a failover) gets an alarm too."""
         super().__init__(scope, id)
         minute = Duration.minutes(1)
         endpoint = {"EndpointName": endpoint_name, "VariantName": VARIANT}
@@ -69,6 +72,20 @@ class ServiceAlarms(Construct):
                 3,
             ),
         }
+        if global_replica:
+            # Milliseconds, reported by the secondary cluster (Aurora User Guide, "Monitoring an Aurora
+            # global database"); over 5 s for 3 minutes means a failover now would lose that much.
+            specs["GlobalReplicationLag"] = (
+                cw.Metric(
+                    namespace="AWS/RDS",
+                    metric_name="AuroraGlobalDBReplicationLag",
+                    dimensions_map={"DBClusterIdentifier": db_cluster_id},
+                    statistic="Maximum",
+                    period=minute,
+                ),
+                5000,
+                3,
+            )
         self.alarms: dict[str, cw.Alarm] = {}
         for name, (metric, threshold, periods) in specs.items():
             alarm = cw.Alarm(

@@ -40,6 +40,7 @@ class ObservabilityStack(ChatstackStack):
             dead_letters=api.queue.dead_letters,
             endpoint_name=inference.endpoint.endpoint_name,
             db_cluster_id=data.db_cluster_id,
+            global_replica=not config.is_primary(region),
         )
         self.dashboard = OperationsDashboard(
             self,
