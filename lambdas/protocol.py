@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from lambdas.errors import BadRequest, ChatError, ErrorCode, TooLarge
+from lambdas.validation import MAX_JSON_DEPTH, first_control, json_too_deep
 
 PROTOCOL_VERSION = 1
 MAX_TEXT_CHARS = 32_000  # a user turn; the gateway's 128 KB message limit comes first for most clients
@@ -161,6 +162,8 @@ def parse_client_frame(body: str | None) -> SendMessage | Resume | Cancel | Ping
     """Parse one client frame, raising BadRequest (or TooLarge) with one clear sentence."""
     if body is None or body == "":
         raise BadRequest("The frame is empty; send a JSON object with an 'action'.")
+    if json_too_deep(body):  # before parsing: deep nesting would exhaust the parser's recursion
+        raise BadRequest(f"The frame nests JSON deeper than {MAX_JSON_DEPTH} levels.")
     try:
         value: Any = json.loads(body)
     except ValueError:
@@ -175,6 +178,9 @@ def parse_client_frame(body: str | None) -> SendMessage | Resume | Cancel | Ping
     text = value.get("text")
     if action == "sendMessage" and isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
         raise TooLarge(f"The message text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")
+    where = first_control(value)
+    if where:
+        raise BadRequest(f"Invalid {action} frame: {where}: control characters such as NUL are not allowed.")
     try:
         return _client_frame.validate_python(value)
     except ValidationError as exc:
