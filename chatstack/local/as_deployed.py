@@ -477,8 +477,14 @@ def function_environment(
         else:
             env[variable] = value
     if env.get("CHATSTACK_MODEL_TRANSPORT") == "sagemaker":
-        why = "SageMaker runtime -> the local model server"
-        local("CHATSTACK_SAGEMAKER_ENDPOINT_URL", "", urls.model_url, why)
+        # The local server speaks the LMI /invocations contract; over HTTP, because the health check
+        # asks SageMaker's control plane (DescribeEndpoint), which has no stand-in.
+        why = "SageMaker endpoint -> the local LMI-compatible model server"
+        invocations = urls.model_url.rstrip("/") + "/invocations"
+        local("CHATSTACK_MODEL_TRANSPORT", "sagemaker", "http", why)
+        for variable in ("CHATSTACK_MODEL_ENDPOINT", "CHATSTACK_MODEL_FALLBACK_ENDPOINT"):
+            if env.get(variable):
+                local(variable, env[variable], invocations, why)
     local("CHATSTACK_SQS_ENDPOINT_URL", "", urls.sqs_endpoint_url, "SQS -> the local queue")
     return env, notes
 
