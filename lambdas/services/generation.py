@@ -217,16 +217,22 @@ class GenerationService:
 
     def give_up(self, job: Job) -> None:
         """The job's last delivery failed: store an error answer (so the request has an outcome that a
-        repeat returns, and recovery stops) and tell the client (best effort: a dependency may be down)."""
+        repeat returns, and recovery stops) and tell the client. Best effort throughout: a dependency
+        may be what failed. An answer kept in Redis (PostgreSQL refused it) is left for recovery."""
+        try:
+            if self.d.cache.kept_outcome(job.request_id) is not None:
+                return  # the client was told to retry; the sweeper stores it once PostgreSQL is back
+        except RedisError:
+            pass
+        try:
+            with self.d.db.transaction() as conn:
+                stored = chat_repo.stored_request(conn, message_id=job.message_id)
+            trusted = self._trusted(job, stored) if stored is not None else None
+            if trusted is not None and not self._answered(trusted):  # only a real request's ledger
+                self._record(trusted, Outcome(started=time.monotonic(), finish="error"))
+        except Exception:
+            logger.exception("could not store the error answer", extra={"request_id": job.request_id})
         error = Internal("The answer could not be generated; please send the message again.")
-        if not self._answered(job):
-            with contextlib.suppress(Exception):
-                if self.d.cache.kept_outcome(job.request_id) is not None:
-                    return  # a generated answer waits to be stored: recovery stores it later
-            try:
-                self._record(job, Outcome(started=time.monotonic(), finish="error"))
-            except Exception:
-                logger.exception("could not store the error answer", extra={"request_id": job.request_id})
         try:
             Stream(self.d, job.request_id, job.connection_id).publish(
                 protocol.error_frame(error, job.request_id)

@@ -427,3 +427,17 @@ def test_the_breaker_is_shared_by_worker_processes_and_closes_on_the_first_chunk
     next(chunks)  # the first chunk closes it for everyone
     assert a.primary_breaker.state == "closed"
     chunks.close()
+
+
+def test_a_job_that_failed_for_the_last_time_has_an_error_outcome_a_repeat_returns(deps: Deps) -> None:
+    identity, job = accept(deps)
+    GenerationService(deps).give_up(job)  # the worker's last delivery failed
+    assert [a["finish_reason"] for a in answers(deps, job.request_id)] == ["error"]
+    assert isinstance(posts(deps).of(job.connection_id)[-1], protocol.Error)
+    before = len(sent(deps).jobs)
+    RecoveryService(deps).sweep(min_age_s=0)
+    assert job.request_id not in {s["job"]["requestId"] for s in sent(deps).jobs[before:]}
+    msg = protocol.SendMessage(action="sendMessage", requestId=uuid.UUID(job.request_id), text="again")
+    ChatService(deps).accept(identity, msg, "c7")
+    outcome = posts(deps).of("c7")[-1]
+    assert isinstance(outcome, protocol.Error) and "new requestId" in outcome.message
