@@ -113,6 +113,8 @@ class Settings(BaseModel):
     auth_scopes_claim: str = "scope"
     auth_leeway_s: int = Field(default=30, ge=0, le=300)
     auth_jwks_ttl_s: int = Field(default=600, ge=0)
+    # The longest lifetime (exp - iat) a token may have; a longer one is refused however well signed.
+    auth_max_token_lifetime_s: int = Field(default=86_400, ge=60, le=365 * 86_400)
 
     # Rate limits and quotas (docs/identity.md). 0 means "no limit". Per-minute limits are token buckets
     # (a burst of the whole minute's allowance, refilled evenly); quotas are calendar periods in UTC.

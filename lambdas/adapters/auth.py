@@ -7,6 +7,7 @@ and refetched once when a token names an unknown `kid` (PyJWKClient's behaviour)
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from jwt import PyJWKClient
 
 from lambdas.config import Settings
 from lambdas.errors import Unauthorized
+from lambdas.validation import valid_tenant_id, valid_user_id
 
 MAX_TOKEN_BYTES = 8192
 MAX_TENANT_CHARS = 128
@@ -26,7 +28,8 @@ def normalise_tenant(raw: object) -> str | None:
     if not isinstance(raw, str):
         return None
     tenant = raw.strip()
-    if not tenant or len(tenant) > MAX_TENANT_CHARS or not tenant.isprintable():
+    # The one tenant-id rule (lambdas/validation.py): what the trigger writes, the verifier accepts.
+    if not tenant or len(tenant) > MAX_TENANT_CHARS or not valid_tenant_id(tenant):
         return None
     return tenant
 
@@ -119,9 +122,23 @@ class JwtVerifier:
             )
         if len(tenant) > MAX_TENANT_CHARS or len(user) > 256:
             raise Unauthorized("The token's tenant or user claim is too long.")
+        if not valid_tenant_id(tenant) or not valid_user_id(user):
+            # Never folded (case, width, blanks): one tenant must not be reachable under two names.
+            raise Unauthorized("The token's tenant or user id is not a valid id (see docs/security.md).")
+        self._check_lifetime(claims)
         return Identity(
             tenant_id=tenant, user_id=user, scopes=_scopes(claims.get(s.auth_scopes_claim)), method="jwt"
         )
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """A signed `exp` far in the future is a token that can never be taken back: cap the lifetime."""
+        s = self.settings
+        exp, iat = claims.get("exp"), claims.get("iat")
+        start = iat if isinstance(iat, int | float) and not isinstance(iat, bool) else time.time()
+        if not isinstance(exp, int | float) or exp - start > s.auth_max_token_lifetime_s + s.auth_leeway_s:
+            raise Unauthorized(
+                f"The token lives longer than the {s.auth_max_token_lifetime_s} s this service accepts."
+            )
 
     def _decode(self, token: str, key: Any, *, verify_aud: bool) -> dict[str, Any]:
         s = self.settings
