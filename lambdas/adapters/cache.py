@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 P = "cs:"  # key prefix, so one Redis can be shared with other applications
 
@@ -104,7 +106,9 @@ class Cache:
             socket_timeout=2,
             retry_on_timeout=False,
         )
-        return cls(redis.Redis(connection_pool=pool))
+        # One quick retry (a connection dropped by a restarted server), not redis-py's default of three
+        # with backoff: a caller waits about a second at most before it can answer with an error frame.
+        return cls(redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1)))
 
     def ping(self) -> bool:
         return bool(self.r.ping())
