@@ -292,6 +292,7 @@ class Chat:
     codes: list[str] = field(default_factory=list)
     ended_at: float | None = None
     answered_by: str = ""  # stream, resume, resend; empty: no answer reached
+    final_error: str = ""  # no answer, but a re-send is answered with this error and no retryAfter
     streamed: list[str] = field(default_factory=list)  # whole answers as streamed from seq 1
     stored_users: int = 0
     stored_answers: int = 0
@@ -320,6 +321,9 @@ class Fault:
     errors_allowed: bool = True  # False where nothing really failed: every chat must end `done`
     twins: bool = False  # each chat sends its sendMessage on two connections at once
     drop: bool = False  # each chat reconnects and resumes after the fault
+    # The fault itself failed the answers (the model died mid-answer): a requestId may keep its error as
+    # its outcome (docs/protocol.md: regenerating takes a new requestId). Elsewhere it must be answered.
+    final_errors: bool = False
 
 
 @dataclass
@@ -395,7 +399,7 @@ FAULTS: dict[str, Fault] = {
             twins=True,
         ),
         Fault("model-stall", f"SIGSTOP the model server for {STALL_S:.0f} s, then SIGCONT", _stall_model),
-        Fault("model-server", "kill -9 the model server", _kill_one("model")),
+        Fault("model-server", "kill -9 the model server", _kill_one("model"), final_errors=True),
         Fault("lambda-host", "kill -9 the Lambda host(s) running the worker", _kill_workers),
         Fault("redis", "kill -9 the embedded Redis", _kill_one("redis")),
         Fault("postgres", "kill -9 the embedded PostgreSQL", _kill_one("postgres")),
@@ -424,8 +428,17 @@ class FaultResult:
         return sum(1 for c in self.chats if c.outcome == outcome)
 
     @property
+    def answered(self) -> int:
+        return sum(1 for c in self.chats if c.answered_by and c.stored_answers > 0)
+
+    @property
+    def failed(self) -> int:
+        """No answer, but the client was told so for good: re-sending gets the same final error."""
+        return sum(1 for c in self.chats if not (c.answered_by and c.stored_answers > 0) and c.final_error)
+
+    @property
     def lost(self) -> int:
-        return sum(1 for c in self.chats if not c.answered_by or c.stored_answers == 0)
+        return len(self.chats) - self.answered - self.failed
 
     @property
     def duplicated(self) -> int:
@@ -451,6 +464,8 @@ class FaultResult:
             out.append(f"{self.count('error')} of {n} chats ended in error ({', '.join(codes)}).")
         if self.lost:
             out.append(f"{self.lost} of {n} requestIds reached no stored answer by resume or re-send.")
+        if self.failed and not self.fault.final_errors:
+            out.append(f"{self.failed} of {n} requestIds were given up with an error instead of answered.")
         if self.duplicated:
             out.append(f"{self.duplicated} of {n} requestIds were stored twice.")
         if self.mismatched:
@@ -484,6 +499,8 @@ class FaultResult:
             str(self.count("error")),
             str(self.count("closed")),
             str(self.count("hung")),
+            str(self.answered),
+            str(self.failed),
             str(self.lost),
             str(self.duplicated),
             seconds(self.last_frame_s, SETTLE_S),
@@ -493,8 +510,8 @@ class FaultResult:
 
 
 HEADER = [
-    "fault", "chats", "mid-stream", "done", "error", "closed", "hung", "lost", "duplicated",
-    "last frame (s)", "heal (s)", "verdict",
+    "fault", "chats", "mid-stream", "done", "error", "closed", "hung",
+    "answered", "failed", "lost", "duplicated", "last frame (s)", "heal (s)", "verdict",
 ]  # fmt: skip
 
 
@@ -660,6 +677,9 @@ async def _recover(service: ServiceDir, chat: Chat, deadline: float) -> None:
                 chat.streamed = [again.text_so_far] if again.text_so_far else []
                 return
             chat.notes.append(f"resend: {_describe(outcome, again)}")
+            if outcome == "error" and again.error is not None and again.error.retry_after is None:
+                chat.final_error = _describe(outcome, again)  # the service's last word: not worth a retry
+                return
             retry_after = again.error.retry_after if again.error and again.error.retry_after else 1.0
             await asyncio.sleep(min(retry_after, 5.0, max(0.0, deadline - time.monotonic())))
         except NETWORK_ERRORS as exc:

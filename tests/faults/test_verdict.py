@@ -41,6 +41,11 @@ def test_a_survived_fault_has_no_problems_and_passes() -> None:
         ([chat(0, streamed=["the answ"])], 2.0, "1 of 1 streamed answers differ from the stored answer."),
         ([chat(0)], None, "No new chat succeeded within 30 s of the fault."),
         ([chat(0)], 31.0, "No new chat succeeded within 30 s of the fault."),
+        (
+            [chat(0, "error", "", final_error="error INTERNAL: failed")],
+            2.0,
+            "1 of 1 requestIds were given up with an error instead of answered.",
+        ),
     ],
 )
 def test_a_broken_promise_is_named_and_fails_the_fault(
@@ -57,6 +62,13 @@ def test_errors_fail_only_faults_where_nothing_really_failed() -> None:
     assert result("lambda-host", errored).problems() == []
 
 
+def test_a_final_error_is_an_outcome_only_where_the_fault_failed_the_answers() -> None:
+    given_up = [chat(0, "error", "", final_error="error INTERNAL: This answer failed.")]
+    model = result("model-server", given_up)
+    assert model.problems() == [] and (model.answered, model.failed, model.lost) == (0, 1, 0)
+    assert result("lambda-host", given_up).problems() != []
+
+
 def test_a_closed_connection_is_an_end_only_when_the_gateway_died() -> None:
     closed = [chat(0, "closed", "resend")]
     assert result("whole-service", closed).problems() == []
@@ -66,6 +78,6 @@ def test_a_closed_connection_is_an_end_only_when_the_gateway_died() -> None:
 def test_the_table_has_one_row_per_fault_with_hangs_shown_past_the_limit() -> None:
     hung = FaultResult(FAULTS["redis"], [chat(0, "hung", "")], 1, ["redis (pid 1)"], None, None)
     lines = table([hung, result("postgres", [chat(0)])]).splitlines()
-    assert lines[0].startswith("| fault | chats | mid-stream | done | error | closed | hung | lost |")
-    assert lines[2] == "| redis | 1 | 1 | 0 | 0 | 0 | 1 | 1 | 0 | >30 | >40 | FAIL |"
-    assert lines[3] == "| postgres | 1 | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 1.0 | 2.0 | pass |"
+    assert lines[0].startswith("| fault | chats | mid-stream | done | error | closed | hung | answered |")
+    assert lines[2] == "| redis | 1 | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 1 | 0 | >30 | >40 | FAIL |"
+    assert lines[3] == "| postgres | 1 | 1 | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 | 1.0 | 2.0 | pass |"
