@@ -88,6 +88,7 @@ class UserPool:
     custom_attributes: tuple[str, ...]
     trigger_function: str  # wiring name of the pre-token trigger, "" when none is configured
     trigger_version: str  # "V1_0" | "V2_0" | "V3_0" | ""
+    trigger_spec: wiring.Function | None = None  # with the trigger's own memory and timeout
 
 
 @dataclass
@@ -207,7 +208,20 @@ class Resolver:
             return self.resolve(t, props["Value"] if attribute == "Value" else props.get("Name", logical))
         if kind == "Custom::CrossRegionExportReader" and attribute:
             return self._cross_region_export(attribute)
+        if kind == "Custom::AWS" and attribute == "Parameter.Value":
+            # An AwsCustomResource reading an SSM parameter (often another region's) at deploy time.
+            call = json.loads(self.resolve(t, props.get("Create") or props.get("Update") or "{}"))
+            if call.get("service") == "SSM" and call.get("action") in ("GetParameter", "getParameter"):
+                return self._ssm(t, str(call.get("parameters", {}).get("Name", "")))
         return self.stand_in(t, logical, attribute)
+
+    def _ssm(self, t: Template, name: str) -> str:
+        for template in self.templates.values():
+            for param in template.of_type("AWS::SSM::Parameter").values():
+                props = param.get("Properties", {})
+                if "Name" in props and self.resolve(template, props["Name"]) == name:
+                    return self.resolve(template, props["Value"])
+        raise TemplateError(f"{t.stack}: no SSM parameter {name} in the assembly")
 
     def _cross_region_export(self, parameter: str) -> str:
         """CDK's strong cross-region references: a writer in the producing stack puts the value into an
@@ -222,16 +236,7 @@ class Resolver:
     def _dynamic(self, t: Template, text: str) -> str:
         """`{{resolve:ssm:NAME}}` dynamic references, to the parameter's value in the assembly."""
 
-        def ssm(match: re.Match[str]) -> str:
-            name = match.group(1)
-            for template in self.templates.values():
-                for param in template.of_type("AWS::SSM::Parameter").values():
-                    props = param.get("Properties", {})
-                    if "Name" in props and self.resolve(template, props["Name"]) == name:
-                        return self.resolve(template, props["Value"])
-            raise TemplateError(f"{t.stack}: no SSM parameter {name} in the assembly")
-
-        return re.sub(r"\{\{resolve:ssm:([^:}]+)(?::\d+)?\}\}", ssm, text)
+        return re.sub(r"\{\{resolve:ssm:([^:}]+)(?::\d+)?\}\}", lambda m: self._ssm(t, m.group(1)), text)
 
 
 # ---- the local stand-in of each referenced resource type ------------------------------------------
@@ -373,17 +378,16 @@ def _user_pool(templates: dict[str, Template], region: str, stand_ins: StandIns)
             custom = tuple(f"custom:{a['Name']}" for a in props.get("Schema", []) if "Name" in a)
             trigger = props.get("LambdaConfig", {}).get("PreTokenGenerationConfig") or {}
             arn = trigger.get("LambdaArn") or props.get("LambdaConfig", {}).get("PreTokenGeneration")
-            function = ""
+            spec: wiring.Function | None = None
             if arn:
                 logical = _function_uri_target(arn)
-                handler = str(t.resources[logical]["Properties"].get("Handler", ""))
-                module, _, attribute = handler.rpartition(".")
-                match = [f for f in wiring.FUNCTIONS if f.handler == f"{module}:{attribute}"]
-                if not match:
+                in_stack, names = _functions(t)
+                spec = in_stack[names[logical]].spec if logical in names else None
+                if spec is None:
                     raise TemplateError(f"{t.stack}: the pre-token trigger {logical} is no service function")
-                function = match[0].name
             version = str(trigger.get("LambdaVersion", "V1_0" if arn else ""))
-            return UserPool(stand_ins.pool_id, stand_ins.client_id, custom, function, version)
+            name = spec.name if spec else ""
+            return UserPool(stand_ins.pool_id, stand_ins.client_id, custom, name, version, spec)
     return None
 
 

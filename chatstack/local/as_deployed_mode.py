@@ -15,7 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from chatstack.local.as_deployed import Deployment, LocalUrls, Mapping, load_deployment, shared_environment
+from chatstack.local.as_deployed import (
+    Deployment,
+    LocalUrls,
+    Mapping,
+    TemplateError,
+    load_deployment,
+    shared_environment,
+)
 from chatstack.local.cognito import CognitoUserPool, routes
 
 # Local-only settings that stay although the templates do not set them: where the stand-ins are.
@@ -26,14 +33,20 @@ class AsDeployedMode:
     def __init__(self, cdk_out: Path, data_dir: Path) -> None:
         self.cdk_out = cdk_out
         self.data_dir = data_dir
-        self.deployment: Deployment = load_deployment(cdk_out)
+        try:
+            self.deployment: Deployment = load_deployment(cdk_out)
+        except TemplateError as exc:
+            raise SystemExit(f"--as-deployed {cdk_out}: {exc}") from None
         self.pool: CognitoUserPool | None = None
         self.notes: list[Mapping] = []
 
     def apply_environment(self, urls: LocalUrls) -> dict[str, str]:
         """Replaces the local defaults in os.environ by the templates' variables (mapped). Settings the
         templates leave out take their defaults, as in the cloud, not the local runtime's choices."""
-        env, self.notes = shared_environment(self.deployment, urls)
+        try:
+            env, self.notes = shared_environment(self.deployment, urls)
+        except TemplateError as exc:
+            raise SystemExit(f"--as-deployed {self.cdk_out}: {exc}") from None
         for key in [k for k in os.environ if k.startswith("CHATSTACK_")]:
             if key not in env and key not in LOCAL_ONLY:
                 del os.environ[key]
@@ -45,7 +58,11 @@ class AsDeployedMode:
         """RemoteFunctions with the templates' memory and timeouts (the invoke's read timeout)."""
         from chatstack.local.lambda_host import RemoteFunction
 
-        return {name: RemoteFunction(pool, f.spec) for name, f in self.deployment.functions.items()}
+        functions = {name: RemoteFunction(pool, f.spec) for name, f in self.deployment.functions.items()}
+        trigger = self.deployment.user_pool.trigger_spec if self.deployment.user_pool else None
+        if trigger is not None and trigger.name not in functions:  # in the identity stack, not the API's
+            functions[trigger.name] = RemoteFunction(pool, trigger)
+        return functions
 
     def websocket(self, functions: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         """(route key -> function, $connect authorizer) as the WebSocket API is configured."""
