@@ -9,7 +9,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lambdas.adapters.auth import Identity
+from lambdas.api.middleware import RequestGuard
 from lambdas.api.routers import api_keys, conversations, documents, health, limits, usage
 from lambdas.errors import ChatError
 
@@ -19,6 +22,16 @@ API_TITLE = "chatstack REST API"
 def _error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
     headers = {"Retry-After": str(max(1, int(retry_after)))} if retry_after else None
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 413: "TOO_LARGE", 429: "RATE_LIMITED"}
+
+
+def _authenticate(authorization: str | None, x_api_key: str | None) -> Identity:
+    from lambdas.runtime import deps
+    from lambdas.services.credentials import identity_from_headers
+
+    return identity_from_headers(deps(), authorization=authorization, x_api_key=x_api_key)
 
 
 def create_app() -> FastAPI:
@@ -33,6 +46,20 @@ def create_app() -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error(400, "BAD_REQUEST", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths, wrong methods: the same error shape as every other refusal.
+        code = _HTTP_CODES.get(exc.status_code, "INTERNAL" if exc.status_code >= 500 else "BAD_REQUEST")
+        return _error(exc.status_code, code, str(exc.detail), None)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "INTERNAL", "The request failed; please retry.")
+
+    # Outermost of the app's own layers: refuses bad paths, unauthenticated or oversized bodies and
+    # deep or control-laden JSON before any route reads the body (lambdas/api/middleware.py).
+    app.add_middleware(RequestGuard, authenticate=_authenticate)
 
     app.include_router(health.router)
     app.include_router(conversations.router)

@@ -32,6 +32,9 @@ def get_caller(
     # In the cloud the HTTP API's Lambda authorizer has already verified the caller: Mangum puts the
     # API Gateway event in the scope, with the authorizer's context under requestContext.authorizer.
     # Only API Gateway writes that event, so a client cannot forge it; without one (local), check here.
+    checked = request.scope.get("state", {}).get("chatstack.caller")  # by the RequestGuard, before the body
+    if isinstance(checked, Identity):
+        return checked
     event = request.scope.get("aws.event")
     if isinstance(event, dict):
         authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
