@@ -713,7 +713,8 @@ async def chat_works(service: ServiceDir, timeout: float = 30) -> bool:
     """One new chat ends `done` within `timeout` (also warms the service before a fault)."""
     deadline = time.monotonic() + timeout
     try:
-        follow = await asyncio.wait_for(Follow.open(service, "chaos-ready", str(uuid.uuid4())), timeout)
+        user = f"chaos-ready-{uuid.uuid4().hex[:8]}"
+        follow = await asyncio.wait_for(Follow.open(service, user, str(uuid.uuid4())), timeout)
     except NETWORK_ERRORS:
         return False
     try:
@@ -726,10 +727,10 @@ async def chat_works(service: ServiceDir, timeout: float = 30) -> bool:
         await follow.close()
 
 
-async def ensure_ready(service: ServiceDir) -> bool:
+async def ensure_ready(service: ServiceDir, patience_s: float = 30) -> bool:
     """Make sure a chat works before the next fault: restart the service if a fault left it broken.
-    Answers whether it had to restart."""
-    if await asyncio.to_thread(service.healthy) and await chat_works(service):
+    Answers whether it had to restart. (A service's first chat may wait for models to load.)"""
+    if await asyncio.to_thread(service.healthy) and await chat_works(service, patience_s):
         return False
     await service.restart()
     if not await chat_works(service, timeout=60):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ HELP = (
     show_default=True,
     envvar="CHATSTACK_DATA_DIR",
     type=click.Path(file_okay=False, path_type=Path),
-    help="The service to break; if none runs there, one is started (and stopped at the end).",
+    help="The service to break; if none runs there, one is started (RAG off) and stopped at the end.",
 )
 @click.option(
     "--token-rate",
@@ -55,8 +56,8 @@ def chaos(names: tuple[str, ...], every: bool, chats: int, data_dir: Path, token
 
     async def main() -> list[str]:
         results, failed = [], []
-        for name in names:
-            if await ensure_ready(service):
+        for index, name in enumerate(names):
+            if await ensure_ready(service, patience_s=90 if index == 0 else 30):
                 click.echo("  (the service was broken: restarted it on the same data dir)", err=True)
             click.echo(f"{name}: {FAULTS[name].summary} ...", err=True)
             result = await run_fault(service, FAULTS[name], chats=chats)
@@ -105,8 +106,14 @@ def _start(data_dir: Path, token_rate: float) -> subprocess.Popen[bytes]:
     (data_dir / "runtime.json").unlink(missing_ok=True)
     log = open(data_dir.parent / f"{data_dir.name}-up.log", "wb")  # noqa: SIM115 (closed with the process)
     cmd = [sys.executable, "-m", "chatstack.cli", "up", "--port", "0", "--data-dir", str(data_dir)]
+    # RAG off, as in tests/faults: retrieval is not what the faults test, and the embedding model's load
+    # would count in every restart's time to heal.
     proc = subprocess.Popen(
-        [*cmd, "--token-rate", str(token_rate)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [*cmd, "--token-rate", str(token_rate)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "CHATSTACK_RAG_ENABLED": "false"},
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -14,12 +14,40 @@ Each test checks the guarantees of docs/protocol.md and issue 9 against what the
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+
 import pytest
 
 from chatstack.chaos import FAULTS, FaultResult, ServiceDir, ensure_ready, run_fault
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 CHATS = 12
+
+
+async def test_chatstack_chaos_prints_the_table_for_a_running_service(chaos_service: ServiceDir) -> None:
+    """The command a person runs: it finds the service by its data dir and prints one row per fault."""
+    command = [sys.executable, "-m", "chatstack.cli", "chaos", "--fault", "client-drop", "--chats", "4"]
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "--data-dir", str(chaos_service.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("| fault | chats | mid-stream | done | error |")
+    assert lines[2].startswith("| client-drop | 4 |") and lines[2].endswith("| pass |")
+
+
+def test_chatstack_chaos_without_a_fault_says_what_to_do() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "chatstack.cli", "chaos"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    assert "Name a fault with --fault NAME, or use --all." in run.stderr
 
 
 @pytest.mark.parametrize("name", list(FAULTS))
