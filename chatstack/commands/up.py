@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -117,18 +114,8 @@ def up(
     runtime = LocalRuntime(options)
 
     async def ready(urls: Urls) -> None:
-        state = {
-            "base": urls.base,
-            "websocket": urls.websocket,
-            "page": urls.page,
-            "model": urls.model,
-            "pid": os.getpid(),
-        }
-        path = data_dir / "runtime.json"
-        if path.exists():  # keep what the runtime itself recorded (children, port, ...)
-            with contextlib.suppress(ValueError):
-                state = {**json.loads(path.read_text()), **state}
-        path.write_text(json.dumps(state, indent=2))
+        # runtime.json (base, websocket, page, model, pid, port, children) is written by the runtime
+        # before this runs, and replaced atomically whenever it restarts a child.
         click.echo("chatstack is up")
         click.echo(f"  page:      {urls.page}")
         click.echo(f"  websocket: {urls.websocket}?token={urls.token}")
