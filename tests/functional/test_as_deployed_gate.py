@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from chatstack.local.as_deployed import LocalUrls, TemplateError, load_deployment, shared_environment
@@ -53,13 +54,13 @@ def uri(logical: str) -> dict[str, Any]:
 
 
 def write_assembly(
-    root: Path, *, rest_authorizer: str, trigger: bool = True, env: dict[str, Any] | None = None
+    root: Path, *, rest_authorizer: str, trigger: str = "V2_0", env: dict[str, Any] | None = None
 ) -> Path:
     tenant = {"AttributeDataType": "String", "Mutable": True, "Name": "tenant"}
     pool_props: dict[str, Any] = {"Schema": [tenant]}
     if trigger:
         pool_props["LambdaConfig"] = {"PreTokenGenerationConfig": {
-            "LambdaArn": {"Fn::GetAtt": ["PreToken", "Arn"]}, "LambdaVersion": "V2_0"}}  # fmt: skip
+            "LambdaArn": {"Fn::GetAtt": ["PreToken", "Arn"]}, "LambdaVersion": trigger}}  # fmt: skip
     issuer = {"Fn::Join": ["", ["https://cognito-idp.us-east-1.", {"Ref": "AWS::URLSuffix"}, "/",
                                 {"Ref": "Pool"}]]}  # fmt: skip
     identity = {"Resources": {
@@ -235,3 +236,24 @@ async def test_the_lambda_authorizer_admits_keys_and_tokens_and_the_app_uses_its
         denied = await client.get("/v1/conversations")
         assert denied.status_code == 403 and denied.json() == {"message": "Forbidden"}
         assert (await client.get("/healthz")).status_code in (200, 503)  # open route: no authorizer
+
+
+@pytest.mark.parametrize("version", ["V2_0", "V1_0", ""])
+def test_sign_in_follows_the_trigger_configuration_of_the_templates(tmp_path: Path, version: str) -> None:
+    # A V1_0 event cannot change access tokens (the trigger refuses it); no trigger leaves Cognito's claims.
+    from chatstack.local.as_deployed_mode import AsDeployedMode
+    from chatstack.local.cognito import SignInRefused
+
+    mode = AsDeployedMode(write_assembly(tmp_path / "c", rest_authorizer="LAMBDA", trigger=version), tmp_path)
+    trigger = load_handler(wiring.PRE_TOKEN)
+    user_pool = mode.user_pool({"pre_token": lambda event: invoke(trigger, event)})
+    assert user_pool is not None
+    user_pool.create_user("dora", {"custom:tenant": "acme"}, password="Pw-123456789!")
+    user_pool.add_to_group("dora", "chat")
+    if version == "V1_0":
+        with pytest.raises(SignInRefused, match="V2_0"):
+            user_pool.sign_in("dora", "Pw-123456789!")
+        return
+    token = user_pool.sign_in("dora", "Pw-123456789!").access_token
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert ("tenant" in claims) == (version == "V2_0")
