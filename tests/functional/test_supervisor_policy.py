@@ -1,0 +1,114 @@
+"""The supervisor's rules with real child processes (small Python programs), fast: restart after a
+death with doubling delays, give up in one sentence when a child keeps dying, and children that
+cannot outlive their parent even when it is killed with SIGKILL (tests/e2e/test_supervisor.py does
+the same to the real children of `chatstack up`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chatstack.local.process import Child, ReadyProcess, pid_alive
+from chatstack.local.supervisor import ChildKeepsDying, RestartPolicy, Supervisor
+
+SERVES = "print('ready on http://x', flush=True); import time; time.sleep(60)"
+FAST = RestartPolicy(first_delay_s=0.2, max_delay_s=0.4, limit=2, window_s=60, poll_s=0.05)
+
+
+def child(program: str = SERVES) -> ReadyProcess:
+    return ReadyProcess([sys.executable, "-c", program], "ready on ", "test child", name="child")
+
+
+async def until(condition: object, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+def test_a_killed_child_is_restarted_and_the_runtime_is_told_both_ways(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events: list[tuple[str, int | None]] = []
+
+    async def scenario() -> None:
+        c = child()
+        c.wait_ready()
+        first = c.pid
+        sup = Supervisor(
+            [c], FAST, lambda ch: events.append(("down", ch.pid)), lambda ch: events.append(("up", ch.pid))
+        )
+        task = asyncio.create_task(sup.run())
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: ("up", c.pid) in events and c.pid != first)
+        assert sup.restarts == {"child": 1} and pid_alive(c.pid or 0) and not pid_alive(first)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        c.stop()
+
+    with caplog.at_level(logging.WARNING, logger="chatstack.up"):
+        asyncio.run(scenario())
+    assert [kind for kind, _ in events] == ["down", "up"]
+    assert "test child exited (code -9); restarting in 0.2 s" in caplog.messages
+
+
+def test_a_child_that_keeps_dying_ends_supervision_with_one_sentence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> str:
+        c = child()
+        c.wait_ready()
+        c.cmd = [sys.executable, "-c", "raise SystemExit(3)"]  # every restart fails at once
+        sup = Supervisor([c], FAST, lambda ch: None, lambda ch: None)
+        assert c.pid is not None
+        os.kill(c.pid, signal.SIGKILL)
+        with pytest.raises(ChildKeepsDying) as info:
+            await asyncio.wait_for(sup.run(), 10)
+        return str(info.value)
+
+    with caplog.at_level(logging.WARNING, logger="chatstack.up"):
+        message = asyncio.run(scenario())
+    assert message == "chatstack up is stopping: test child died 3 times in 60 s (last exit code 3)."
+    delays = [m.split("restarting in ")[1] for m in caplog.messages if "restarting in" in m]
+    assert delays == ["0.2 s", "0.4 s"]  # doubling, capped at max_delay_s
+
+
+PARENT = """
+import sys, time
+from chatstack.local.process import ReadyProcess
+c = ReadyProcess([sys.executable, "-c", {program!r}], "ready on ", "grandchild")
+c.wait_ready()
+print(c.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_child_dies_with_its_parent_even_when_the_parent_gets_sigkill() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT.format(program=SERVES)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    grandchild = int(parent.stdout.readline())
+    assert pid_alive(grandchild)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while pid_alive(grandchild):  # reparented to init, which reaps it
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.05)
+
+
+def test_stop_ends_a_child_that_ignores_sigterm_with_sigkill() -> None:
+    stubborn: Child = child("import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + SERVES)
+    stubborn.wait_ready()
+    started = time.monotonic()
+    stubborn.stop(timeout_s=0.5)
+    assert stubborn.poll() == -signal.SIGKILL and time.monotonic() - started < 5
