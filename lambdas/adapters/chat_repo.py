@@ -92,6 +92,14 @@ def answer_exists(conn: Conn, answer_id: str) -> bool:
     return conn.execute("SELECT 1 FROM messages WHERE id = %s", (answer_id,)).fetchone() is not None
 
 
+def answer_final(conn: Conn, answer_id: str) -> bool:
+    """An answer is stored and did not fail (a failed one may still be retried)."""
+    row = conn.execute(
+        "SELECT 1 FROM messages WHERE id = %s AND finish_reason IS DISTINCT FROM 'error'", (answer_id,)
+    ).fetchone()
+    return row is not None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRequest:
     """A user message as stored: who sent it, where, and with which options. The worker trusts this,
@@ -220,7 +228,11 @@ class Answer:
 
 
 def record_answer(conn: Conn, a: Answer) -> bool:
-    """Store the answer and its usage row once; False when they were already stored (a redelivery)."""
+    """Store the answer and its usage row once; False when they were already stored (a redelivery).
+
+    An answer that failed (`finish_reason = 'error'`) is the one row a later answer of the same
+    request may replace: a retry of a failed request keeps its answer id and position, and its usage
+    row adds up what every attempt used."""
     seq_row = conn.execute(
         "SELECT message_count FROM conversations WHERE id = %s FOR UPDATE", (a.conversation_id,)
     ).fetchone()
@@ -230,7 +242,11 @@ def record_answer(conn: Conn, a: Answer) -> bool:
             "INSERT INTO messages (id, conversation_id, tenant_id, seq, role, content, request_id,"
             " finish_reason, citations, input_tokens, output_tokens)"
             " VALUES (%s, %s, %s, %s, 'assistant', %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING seq",
+            " ON CONFLICT (request_id, role) DO UPDATE SET content = EXCLUDED.content,"
+            " finish_reason = EXCLUDED.finish_reason, citations = EXCLUDED.citations,"
+            " input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens"
+            " WHERE messages.finish_reason = 'error'"
+            " RETURNING seq, (xmax = 0) AS inserted",
             (
                 a.answer_id,
                 a.conversation_id,
@@ -246,14 +262,22 @@ def record_answer(conn: Conn, a: Answer) -> bool:
         ).fetchone()
         if inserted:
             stored_message = True
-            conn.execute(
-                "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
-                (inserted["seq"], a.conversation_id),
-            )
+            if inserted["inserted"]:  # not a failed answer replaced in place
+                conn.execute(
+                    "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
+                    (inserted["seq"], a.conversation_id),
+                )
     usage = conn.execute(
         "INSERT INTO usage_records (request_id, tenant_id, user_id, conversation_id, message_id,"
         " model_profile, region, input_tokens, output_tokens, ttft_ms, duration_ms, finish_reason, cost_usd)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (request_id) DO UPDATE SET"
+        " input_tokens = usage_records.input_tokens + EXCLUDED.input_tokens,"
+        " output_tokens = usage_records.output_tokens + EXCLUDED.output_tokens,"
+        " cost_usd = usage_records.cost_usd + EXCLUDED.cost_usd,"
+        " duration_ms = usage_records.duration_ms + EXCLUDED.duration_ms,"
+        " ttft_ms = EXCLUDED.ttft_ms, finish_reason = EXCLUDED.finish_reason"
+        " WHERE usage_records.finish_reason = 'error'"
         " RETURNING id",
         (
             a.request_id,

@@ -86,7 +86,7 @@ class ChatService:
             return ack
         # Redis had forgotten it, PostgreSQL had not: a repeat.
         self.send(connection_id, ack)
-        self._follow(rid, record, connection_id)
+        self._follow(rid, record, connection_id, retry=True)
         return None
 
     def _repeat(
@@ -117,10 +117,12 @@ class ChatService:
             requestId=rid, conversationId=previous.conversation_id, messageId=previous.message_id
         )
         self.send(connection_id, ack)
-        self._follow(rid, previous, connection_id)
+        self._follow(rid, previous, connection_id, retry=True)
         return None
 
-    def _follow(self, rid: str, record: RequestRecord, connection_id: str, after_seq: int = 0) -> int:
+    def _follow(
+        self, rid: str, record: RequestRecord, connection_id: str, after_seq: int = 0, *, retry: bool = False
+    ) -> int:
         """Put a connection on a request: replay what was streamed (live frames follow), or send the
         stored outcome when the stream has expired, or enqueue the request again when its generation
         died. Watch first, then replay: a frame published in between arrives twice, never not at
@@ -129,7 +131,12 @@ class ChatService:
         frames = self.d.cache.replay(rid) or []
         with self.d.db.transaction() as conn:
             answer = chat_repo.stored_answer(conn, record.answer_id)
-            stored = None if answer else chat_repo.stored_request(conn, message_id=record.message_id)
+            stored = chat_repo.stored_request(conn, message_id=record.message_id)
+        if retry and answer is not None and answer.finish_reason == "error" and stored is not None:
+            # A repeated sendMessage of a failed answer retries it (same answer id; the ledger adds up).
+            answer = None
+            RecoveryService(self.d).requeue_if_orphaned(stored, connection_id, retry_failed=True)
+            stored = None
         # Only deltas are replayed: the outcome is what PostgreSQL stored (sent below) or, while none
         # is stored, what the generation publishes live to this watching connection.
         sent = 0
@@ -142,7 +149,7 @@ class ChatService:
             sent += 1
         if answer is not None:
             return sent + int(self.send(connection_id, _outcome_frame(rid, answer)))
-        if stored is not None and stored.age_s >= self.s.generation_lease_s:
+        if answer is None and stored is not None and stored.age_s >= self.s.generation_lease_s:
             RecoveryService(self.d).requeue_if_orphaned(stored, connection_id)
         return sent
 
@@ -201,7 +208,7 @@ def _outcome_frame(rid: str, answer: chat_repo.StoredAnswer) -> protocol.ServerF
     """A stored answer as the frame that ends its request: `done` with the whole text, or the error."""
     if answer.finish_reason == "error":
         return protocol.error_frame(
-            Internal("This answer failed; send the message again with a new requestId to regenerate it."),
+            Internal("This answer failed; send the same sendMessage again to retry it."),
             rid,
         )
     return protocol.Done(

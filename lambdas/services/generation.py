@@ -276,8 +276,9 @@ class GenerationService:
         )
 
     def _answered(self, job: Job) -> bool:
+        """Stored and final: a failed answer is generated again when its request is retried."""
         with self.d.db.transaction() as conn:
-            return chat_repo.answer_exists(conn, job.answer_id)
+            return chat_repo.answer_final(conn, job.answer_id)
 
     def _acquire(self, job: Job, owner: str) -> bool:
         """Take the lease, waiting out a lease whose holder may be dead. False when the answer is

@@ -47,14 +47,18 @@ class RecoveryService:
         self.d = deps
         self.s = deps.settings
 
-    def requeue_if_orphaned(self, stored: chat_repo.StoredRequest, connection_id: str = "") -> bool:
-        """Enqueue the request again when nothing is generating it and it has no answer. At most one
-        re-enqueue per request per lease (several resumes at once enqueue once)."""
+    def requeue_if_orphaned(
+        self, stored: chat_repo.StoredRequest, connection_id: str = "", *, retry_failed: bool = False
+    ) -> bool:
+        """Enqueue the request again when nothing is generating it and it has no answer (or, with
+        `retry_failed`, only a failed one: a client retrying its request). At most one re-enqueue per
+        request per lease (several resumes at once enqueue once)."""
         cache = self.d.cache
         if cache.generation_owner(stored.request_id) is not None:
             return False  # a live (or lately dead) worker holds it; its lease decides
         with self.d.db.transaction() as conn:
-            if chat_repo.answer_exists(conn, stored.answer_id):
+            answered = chat_repo.answer_final if retry_failed else chat_repo.answer_exists
+            if answered(conn, stored.answer_id):
                 return False
         if not cache.mark_requeued(stored.request_id, ttl_s=self.s.generation_lease_s * 2):
             return False

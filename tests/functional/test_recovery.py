@@ -429,15 +429,44 @@ def test_the_breaker_is_shared_by_worker_processes_and_closes_on_the_first_chunk
     chunks.close()
 
 
-def test_a_job_that_failed_for_the_last_time_has_an_error_outcome_a_repeat_returns(deps: Deps) -> None:
+def test_a_job_that_failed_for_the_last_time_has_an_error_outcome_and_a_resume_returns_it(
+    deps: Deps,
+) -> None:
     identity, job = accept(deps)
     GenerationService(deps).give_up(job)  # the worker's last delivery failed
     assert [a["finish_reason"] for a in answers(deps, job.request_id)] == ["error"]
     assert isinstance(posts(deps).of(job.connection_id)[-1], protocol.Error)
     before = len(sent(deps).jobs)
-    RecoveryService(deps).sweep(min_age_s=0)
+    RecoveryService(deps).sweep(min_age_s=0)  # an outcome, even a failed one, is not an orphan
     assert job.request_id not in {s["job"]["requestId"] for s in sent(deps).jobs[before:]}
-    msg = protocol.SendMessage(action="sendMessage", requestId=uuid.UUID(job.request_id), text="again")
-    ChatService(deps).accept(identity, msg, "c7")
+    ChatService(deps).resume(identity, protocol.Resume(action="resume", requestId=job.request_id), "c7")
     outcome = posts(deps).of("c7")[-1]
-    assert isinstance(outcome, protocol.Error) and "new requestId" in outcome.message
+    assert isinstance(outcome, protocol.Error) and "again to retry" in outcome.message
+
+
+def test_a_repeated_send_of_a_failed_answer_retries_it_in_place(pg_url: str, redis_url: str) -> None:
+    model = Down()
+    d = make_deps(pg_url, redis_url, Model())
+    d.__dict__["model"] = ModelClient(model)
+    identity, job = accept(d)
+    GenerationService(d).run(job)  # the model is down: the answer fails and is stored as failed
+    assert isinstance(posts(d).of(job.connection_id)[-1], protocol.Error)
+    assert [a["finish_reason"] for a in answers(d, job.request_id)] == ["error"]
+    model.up = True
+    before = len(sent(d).jobs)
+    msg = protocol.SendMessage(action="sendMessage", requestId=uuid.UUID(job.request_id), text="again")
+    assert ChatService(d).accept(identity, msg, "c8") is None
+    retry = [s for s in sent(d).jobs[before:] if s["job"]["requestId"] == job.request_id]
+    assert len(retry) == 1
+    GenerationService(d).run(Job.parse(retry[0]["job"]))
+    done = posts(d).of("c8")[-1]
+    assert isinstance(done, protocol.Done) and done.message_id == job.answer_id
+    stored = answers(d, job.request_id)
+    assert [(a["id"], a["content"], a["finish_reason"]) for a in stored] == [
+        (uuid.UUID(job.answer_id), "back again", "stop")]
+    with d.db.transaction() as conn:
+        usage = conn.execute("SELECT count(*) AS n, max(finish_reason) AS f FROM usage_records"
+                             " WHERE request_id = %s", (job.request_id,)).fetchone()
+        count = conn.execute("SELECT message_count FROM conversations WHERE id = %s",
+                             (job.conversation_id,)).fetchone()
+    assert usage == {"n": 1, "f": "stop"} and count == {"message_count": 2}
