@@ -144,8 +144,24 @@ class LocalRuntime:
                 child.spawn()  # on the loop's thread (see chatstack.local.process)
         for child in (self.pg, self.redis):
             if child is not None:
-                await asyncio.to_thread(child.wait_ready)
+                await self._ready_or_retry(child)
         return db_url, redis_url
+
+    @staticmethod
+    async def _ready_or_retry(child: Child, attempts: int = 3) -> None:
+        """After a crash, what the old server left may hold on for a moment (PostgreSQL refuses
+        to start while backends of a killed postmaster still hold its shared memory)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                await asyncio.to_thread(child.wait_ready)
+                return
+            except SystemExit as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("%s did not start (%s); trying again in 1 s", child.what, exc)
+                await asyncio.to_thread(child.stop)
+                await asyncio.sleep(1)
+                child.spawn()
 
     @property
     def children(self) -> list[Child]:
@@ -361,9 +377,11 @@ class LocalRuntime:
         if sweeper is None:
             return
         interval = get_settings().sweep_interval_s
+        event: dict[str, Any] = {"minAgeS": 0}  # at start-up nothing is generating: every orphan goes
         while True:
             try:
-                await asyncio.to_thread(sweeper, {})
+                await asyncio.to_thread(sweeper, event)
+                event = {}
             except Exception as exc:  # e.g. PostgreSQL is restarting: the next round catches up
                 log.warning("sweeper invocation failed: %s", exc)
             await asyncio.sleep(interval)
