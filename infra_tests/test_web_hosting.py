@@ -125,9 +125,9 @@ def test_sign_in_uses_the_code_flow_back_to_the_page_and_the_page_is_told_the_is
 def render(value: Any) -> str:
     """A Fn::Join of strings and Refs as text, each Ref shown as `{LogicalId}`."""
     if isinstance(value, str):
-        return value
+        return str(value)
     if "Ref" in value:
-        return "{" + value["Ref"] + "}"
+        return "{" + str(value["Ref"]) + "}"
     separator, parts = value["Fn::Join"]
     return str(separator).join(render(p) for p in parts)
 
