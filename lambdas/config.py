@@ -34,11 +34,22 @@ class Settings(BaseModel):
     database_host: str = ""
     # Cloud: the RDS Proxy read-only endpoint; GET /readyz (a standby region's health) reads through it.
     database_reader_host: str = ""
+    # Cloud: connect as this user with RDS IAM auth tokens (through the proxy) instead of the secret.
+    database_user: str = ""
     database_name: str = "chatstack"
     database_pool_max: int = Field(default=16, ge=1, le=256)
     redis_url: str = ""
     # Cloud: Secrets Manager secret whose JSON field "token" is the Valkey AUTH token.
     redis_auth_secret_id: str = ""
+
+    # Automatic regional failover (a secondary region's failover function, lambdas/handlers/failover.py).
+    failover_primary_region: str = ""
+    failover_probe_url: str = ""  # the primary region's deep /healthz
+    failover_probe_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    failover_global_cluster_id: str = ""
+    failover_cluster_arn: str = ""  # this region's Aurora cluster, the promotion target
+    failover_valkey_global_id: str = ""
+    failover_valkey_group_id: str = ""  # this region's Valkey replication group
 
     # API Gateway @connections endpoint (https://{api}.execute-api.{region}.amazonaws.com/{stage}).
     connections_url: str = ""
@@ -67,7 +78,7 @@ class Settings(BaseModel):
     max_output_tokens: int = Field(default=512, ge=1, le=8192)
     model_timeout_s: float = Field(default=70.0, gt=0)
     circuit_failure_threshold: int = Field(default=3, ge=1)
-    circuit_reset_s: float = Field(default=30.0, gt=0)
+    circuit_reset_s: float = Field(default=10.0, gt=0)
     # Calls let through per reset window while half-open; the first streamed chunk closes the breaker.
     circuit_half_open_probes: int = Field(default=3, ge=1, le=100)
 

@@ -158,7 +158,8 @@ class Cache:
         return cast(str | None, self.r.get(_k_claim(request_id)))
 
     def renew_generations(self, leases: dict[str, str], lease_s: float) -> list[str]:
-        """Extend the leases {request_id: owner} still held by their owner; returns the lost ones."""
+        """Extend the leases {request_id: owner} still held by their owner (or take them again when
+        Redis forgot them); returns the ones another owner holds now."""
         if not leases:
             return []
         pipe = self.r.pipeline(transaction=False)
@@ -286,8 +287,15 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
 
+# Renew a lease its owner holds; take it again when it is gone (a restarted Redis forgot it) so that
+# recovery does not start a second generation beside a live one. Another owner's lease is lost.
 _RENEW_IF_OWNER = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
 return 0
 """
 

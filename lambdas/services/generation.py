@@ -161,12 +161,19 @@ class Stream:
             result = self.d.cache.publish(self.rid, data, self.d.settings.delta_ttl_s)
         except RedisError as exc:
             logger.warning("publish through Redis failed; posting directly", extra={"error": str(exc)})
-            for connection_id in self.watchers:
+            for connection_id in list(self.watchers):
                 self._post(connection_id, data, forget=False)
             return
         self.cancelled = result.cancelled
-        self.watchers = result.watchers or self.watchers
-        for connection_id in result.watchers:
+        if not result.watchers and self.watchers:
+            # Redis came back empty (restarted): the watchers it forgot are still listening; post to
+            # them and watch them again so later frames and resumes find them.
+            with contextlib.suppress(RedisError):
+                for connection_id in self.watchers:
+                    self.d.cache.watch(self.rid, connection_id, self.d.settings.delta_ttl_s)
+        else:
+            self.watchers = result.watchers
+        for connection_id in list(self.watchers):
             self._post(connection_id, data, forget=True)
 
     def _post(self, connection_id: str, data: str, *, forget: bool) -> None:
@@ -175,10 +182,12 @@ class Stream:
         except Exception as exc:  # one broken connection must not end the others' stream
             logger.warning("post failed", extra={"connection_id": connection_id, "error": str(exc)})
             return
-        if not posted and forget:
+        if not posted:
             # Gone: the client may come back and resume; stop posting to this connection.
-            with contextlib.suppress(RedisError):
-                self.d.cache.unwatch(self.rid, connection_id)
+            self.watchers = [c for c in self.watchers if c != connection_id]
+            if forget:
+                with contextlib.suppress(RedisError):
+                    self.d.cache.unwatch(self.rid, connection_id)
 
 
 class GenerationService:

@@ -470,3 +470,26 @@ def test_a_repeated_send_of_a_failed_answer_retries_it_in_place(pg_url: str, red
         count = conn.execute("SELECT message_count FROM conversations WHERE id = %s",
                              (job.conversation_id,)).fetchone()
     assert usage == {"n": 1, "f": "stop"} and count == {"message_count": 2}
+
+
+def test_after_redis_restarted_empty_the_frames_still_reach_the_watchers(deps: Deps) -> None:
+    from lambdas.services.generation import Stream
+
+    rid = str(uuid.uuid4())
+    deps.cache.watch(rid, "resumed-conn", 60)
+    stream = Stream(deps, rid, "job-conn")
+    stream.publish(protocol.Delta(requestId=rid, seq=1, text="one"))
+    deps.cache.r.delete(f"cs:watch:{rid}", f"cs:deltas:{rid}")  # Redis restarted without its data
+    stream.publish(protocol.Delta(requestId=rid, seq=2, text=" two"))
+    assert seqs(posts(deps).of("resumed-conn")) == [1, 2]
+    assert deps.cache.watchers(rid) == ["resumed-conn"]  # watched again for later resumes
+
+
+def test_a_lease_forgotten_by_a_restarted_redis_is_taken_again_by_its_owner(deps: Deps) -> None:
+    rid = str(uuid.uuid4())
+    assert deps.cache.claim_generation(rid, "me", LEASE_S)
+    deps.cache.r.delete(f"cs:claim:{rid}")
+    assert deps.cache.renew_generations({rid: "me"}, LEASE_S) == []
+    assert deps.cache.generation_owner(rid) == "me"
+    deps.cache.r.set(f"cs:claim:{rid}", "someone-else")
+    assert deps.cache.renew_generations({rid: "me"}, LEASE_S) == [rid]
