@@ -79,6 +79,9 @@ class Follow:
     async def close(self) -> None:
         with contextlib.suppress(*NETWORK_ERRORS):
             await asyncio.wait_for(self.client.close(), 5)
+        for reply in self.client.replies.values():
+            if reply.ack.done() and not reply.ack.cancelled():
+                reply.ack.exception()  # an error before the ack is recorded already; do not log it again
 
 
 @dataclass
