@@ -15,6 +15,7 @@ from lambdas.adapters.auth import Identity
 from lambdas.api.middleware import RequestGuard
 from lambdas.api.routers import api_keys, conversations, documents, health, limits, usage
 from lambdas.errors import ChatError
+from lambdas.runtime import Deps
 
 API_TITLE = "chatstack REST API"
 
@@ -27,11 +28,10 @@ def _error(status: int, code: str, message: str, retry_after: float | None = Non
 _HTTP_CODES = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 413: "TOO_LARGE", 429: "RATE_LIMITED"}
 
 
-def _authenticate(authorization: str | None, x_api_key: str | None) -> Identity:
-    from lambdas.runtime import deps
+def _authenticate(d: Deps, authorization: str | None, x_api_key: str | None) -> Identity:
     from lambdas.services.credentials import identity_from_headers
 
-    return identity_from_headers(deps(), authorization=authorization, x_api_key=x_api_key)
+    return identity_from_headers(d, authorization=authorization, x_api_key=x_api_key)
 
 
 def create_app() -> FastAPI:

@@ -22,9 +22,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lambdas.adapters.auth import Identity
-from lambdas.api.deps import get_caller
+from lambdas.api.deps import get_caller, get_deps
 from lambdas.errors import BadRequest, ChatError, TooLarge
 from lambdas.rag.parsing import MAX_DOCUMENT_BYTES
+from lambdas.runtime import Deps
 from lambdas.validation import MAX_JSON_DEPTH, first_control, has_control, json_too_deep
 
 JSON_BODY_LIMIT = 1024 * 1024
@@ -33,7 +34,7 @@ BODY_LIMITS = {("POST", "/v1/documents"): MAX_DOCUMENT_BYTES + 64 * 1024}
 CALLER_STATE = "chatstack.caller"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-Authenticate = Callable[[str | None, str | None], Identity]
+Authenticate = Callable[[Deps, str | None, str | None], Identity]
 
 
 def error_body(exc: ChatError) -> bytes:
@@ -100,9 +101,14 @@ class RequestGuard:
             return  # API Gateway's authorizer has verified the caller (deps.get_caller reads it)
         if get_caller in getattr(scope.get("app"), "dependency_overrides", {}):
             return  # a test replaced authentication on purpose; the override runs as the route's dependency
-        identity = await run_in_threadpool(
-            self.authenticate, _header(scope, b"authorization"), _header(scope, b"x-api-key")
-        )
+        overrides = getattr(scope.get("app"), "dependency_overrides", {})
+        provider = overrides.get(get_deps, get_deps)  # the same Deps the routes get
+
+        def check() -> Identity:
+            authorization, api_key = _header(scope, b"authorization"), _header(scope, b"x-api-key")
+            return self.authenticate(provider(), authorization, api_key)
+
+        identity = await run_in_threadpool(check)
         scope.setdefault("state", {})[CALLER_STATE] = identity
 
 

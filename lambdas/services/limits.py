@@ -60,7 +60,10 @@ DEFAULTS_FROM = {
 class LimitSet(BaseModel):
     """A tenant's limits; 0 means no limit. As an override set, an absent (null) field keeps the default."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    # Strict: `true` or "5" for a count is a mistake to refuse, not a value to coerce.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True, strict=True
+    )
 
     messages_per_connection_per_minute: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     messages_per_user_per_minute: int | None = Field(default=None, ge=0, le=MAX_COUNT)

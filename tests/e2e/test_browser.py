@@ -58,7 +58,8 @@ def test_an_answer_streams_as_rendered_markdown_with_one_numbered_source_per_doc
 ) -> None:
     t = tenant()
     token = service.token(user="reader", tenant=t)
-    ingest(service.base, token, source="runbooks/rollout.md", title="Rollout runbook", text=ROLLOUT)
+    writer = service.token(user="curator", tenant=t, scopes=("documents:write",))
+    ingest(service.base, writer, source="runbooks/rollout.md", title="Rollout runbook", text=ROLLOUT)
     page = open_page(browser, f"{service.base}/?token={token}")
     page.wait_for_selector("#status[data-state=online]", timeout=15_000)
     assert "token" not in page.url  # taken from the address bar into this tab's storage
@@ -140,7 +141,8 @@ def test_markup_inside_a_cited_document_is_shown_as_text_or_removed_and_never_ru
 ) -> None:
     t = tenant()
     token = service.token(user="victim", tenant=t)
-    ingest(service.base, token, source="notes/launch.html.txt", title=EVIL_TITLE, text=EVIL_TEXT)
+    writer = service.token(user="curator", tenant=t, scopes=("documents:write",))
+    ingest(service.base, writer, source="notes/launch.html.txt", title=EVIL_TITLE, text=EVIL_TEXT)
     page = open_page(browser, f"{service.base}/?token={token}")
     page.wait_for_selector("#status[data-state=online]", timeout=15_000)
     answer = ask(page, "What is the launch code word for the spring launch?")

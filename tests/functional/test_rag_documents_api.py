@@ -34,7 +34,8 @@ def api(rag_db: Database, embedder: LocalEmbedder) -> Iterator[str]:
     service = IngestService(rag_db, embedder, PgVectorStore(rag_db), max_bytes=200_000)
 
     def caller(x_test_tenant: str = Header()) -> Identity:
-        return Identity(tenant_id=x_test_tenant, user_id="tester", scopes=frozenset({"chat"}))
+        scopes = frozenset({"chat", "documents:write"})
+        return Identity(tenant_id=x_test_tenant, user_id="tester", scopes=scopes)
 
     app.dependency_overrides[get_caller] = caller
     app.dependency_overrides[get_ingest] = lambda: service

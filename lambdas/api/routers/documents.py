@@ -1,7 +1,8 @@
 """Documents for retrieval: upload (multipart file or JSON text), list, delete with their chunks.
 
 Every query is scoped to the caller's tenant; another tenant's document answers 404, exactly like
-one that does not exist.
+one that does not exist. Chat users read; writing or deleting needs the `documents:write` scope (or
+`admin`), since every colleague's answers quote what is written here. Each write records its writer.
 """
 
 from __future__ import annotations
@@ -15,15 +16,28 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from lambdas.api.deps import ChatCallerDep, DepsDep
-from lambdas.errors import BadRequest, NotFound, TooLarge
+from lambdas.adapters import document_owners
+from lambdas.adapters.db import Database
+from lambdas.api.deps import Caller, CallerDep, ChatCallerDep, DepsDep
+from lambdas.errors import BadRequest, Forbidden, NotFound, TooLarge
 from lambdas.rag.embeddings import embedder_from_settings
 from lambdas.rag.ingest import IngestResult, IngestService
 from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, DocumentRejected
 from lambdas.rag.stores import store_from_settings
 from lambdas.runtime import Deps
+from lambdas.validation import has_control
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
+DOCUMENTS_WRITE = "documents:write"
+
+
+def require_writer(caller: CallerDep) -> Caller:
+    if caller.has_scope(DOCUMENTS_WRITE) or caller.has_scope("admin"):
+        return caller
+    raise Forbidden(f"Writing or deleting documents needs the {DOCUMENTS_WRITE!r} scope (or 'admin').")
+
+
+WriterDep = Annotated[Caller, Depends(require_writer)]
 
 _services: dict[int, tuple[Deps, IngestService]] = {}
 _services_lock = threading.Lock()
@@ -92,7 +106,7 @@ def _ingested(result: IngestResult) -> Ingested:
     responses={200: {"description": "Already indexed (same content)"}, 400: {}, 413: {}},
 )
 async def create_document(
-    request: Request, response: Response, caller: ChatCallerDep, service: IngestDep
+    request: Request, response: Response, caller: WriterDep, service: IngestDep
 ) -> Ingested:
     """Multipart form with a `file` field (optional `source`), or JSON `{source, title?, text}`."""
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -116,7 +130,16 @@ async def create_document(
         raise
     if result.deduplicated:
         response.status_code = 200
+    else:
+        await run_in_threadpool(_record_writer, service.db, caller, result.document_id)
     return _ingested(result)
+
+
+def _record_writer(db: Database, caller: Caller, document_id: str) -> None:
+    with db.transaction() as conn:
+        document_owners.record_writer(
+            conn, tenant_id=caller.tenant_id, document_id=document_id, user_id=caller.user_id
+        )
 
 
 async def _from_form(request: Request, tenant_id: str, service: IngestService) -> IngestResult:
@@ -132,6 +155,8 @@ async def _from_form(request: Request, tenant_id: str, service: IngestService) -
     source = source_field if isinstance(source_field, str) and source_field else (upload.filename or "")
     if not source:
         raise BadRequest("The upload has no file name; send a `source` field.")
+    if has_control(source):
+        raise BadRequest("source: control characters such as NUL are not allowed.")
     try:
         return await run_in_threadpool(
             service.ingest_file, tenant_id=tenant_id, source=source, data=data, mime=upload.content_type
@@ -175,7 +200,7 @@ def list_documents(
 
 
 @router.delete("/{document_id}", status_code=204, response_class=Response)
-def delete_document(document_id: str, caller: ChatCallerDep, service: IngestDep) -> Response:
+def delete_document(document_id: str, caller: WriterDep, service: IngestDep) -> Response:
     if not service.delete_document(caller.tenant_id, document_id):
         raise NotFound("No such document.")
     return Response(status_code=204)
