@@ -43,3 +43,18 @@ class IdentityStack(ChatstackStack):
             pool_name=config.physical_name("users"),
             pre_token=self.functions[wiring.PRE_TOKEN.name],
         )
+        # The chat page beside the pool whose hosted UI signs its users in. It must name the APIs
+        # before they exist, so it needs their stable custom domains.
+        if config.domain_name is not None:
+            from cdk.constructs.web_hosting import WebHosting
+
+            self.web = WebHosting(
+                self,
+                "Web",
+                api_base=f"https://{config.rest_domain}",
+                websocket_url=f"wss://{config.websocket_domain}",
+                user_pool=self.issuer.pool,
+                client=self.issuer.client,
+                issuer_url=self.issuer.issuer_url,
+                hosted_ui_prefix=f"{config.name}-{config.account}",
+            )
