@@ -123,6 +123,17 @@ class ReadyProcess(Child):
         raise SystemExit(f"The {self.what} did not become ready in time.")
 
 
+def stop_all(children: list[Child], timeout_s: float = 10.0) -> None:
+    """Stops children at once rather than one after another (each may take its grace period)."""
+    for child in children:
+        if child.proc is not None and child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(child.stop_signal)
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        child.stop(timeout_s=max(0.1, deadline - time.monotonic()))
+
+
 def pid_alive(pid: int) -> bool:
     """True if `pid` runs (a zombie does not count: it has exited and waits to be reaped)."""
     try:

@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 from chatstack.local.datadir import DataDirLock, write_json_atomic
 from chatstack.local.embedded import PostgresChild, RedisChild
 from chatstack.local.identity import AUDIENCE, ISSUER, DevIdentity
-from chatstack.local.process import Child, ReadyProcess
+from chatstack.local.process import Child, ReadyProcess, stop_all
 from chatstack.local.supervisor import ChildKeepsDying, RestartPolicy, Supervisor
 from lambdas import wiring
 
@@ -367,6 +367,10 @@ class LocalRuntime:
         except ChildKeepsDying as exc:
             self.failure = str(exc)
             self.stop()
+        except Exception as exc:  # a bug here must not leave the service running unsupervised
+            log.exception("the supervisor failed")
+            self.failure = f"chatstack up is stopping: its supervisor failed ({exc})."
+            self.stop()
 
     async def _sweep(self, functions: dict[str, Any]) -> None:
         """Invokes the sweeper function (re-enqueues accepted requests that have no live generation
@@ -397,10 +401,7 @@ class LocalRuntime:
 
     def close(self) -> None:
         """Stops the children: the service's own first, the data servers last."""
-        for host in self.lambda_hosts:
-            host.stop()
-        if self.model is not None:
-            self.model.stop()
+        stop_all([*self.lambda_hosts, *([self.model] if self.model is not None else [])])
         from lambdas.runtime import deps
 
         with contextlib.suppress(Exception):

@@ -85,8 +85,8 @@ class Supervisor:
             log.warning("%s exited (code %s); restarting in %g s", child.what, code, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, p.max_delay_s)
-            child.spawn()  # on this (the loop's) thread: see chatstack.local.process
             try:
+                child.spawn()  # on this (the loop's) thread: see chatstack.local.process
                 await asyncio.to_thread(child.wait_ready)
             except (Exception, SystemExit) as exc:  # wait_ready says why in one sentence
                 log.warning("%s did not restart: %s", child.what, exc)
