@@ -293,6 +293,9 @@ class GatewayEmulator:
         return f"Client-side close frame status set to {code}"
 
     async def _refuse(self, websocket: WebSocket, refused: _Refused) -> None:
+        # One line per refused handshake (no traceback: a refusal is the authorizer's answer, not a fault).
+        client = websocket.scope.get("client")
+        logger.info("handshake refused: %s from %s", refused.status, client[0] if client else "?")
         body = {"message": refused.message}
         try:
             await websocket.send_denial_response(JSONResponse(body, status_code=refused.status))

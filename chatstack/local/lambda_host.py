@@ -10,6 +10,7 @@ one GIL; separate processes use separate cores, as API Gateway and Lambda are se
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import traceback
@@ -18,6 +19,7 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError
 
+from chatstack.local.internal_auth import ENV_SECRET, SecretGuard, secret_headers
 from chatstack.local.lambda_context import load_handler
 from chatstack.local.process import ReadyProcess
 from lambdas import wiring
@@ -96,7 +98,7 @@ class RemoteFunction:
                     "POST",
                     self.pool.urls[index] + self.path,
                     body=body,
-                    headers={"Content-Type": "application/json"},
+                    headers={"Content-Type": "application/json", **_internal_headers()},
                     timeout=urllib3.Timeout(connect=5, read=self.function.timeout_s + 5),
                 )
                 break
@@ -115,6 +117,11 @@ class RemoteFunction:
             # API Gateway's authorizer contract hinges on the message ("Unauthorized" -> 401).
             raise FunctionError(str(payload.get("errorType")), str(payload.get("errorMessage")))
         return payload
+
+
+def _internal_headers() -> dict[str, str]:
+    # The run's secret: the host answers no one else on this machine (internal_auth.py).
+    return secret_headers(os.environ.get(ENV_SECRET))
 
 
 def remote_functions(urls: list[str] | HostPool) -> dict[str, RemoteFunction]:
@@ -137,7 +144,8 @@ def create_host_app() -> Any:
         try:
             return handlers[name](event), False
         except Exception as exc:  # reported to the caller as a function error, like Lambda
-            traceback.print_exc()
+            if str(exc) != "Unauthorized":  # an authorizer's refusal is an answer, not a failure
+                traceback.print_exc()
             return {"errorType": type(exc).__name__, "errorMessage": str(exc)}, True
 
     async def invoke(request: Request) -> JSONResponse:
@@ -149,7 +157,9 @@ def create_host_app() -> Any:
         headers = {"X-Amz-Function-Error": "Unhandled"} if failed else None
         return JSONResponse(result, headers=headers)
 
-    return Starlette(routes=[Route(INVOKE_PATH.replace("{name}", "{name:str}"), invoke, methods=["POST"])])
+    app = Starlette(routes=[Route(INVOKE_PATH.replace("{name}", "{name:str}"), invoke, methods=["POST"])])
+    secret = os.environ.get(ENV_SECRET)
+    return SecretGuard(app, secret=secret) if secret else app
 
 
 def lambda_host_process(index: int = 0) -> ReadyProcess:
