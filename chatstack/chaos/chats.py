@@ -95,7 +95,7 @@ class Chat:
     codes: list[str] = field(default_factory=list)
     ended_at: float | None = None
     answered_by: str = ""  # stream, resume, resend; empty: no answer reached
-    final_error: str = ""  # no answer, but a re-send is answered with this error and no retryAfter
+    final_error: str = ""  # no answer, and the last re-send was answered with this error
     streamed: list[str] = field(default_factory=list)  # whole answers as streamed from seq 1
     stored_users: int = 0
     stored_answers: int = 0

@@ -33,9 +33,6 @@ class Fault:
     errors_allowed: bool = True  # False where nothing really failed: every chat must end `done`
     twins: bool = False  # each chat sends its sendMessage on two connections at once
     drop: bool = False  # each chat reconnects and resumes after the fault
-    # The fault itself failed the answers (the model died mid-answer): a requestId may keep its error as
-    # its outcome (docs/protocol.md: regenerating takes a new requestId). Elsewhere it must be answered.
-    final_errors: bool = False
 
 
 @dataclass
@@ -111,7 +108,7 @@ FAULTS: dict[str, Fault] = {
             twins=True,
         ),
         Fault("model-stall", f"SIGSTOP the model server for {STALL_S:.0f} s, then SIGCONT", _stall_model),
-        Fault("model-server", "kill -9 the model server", _kill_one("model"), final_errors=True),
+        Fault("model-server", "kill -9 the model server", _kill_one("model")),
         Fault("lambda-host", "kill -9 the Lambda host(s) running the worker", _kill_workers),
         Fault("redis", "kill -9 the embedded Redis", _kill_one("redis")),
         Fault("postgres", "kill -9 the embedded PostgreSQL", _kill_one("postgres")),

@@ -168,10 +168,9 @@ async def _recover(service: ServiceDir, chat: Chat, deadline: float) -> None:
                 chat.streamed = [again.text_so_far] if again.text_so_far else []
                 return
             chat.notes.append(f"resend: {describe(outcome, again)}")
-            if outcome == "error" and again.error is not None and again.error.retry_after is None:
-                chat.final_error = describe(outcome, again)  # the service's last word: not worth a retry
-                return
-            retry_after = again.error.retry_after if again.error and again.error.retry_after else 1.0
+            # An error frame is an outcome the client was told; silence is not. Retry until the deadline.
+            chat.final_error = describe(outcome, again) if outcome == "error" else ""
+            retry_after = again.error.retry_after if again.error and again.error.retry_after else 2.0
             await asyncio.sleep(min(retry_after, 5.0, max(0.0, deadline - time.monotonic())))
         except NETWORK_ERRORS as exc:
             chat.notes.append(f"recover: {failure(exc)}")

@@ -31,7 +31,7 @@ class FaultResult:
 
     @property
     def failed(self) -> int:
-        """No answer, but the client was told so for good: re-sending gets the same final error."""
+        """No answer, but the client was told so: the last re-send ended in an error frame."""
         return sum(1 for c in self.chats if not (c.answered_by and c.stored_answers > 0) and c.final_error)
 
     @property
@@ -62,7 +62,7 @@ class FaultResult:
             out.append(f"{self.count('error')} of {n} chats ended in error ({', '.join(codes)}).")
         if self.lost:
             out.append(f"{self.lost} of {n} requestIds reached no stored answer by resume or re-send.")
-        if self.failed and not self.fault.final_errors:
+        if self.failed:  # docs/protocol.md: re-sending a failed answer retries it
             out.append(f"{self.failed} of {n} requestIds were given up with an error instead of answered.")
         if self.duplicated:
             out.append(f"{self.duplicated} of {n} requestIds were stored twice.")

@@ -79,8 +79,8 @@ def chaos(names: tuple[str, ...], every: bool, chats: int, data_dir: Path, token
             started.wait(30)
     click.echo(
         f"done/error/closed/hung: how each stream ended within {SETTLE_S:.0f} s of the fault. answered: "
-        "a stored answer reached by the stream, resume or re-sending the same sendMessage; failed: a re-send "
-        "gets a final error; lost: neither. heal: the first new chat that succeeded "
+        "a stored answer reached by the stream, resume or re-sending the same sendMessage; failed: the last "
+        "re-send ended in error; lost: neither. heal: the first new chat that succeeded "
         f"(>{OBSERVE_HEAL_S:.0f}: none).",
         err=True,
     )

@@ -25,6 +25,7 @@ def result(fault: str, chats: list[Chat], heal_s: float | None = 2.0) -> FaultRe
 
 def test_a_survived_fault_has_no_problems_and_passes() -> None:
     r = result("model-server", [chat(0), chat(1, "error", "resend", codes=["MODEL_UNAVAILABLE"])])
+    assert (r.answered, r.failed, r.lost) == (2, 0, 0)
     assert r.problems() == []
     assert r.row()[-1] == "pass"
 
@@ -62,11 +63,12 @@ def test_errors_fail_only_faults_where_nothing_really_failed() -> None:
     assert result("lambda-host", errored).problems() == []
 
 
-def test_a_final_error_is_an_outcome_only_where_the_fault_failed_the_answers() -> None:
-    given_up = [chat(0, "error", "", final_error="error INTERNAL: This answer failed.")]
-    model = result("model-server", given_up)
-    assert model.problems() == [] and (model.answered, model.failed, model.lost) == (0, 1, 0)
-    assert result("lambda-host", given_up).problems() != []
+def test_a_final_error_is_counted_apart_from_silence_and_still_fails() -> None:
+    given_up = result(
+        "model-server", [chat(0, "error", "", final_error="error INTERNAL: This answer failed.")]
+    )
+    assert (given_up.answered, given_up.failed, given_up.lost) == (0, 1, 0)
+    assert given_up.problems() == ["1 of 1 requestIds were given up with an error instead of answered."]
 
 
 def test_a_closed_connection_is_an_end_only_when_the_gateway_died() -> None:
