@@ -24,6 +24,12 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_ACCOUNT_ID = "000000000000"
 
 
+class NotInvoked(RuntimeError):
+    """The invocation reached no execution environment (every local Lambda host is down or
+    restarting), so no handler ran. Like a throttled invocation in Lambda, the caller may retry: the
+    SQS event source mapping retries without spending a receive."""
+
+
 class LocalLambdaContext:
     """One invocation's context: names and limits of the function, a fresh request id, a deadline."""
 

@@ -20,7 +20,7 @@ import urllib3
 from urllib3.exceptions import ConnectTimeoutError
 
 from chatstack.local.internal_auth import ENV_SECRET, SecretGuard, secret_headers
-from chatstack.local.lambda_context import load_handler
+from chatstack.local.lambda_context import NotInvoked, load_handler
 from chatstack.local.process import ReadyProcess
 from lambdas import wiring
 
@@ -36,7 +36,7 @@ class FunctionError(Exception):
         self.error_type = error_type
 
 
-class HostsUnavailable(RuntimeError):
+class HostsUnavailable(NotInvoked):
     """No Lambda host accepted the connection (all are down or restarting)."""
 
 
@@ -174,6 +174,7 @@ def lambda_host_process(index: int = 0) -> ReadyProcess:
 
 def main() -> None:
     import asyncio
+    import contextlib
     import socket
     import warnings
 
@@ -191,6 +192,11 @@ def main() -> None:
     d.connections  # noqa: B018
     d.queue  # noqa: B018
     d.model  # noqa: B018
+    # Warm the worker's retrieval (embedding model, pgvector pool) so the first answer starts as fast
+    # as the tenth; a failure here is left for the first request to report.
+    with contextlib.suppress(Exception):
+        if d.retriever is not None:
+            d.retriever.retrieve(tenant_id="warm-up", query="warm up", k=1, min_score=1.0)
     server = uvicorn.Server(uvicorn.Config(create_host_app(), log_level="warning", lifespan="off"))
 
     async def serve() -> None:

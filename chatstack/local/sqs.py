@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from chatstack.local.lambda_context import Handler, invoke
+from chatstack.local.lambda_context import Handler, NotInvoked, invoke
 from lambdas.wiring import Queue
 
 logger = logging.getLogger(__name__)
@@ -448,6 +448,11 @@ class LocalSqs:
                 logger.error(
                     "worker answered an invalid batch response %r: the whole batch is retried", response
                 )
+        except NotInvoked as exc:  # no handler ran: retry soon, and the receive does not count
+            logger.warning("worker not invoked (%s): the batch of %d is retried", exc, len(batch))
+            for message in batch:
+                message.receive_count -= 1
+            failed = None
         except Exception:
             logger.exception("worker failed: the whole batch of %d is retried", len(batch))
             failed = None

@@ -444,3 +444,28 @@ async def test_in_flight_messages_count_as_not_visible(make_sqs: MakeSqs) -> Non
     )
     await h.sqs.wait_idle()
     assert (await h.attributes(h.sqs.queue_url))["ApproximateNumberOfMessages"] == "0"
+
+
+async def test_an_invocation_that_reached_no_host_is_retried_without_spending_a_receive(
+    make_sqs: MakeSqs,
+) -> None:
+    """Every local Lambda host down (restarting): no handler ran, as when Lambda throttles, so the
+    mapping retries and the message is not dead-lettered however long the outage lasts."""
+    from chatstack.local.lambda_context import NotInvoked
+
+    batches = Batches()
+    outages = [QUEUE.max_receive_count + 2]
+
+    def worker(event: dict[str, Any], context: LocalLambdaContext) -> dict[str, Any]:
+        if outages[0] > 0:
+            outages[0] -= 1
+            raise NotInvoked("No Lambda host accepted the invocation.")
+        batches.add(event)
+        return {"batchItemFailures": []}
+
+    h = await make_sqs(worker, visibility_backoff_s=0.02)
+    await h.send("survives", "G")
+    await h.sqs.wait_idle()
+    assert batches.bodies() == [["survives"]]
+    assert batches.records[0]["attributes"]["ApproximateReceiveCount"] == "1"
+    assert h.sqs.dead_letters == []
