@@ -44,6 +44,7 @@ let config = {};
 let link = null;
 let conversationId = null;
 let expiryTimer = null;
+let signInProblem = "";
 const answers = new Map();  // requestId -> Answer
 
 // ---- small helpers --------------------------------------------------------------------------
@@ -129,7 +130,7 @@ function setAuthState(state) {
   const why = {
     unauthorized: "Your sign-in was not accepted (it may have expired or been revoked).",
     expired: "Your session has expired.",
-    "signed-out": "You are not signed in.",
+    "signed-out": signInProblem || "You are not signed in.",
   }[state];
   if (config.oidc) {
     $("signin").hidden = false;
@@ -407,7 +408,8 @@ async function main() {
     try {
       await auth.completeSignIn(config.oidc);
     } catch (err) {
-      showBanner([err.message]);
+      auth.forgetToken();  // a sign-in answer this tab did not ask for replaces nothing
+      signInProblem = err.message;
     }
   }
   const token = auth.storedToken();
