@@ -22,18 +22,6 @@ MAX_TOKEN_BYTES = 8192
 MAX_TENANT_CHARS = 128
 
 
-def normalise_tenant(raw: object) -> str | None:
-    """A tenant id fit for a token (surrounding blanks dropped, 1 to 128 printable characters), or None.
-    The Cognito pre-token trigger writes only such ids; the verifier refuses longer ones."""
-    if not isinstance(raw, str):
-        return None
-    tenant = raw.strip()
-    # The one tenant-id rule (lambdas/validation.py): what the trigger writes, the verifier accepts.
-    if not tenant or len(tenant) > MAX_TENANT_CHARS or not valid_tenant_id(tenant):
-        return None
-    return tenant
-
-
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling: the small context the authorizer hands to every route."""

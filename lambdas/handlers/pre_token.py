@@ -4,8 +4,9 @@ Cognito emits a custom attribute as `custom:tenant`, and in ID tokens only; acce
 Cognito's own scopes. The service reads the claims named by `CHATSTACK_AUTH_TENANT_CLAIM` and
 `CHATSTACK_AUTH_SCOPES_CLAIM` (`tenant`, `scope`), so this trigger writes them into both tokens:
 
-- tenant: the user's `custom:tenant` attribute, normalised and checked as the verifier checks it;
-  a user without one gets no tokens (the trigger raises, so Cognito refuses the sign-in).
+- tenant: the user's `custom:tenant` attribute, checked by the verifier's own rule (lower-case
+  ASCII, never folded: lambdas/validation.py); a user without a valid one gets no tokens (the trigger
+  raises, so Cognito refuses the sign-in).
 - scopes: the user's groups that name a scope (`chat`, `finance`, `admin`, `documents-write`).
   An access token's `scope` cannot be set as a claim; V2 adds to it with `scopesToAdd`, and Cognito
   writes the space-separated result. The ID token gets the same scopes as a `scope` claim.
@@ -17,11 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from lambdas.adapters.auth import normalise_tenant
 from lambdas.config import get_settings
-from lambdas.observability import logger
+from lambdas.validation import valid_tenant_id
+
+# Not lambdas.observability: its tracer pulls in botocore, seconds of cold start on a 128 MB function,
+# and Cognito fails the sign-in when a trigger takes more than 5 seconds.
+logger = Logger(service="chatstack")
 
 TENANT_ATTRIBUTE = "custom:tenant"
 # Cognito groups that grant a scope of the same name; other groups grant nothing here.
@@ -46,8 +51,8 @@ def claims_response(event: dict[str, Any]) -> dict[str, Any]:
         raise PreTokenError("The pre-token trigger must be configured with event version V2_0.")
     request = event.get("request") or {}
     attributes = request.get("userAttributes") or {}
-    tenant = normalise_tenant(attributes.get(TENANT_ATTRIBUTE))
-    if tenant is None:
+    tenant = attributes.get(TENANT_ATTRIBUTE)
+    if not isinstance(tenant, str) or not valid_tenant_id(tenant):
         raise PreTokenError("This user has no valid tenant; an administrator must set custom:tenant.")
     raw_groups = (request.get("groupConfiguration") or {}).get("groupsToOverride") or []
     groups = [g for g in raw_groups if isinstance(g, str)]
