@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PREFIX = "CHATSTACK_"
+INTERNAL_SECRET_HEADER = "x-chatstack-internal"
 # Unprefixed names honoured too, because every tool in this field reads them.
 ALIASES = {"DATABASE_URL": "database_url", "REDIS_URL": "redis_url"}
 
@@ -152,6 +153,9 @@ class Settings(BaseModel):
     # Local: proxies (IPs/CIDRs, comma-separated) whose X-Forwarded-For names the client; empty: the
     # socket peer is the client. In the cloud the source IP is API Gateway's requestContext.
     trusted_proxies: str = ""
+    # Local only: the per-run secret `chatstack up` gives its processes; our clients send it in
+    # INTERNAL_SECRET_HEADER to the model server and the Lambda hosts, which answer nobody else.
+    internal_secret: str = ""
 
     # Retrieval
     rag_enabled: bool = True

@@ -30,10 +30,12 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lambdas.config import INTERNAL_SECRET_HEADER
+
 logger = logging.getLogger("chatstack.security")
 
-SECRET_HEADER = "x-chatstack-internal"
-ENV_SECRET = "CHATSTACK_INTERNAL_SECRET"
+SECRET_HEADER = INTERNAL_SECRET_HEADER
+ENV_SECRET = "CHATSTACK_INTERNAL_SECRET"  # Settings.internal_secret
 MAX_SKEW_S = 300  # AWS refuses a signature more than 5 minutes from its clock (RequestTimeTooSkewed)
 MAX_SIGNED_BODY = 1024 * 1024  # the stand-ins take at most 256 KB (SQS) and 128 KB (@connections)
 

@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 
 from lambdas.adapters.cache import Cache
-from lambdas.config import Settings
+from lambdas.config import INTERNAL_SECRET_HEADER, Settings
 from lambdas.errors import BadRequest, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -231,10 +231,16 @@ class SageMakerTransport:
 class HttpTransport:
     """POST to a container's `/invocations` URL directly (urllib3, already in the bundle via boto3)."""
 
-    def __init__(self, url: str, timeout_s: float, pool: urllib3.PoolManager | None = None) -> None:
+    def __init__(
+        self, url: str, timeout_s: float, pool: urllib3.PoolManager | None = None, secret: str = ""
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"The model URL must be http(s), not {url!r}.")
         self.url = url
+        # The local model server answers only the run's processes (chatstack/local/internal_auth.py).
+        self.headers = {"Content-Type": "application/json", "Accept": JSONLINES}
+        if secret:
+            self.headers[INTERNAL_SECRET_HEADER] = secret
         self.timeout = urllib3.Timeout(connect=min(timeout_s, 5.0), read=timeout_s)
         self.pool = pool or urllib3.PoolManager(maxsize=64)
 
@@ -503,7 +509,8 @@ def model_client_from_settings(settings: Settings, cache: Cache | None = None) -
     primary: Transport
     fallback: Transport | None = None
     if settings.model_transport == "http":
-        primary = HttpTransport(settings.model_endpoint, settings.model_timeout_s)
+        secret = settings.internal_secret
+        primary = HttpTransport(settings.model_endpoint, settings.model_timeout_s, secret=secret)
         if settings.model_fallback_endpoint:
             fallback = HttpTransport(settings.model_fallback_endpoint, settings.model_timeout_s)
     else:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Collection
@@ -35,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -333,6 +335,9 @@ def create_app(
         return None
 
     return Starlette(
+        # Under `chatstack up` only the run's processes may use the model (CHATSTACK_INTERNAL_SECRET);
+        # /ping stays open: it tells nothing but "ready".
+        middleware=_internal_guard(),
         routes=[
             Route("/ping", ping, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
@@ -343,6 +348,15 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+def _internal_guard() -> list[Middleware]:
+    secret = os.environ.get("CHATSTACK_INTERNAL_SECRET", "")
+    if not secret:
+        return []
+    from chatstack.local.internal_auth import SecretGuard
+
+    return [Middleware(SecretGuard, secret=secret, open_paths=frozenset({"/ping"}))]
 
 
 async def whole_bytes(started: Started) -> AsyncIterator[bytes]:

@@ -122,3 +122,25 @@ async def test_the_secret_header_guard_admits_only_the_run_secret(serve_routes: 
         assert (await http.post(base + "/invocations", headers={SECRET_HEADER: "guess"})).status_code == 403
         ok = await http.post(base + "/invocations", headers={SECRET_HEADER: RUN.secret})
     assert ok.status_code == 200 and ok.text == "hello"
+
+
+def test_the_model_server_answers_only_the_run_and_the_worker_client_proves_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model client (HttpTransport) sends the run's secret; anyone else on the machine gets 403."""
+    from lambdas.adapters.model import HttpTransport
+    from sagemaker_containers.server import ThreadedServer
+    from sagemaker_containers.server.app import create_app
+    from sagemaker_containers.server.backends import load_backend
+
+    monkeypatch.setenv("CHATSTACK_INTERNAL_SECRET", RUN.secret)
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, "stream": True}
+    with ThreadedServer(create_app(load_backend("extractive"))) as running:
+        url = running.url + "/invocations"
+        assert httpx.get(running.url + "/ping").status_code == 200  # health stays open
+        stranger = httpx.post(url, json=body)
+        assert stranger.status_code == 403
+        chunks = list(HttpTransport(url, 10, secret=RUN.secret).stream(body))
+        assert chunks and b"chat.completion.chunk" in b"".join(chunks)
+        with pytest.raises(Exception, match="rejected"):
+            list(HttpTransport(url, 10, secret="guess").stream(body))
