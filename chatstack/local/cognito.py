@@ -262,6 +262,7 @@ class CognitoUserPool:
 
 # ---- the Cognito Identity Provider API (JSON protocol), for boto3's `cognito-idp` client ----------
 TARGET_PREFIX = "AWSCognitoIdentityProviderService."
+LOOPBACK = ("127.0.0.1", "::1")
 
 
 def _attributes(items: list[dict[str, str]] | None) -> dict[str, str]:
@@ -305,9 +306,16 @@ def routes(pool: CognitoUserPool, prefix: str = "/cognito-idp") -> list[Any]:
         target = request.headers.get("x-amz-target", "")
         if not target.startswith(TARGET_PREFIX):
             return JSONResponse({"__type": "UnknownOperationException"}, status_code=400)
+        operation = target[len(TARGET_PREFIX) :]
+        client = request.client.host if request.client else ""
+        if operation.startswith("Admin") and client not in LOOPBACK:
+            # Cognito's Admin* calls need IAM credentials; this stand-in has none to check, so it
+            # serves them only to this machine, even when `up` listens on every interface.
+            refusal = {"__type": "NotAuthorizedException", "message": "Admin calls are local-only."}
+            return JSONResponse(refusal, status_code=400, media_type="application/x-amz-json-1.1")
         try:
             body = json.loads(await request.body() or b"{}")
-            result = api_call(pool, target[len(TARGET_PREFIX) :], body)
+            result = api_call(pool, operation, body)
         except SignInRefused as exc:
             return JSONResponse({"__type": exc.code, "message": str(exc)}, status_code=400,
                                 media_type="application/x-amz-json-1.1")  # fmt: skip

@@ -213,3 +213,23 @@ def test_the_rest_app_takes_the_authorizers_context_and_still_checks_without_one
     # WITHOUT an authorizer context (local, or a misconfigured route), the app checks credentials itself
     refused = invoke(rest, integration_event("/v1/conversations", None))
     assert refused["statusCode"] == 401
+
+
+async def test_admin_calls_are_served_to_this_machine_only(tmp_path: Path) -> None:
+    # Cognito's Admin* operations need IAM credentials; the stand-in has none to check.
+    import httpx
+
+    pool = CognitoUserPool(tmp_path, trigger=None)
+    app = Starlette(routes=routes(pool))
+    headers = {"x-amz-target": "AWSCognitoIdentityProviderService.AdminCreateUser",
+               "content-type": "application/x-amz-json-1.1"}  # fmt: skip
+    body = json.dumps({"UserPoolId": pool.pool_id, "Username": "mallory"})
+    remote = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
+    async with httpx.AsyncClient(transport=remote, base_url="http://idp") as client:
+        refused = await client.post("/cognito-idp/", headers=headers, content=body)
+    assert refused.status_code == 400 and refused.json()["__type"] == "NotAuthorizedException"
+    assert "mallory" not in pool.users
+    local = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with httpx.AsyncClient(transport=local, base_url="http://idp") as client:
+        assert (await client.post("/cognito-idp/", headers=headers, content=body)).status_code == 200
+    assert "mallory" in pool.users
