@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lambdas.adapters.auth import Identity
 from lambdas.api.middleware import RequestGuard
-from lambdas.api.routers import api_keys, conversations, documents, health, limits, usage
+from lambdas.api.routers import api_keys, conversations, documents, health, limits, openai, usage
 from lambdas.errors import ChatError
 from lambdas.runtime import Deps
 
@@ -63,6 +63,6 @@ def create_app() -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(conversations.router)
-    for router in (documents.router, usage.router, api_keys.router, limits.router):
+    for router in (documents.router, usage.router, api_keys.router, limits.router, openai.router):
         app.include_router(router)
     return app

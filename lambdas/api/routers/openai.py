@@ -1,0 +1,232 @@
+"""OpenAI-compatible access: `POST /v1/chat/completions` and `GET /v1/models`, on the chat pipeline.
+
+A completion is a `sendMessage` by another door: ChatService accepts it (scope, rate limits and
+quotas, the stored user message, the queued job), the worker answers it (memory, retrieval, the
+model, the usage ledger) and publishes its frames to the request's Redis stream, which this router
+follows and translates into OpenAI's `chat.completion` / `chat.completion.chunk` shapes.
+
+- Auth: what the OpenAI SDKs send, `Authorization: Bearer <JWT or API key>` (or `x-api-key`).
+- `model`: one of GET /v1/models (CHATSTACK_MODELS); anything else is a 400 naming the choices.
+- Memory: with a `conversation_id` (an extra body field; every answer carries it back) the server's
+  stored history is used and earlier messages in the body are ignored. Without one, a new
+  conversation starts and the body's earlier user/assistant turns are its history. The deployment's
+  system prompt applies; `system` messages from the client are not used.
+- `citations` (extra field) lists the retrieved passages the answer cites as [n].
+- Streaming in the cloud needs a route that can stream (docs/protocol.md): behind Mangum on API
+  Gateway the response is buffered and arrives whole.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from lambdas import protocol
+from lambdas.adapters.auth import Identity
+from lambdas.api.deps import ChatCallerDep, DepsDep
+from lambdas.errors import BY_CODE, BadRequest, Internal
+from lambdas.runtime import Deps
+from lambdas.services import models as model_choice
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+POLL_S = 0.05  # how often the request's Redis stream is read while waiting for the next frame
+FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
+
+
+class _Part(BaseModel):
+    type: str = "text"
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[_Part] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class CompletionRequest(BaseModel):
+    """The fields of OpenAI's chat-completions request that the service honours; others are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=protocol.MAX_ID_CHARS)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    n: int = Field(default=1, ge=1, le=1)
+    conversation_id: uuid.UUID | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "chatstack"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(caller: ChatCallerDep, d: DepsDep) -> ModelList:
+    """The models `model` (and the WebSocket's `options.model`) may name; the default first."""
+    return ModelList(data=[ModelCard(id=m.name) for m in model_choice.offered(d.settings)])
+
+
+@router.post("/chat/completions", response_model=None)
+def chat_completions(
+    caller: ChatCallerDep, d: DepsDep, body: Annotated[CompletionRequest, Body()]
+) -> JSONResponse | StreamingResponse:
+    """Answer a chat, streamed as server-sent `chat.completion.chunk` events or whole."""
+    model = model_choice.choose(d.settings, body.model).name
+    last = body.messages[-1]
+    if last.role != "user" or not last.text().strip():
+        raise BadRequest("messages: the last message must be a user message with text.")
+    rid = str(uuid.uuid4())
+    # Not a WebSocket: frames are read from the request's Redis stream, never posted to a connection.
+    connection_id = f"openai-{rid}"
+    options = {"maxTokens": body.max_tokens or body.max_completion_tokens, "temperature": body.temperature,
+               "topP": body.top_p, "model": model}
+    msg = protocol.SendMessage.model_validate({
+        "action": "sendMessage",
+        "requestId": rid,
+        "conversationId": str(body.conversation_id) if body.conversation_id else None,
+        "text": last.text(),
+        "options": {k: v for k, v in options.items() if v is not None},
+    })
+    conversation_id = _accept(d, caller, msg, connection_id, body)
+    head = {"id": f"chatcmpl-{rid.replace('-', '')}", "created": int(time.time()), "model": model,
+            "conversation_id": conversation_id}
+    frames = _frames(d, rid, deadline_s=d.settings.model_timeout_s * 2 + 60)
+    if body.stream:
+        usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_sse(d, rid, head, frames, usage), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return JSONResponse(_whole(head, frames))
+
+
+def _accept(
+    d: Deps, caller: Identity, msg: protocol.SendMessage, connection_id: str, body: CompletionRequest
+) -> str:
+    from lambdas.services.chat import ChatService
+
+    ChatService(d).accept(caller, msg, connection_id)
+    d.cache.unwatch(str(msg.request_id), connection_id)
+    record = d.cache.request(str(msg.request_id))
+    if record is None or not record.conversation_id:
+        raise Internal("The message was accepted but its record is gone; please retry.")
+    if body.conversation_id is None:
+        # A new conversation: the body's earlier turns are its history (the worker reads this window).
+        turns = [{"role": m.role, "content": m.text()} for m in body.messages[:-1]
+                 if m.role in ("user", "assistant") and m.text()]
+        if turns:
+            d.cache.set_history(record.conversation_id, turns, keep=d.settings.history_turns,
+                                ttl_s=d.settings.hot_window_ttl_s)
+    return record.conversation_id
+
+
+def _frames(d: Deps, rid: str, deadline_s: float) -> Iterator[protocol.ServerFrame]:
+    """The request's frames as the worker publishes them, up to and including `done` or `error`."""
+    seen = 0
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        raw = d.cache.replay(rid) or []
+        for item in raw[seen:]:
+            frame = protocol.parse_server_frame(item)
+            yield frame
+            if isinstance(frame, protocol.Done | protocol.Error):
+                return
+        seen = len(raw)
+        time.sleep(POLL_S)
+    yield protocol.error_frame(Internal("The answer did not arrive in time; please retry."), rid)
+
+
+def _citations(done: protocol.Done) -> list[dict[str, Any]]:
+    return [c.model_dump(by_alias=True, exclude_none=True) for c in done.citations]
+
+
+def _usage(done: protocol.Done) -> dict[str, int]:
+    i, o = done.usage.input_tokens, done.usage.output_tokens
+    return {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}
+
+
+def _error_body(frame: protocol.Error) -> dict[str, Any]:
+    return {"error": {"message": frame.message, "type": frame.code.lower(), "code": frame.code}}
+
+
+def _whole(head: dict[str, Any], frames: Iterator[protocol.ServerFrame]) -> dict[str, Any]:
+    parts: list[str] = []
+    for frame in frames:
+        if isinstance(frame, protocol.Delta):
+            if getattr(frame, "restart", None):  # a recovered generation starts its text anew
+                parts.clear()
+            parts.append(frame.text)
+        elif isinstance(frame, protocol.Error):
+            raise BY_CODE.get(frame.code, Internal)(frame.message, retry_after=frame.retry_after)
+        elif isinstance(frame, protocol.Done):
+            text = getattr(frame, "text", None) or "".join(parts)
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                      "finish_reason": FINISH.get(frame.finish_reason, "stop")}
+            return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage(frame),
+                    "citations": _citations(frame)}
+    raise Internal("The answer ended without an outcome; please retry.")
+
+
+def _sse(
+    d: Deps, rid: str, head: dict[str, Any], frames: Iterator[protocol.ServerFrame], include_usage: bool
+) -> Iterator[bytes]:
+    def event(obj: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
+
+    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return event({**head, "object": "chat.completion.chunk", "choices": [choice]})
+
+    finished = False
+    try:
+        yield chunk({"role": "assistant", "content": ""}, None)
+        for frame in frames:
+            if isinstance(frame, protocol.Delta):
+                yield chunk({"content": frame.text}, None)
+            elif isinstance(frame, protocol.Error):
+                finished = True
+                yield event(_error_body(frame))
+            elif isinstance(frame, protocol.Done):
+                finished = True
+                last = chunk({}, FINISH.get(frame.finish_reason, "stop"))
+                if frame.citations:  # the passages the answer cites as [n], on the last choice chunk
+                    obj = json.loads(last[len(b"data: "):])
+                    obj["citations"] = _citations(frame)
+                    last = event(obj)
+                yield last
+                if include_usage:
+                    yield event({**head, "object": "chat.completion.chunk", "choices": [],
+                                 "usage": _usage(frame)})
+        yield b"data: [DONE]\n\n"
+    finally:
+        if not finished:  # the client went away: stop generating for nobody
+            d.cache.request_cancel(rid, d.settings.delta_ttl_s)
