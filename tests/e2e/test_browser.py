@@ -216,9 +216,13 @@ def test_an_uploaded_document_shows_progress_and_is_cited_and_a_bad_file_gets_a_
     service: Service, browser: Any, tmp_path: Path
 ) -> None:
     t = tenant()
-    token = service.token(user="uploader", tenant=t)
+    reader = open_page(browser, f"{service.base}/?token={service.token(user='reader', tenant=t)}")
+    reader.wait_for_selector("#status[data-state=online]", timeout=15_000)
+    assert reader.locator(".attach").is_hidden()  # readers only: adding needs documents:write
+    reader.context.close()
+    token = service.token(user="uploader", tenant=t, scopes=("chat", "documents:write"))
     doc = tmp_path / "harbour.md"
-    filler = "Seagulls circle the old pier while the tide comes in. " * 600  # ~33 KB
+    filler = "Seagulls circle the old pier while the tide comes in. " * 150  # ~8 KB
     doc.write_text(f"# Harbour\n\nThe harbour ferry leaves at seven fifteen every morning.\n\n{filler}")
     bad = tmp_path / "tool.exe"
     bad.write_bytes(b"MZ\x90\x00")

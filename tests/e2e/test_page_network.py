@@ -51,7 +51,8 @@ def proxy(service: Service) -> Iterator[Proxy]:
 def start(service: Service, browser: Any, proxy: Proxy, *, fast: bool) -> tuple[Any, dict[str, str]]:
     tenant = f"net-{uuid.uuid4().hex[:8]}"
     token = service.token(user="sailor", tenant=tenant)
-    ingest(service.base, token, source="logbook.md", title="Keeper's manual", text=LIGHTHOUSE)
+    writer = service.token(user="curator", tenant=tenant, scopes=("documents:write",))
+    ingest(service.base, writer, source="logbook.md", title="Keeper's manual", text=LIGHTHOUSE)
     page = browser.new_context().new_page()
     if fast:  # the deployment's page config (static/config.json), with test-sized deadlines
         page.route("**/static/config.json", lambda route: route.fulfill(json=FAST))

@@ -417,6 +417,10 @@ async function main() {
   if (auth.secondsLeft(token) <= 0) return setAuthState("expired");
   if (config.oidc) $("signout").hidden = false;
   watchExpiry();
+  // Adding documents needs documents:write (or admin); hide the control from readers whose token says so.
+  const scopes = auth.claims(token)?.[config.scopesClaim || "scope"];
+  const granted = typeof scopes === "string" ? scopes.split(" ") : Array.isArray(scopes) ? scopes : null;
+  if (granted && !granted.some((s) => s === "documents:write" || s === "admin")) document.querySelector(".attach").hidden = true;
   initUploads({ apiUrl, token: auth.storedToken, onUnauthorized: () => setAuthState("unauthorized") });
   link = new Link(
     {
