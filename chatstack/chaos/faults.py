@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chatstack.chaos.chats import Chat
 from chatstack.chaos.service import ServiceDir
@@ -18,7 +19,10 @@ STALL_S = 20.0  # how long `model-stall` freezes the model server
 @dataclass
 class Injected:
     hit: list[str]
-    undo: asyncio.Task[None] | None = None
+    background: asyncio.Task[None] | None = (
+        None  # runs beside the chats (a wake-up, a watch); cancelled after
+    )
+    notes: list[str] = field(default_factory=list)  # what it found out, for the report
 
 
 Inject = Callable[["Run"], Awaitable[Injected]]
@@ -53,8 +57,20 @@ async def _kill(name: str, run: Run) -> Injected:
 
 async def _kill_everything(run: Run) -> Injected:
     hit = run.service.kill_everything()
-    run.service.launch()  # the outer supervisor's part: start it again on the same data directory
-    return Injected([*hit, "restarted `chatstack up` on the same data directory"])
+    killed_at = time.monotonic()
+    proc = run.service.launch()  # the outer supervisor's part: start it again on the same data directory
+    injected = Injected([*hit, "restarted `chatstack up` on the same data directory"])
+
+    async def watch() -> None:  # how much of the time to heal is the start-up itself
+        while run.service.info().get("pid") != proc.pid and proc.poll() is None:
+            await asyncio.sleep(0.2)
+        ready = "exited" if proc.poll() is not None else "wrote runtime.json"
+        injected.notes.append(
+            f"the new `chatstack up` {ready} {time.monotonic() - killed_at:.1f} s after the kill"
+        )
+
+    injected.background = asyncio.create_task(watch())
+    return injected
 
 
 async def _drop_clients(run: Run) -> Injected:

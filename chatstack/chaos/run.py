@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from chatstack.chaos.chats import PROBE, PROMPT, Chat, Follow, TrackedReply, chat_works, describe, failure
 from chatstack.chaos.faults import Fault, Injected, Run
 from chatstack.chaos.service import NETWORK_ERRORS, ServiceDir
-from chatstack.chaos.verdict import OBSERVE_HEAL_S, SETTLE_S, FaultResult
+from chatstack.chaos.verdict import OBSERVE_HEAL_S, SETTLE_S, SILENCE_S, FaultResult
 
 RECOVER_S = 30.0  # how long clients retry (resume, then the same sendMessage) after the service healed
 
@@ -22,13 +25,13 @@ async def run_fault(service: ServiceDir, fault: Fault, chats: int = 20) -> Fault
     tag = f"{fault.name}-{uuid.uuid4().hex[:6]}"
     run = Run(service, fault, [Chat(i, f"chaos-{tag}-{i}", str(uuid.uuid4())) for i in range(chats)])
     injected: Injected | None = None
-    probe_failures: list[str] = []
+    probe = Probe()
     try:
         await asyncio.gather(*(_start(run, chat) for chat in run.chats))
         streaming = 0 if fault.twins else await _streaming(run.chats)
         fault_at = time.monotonic()
         injected = await fault.inject(run)
-        heal = asyncio.create_task(_heal(service, fault_at, tag, probe_failures))
+        heal = asyncio.create_task(_heal(service, fault_at, tag, probe))
         await asyncio.gather(*(_follow(run, chat, fault_at) for chat in run.chats))
         heal_s = await heal
         waiting = [c for c in run.chats if c.outcome != "done"]
@@ -37,15 +40,22 @@ async def run_fault(service: ServiceDir, fault: Fault, chats: int = 20) -> Fault
         async with httpx.AsyncClient(base_url=service.base, timeout=10) as rest:
             await asyncio.gather(*(_audit(service, rest, chat) for chat in run.chats))
     finally:
-        if injected is not None and injected.undo is not None:
-            injected.undo.cancel()
+        if injected is not None and injected.background is not None:
+            injected.background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await injected.undo
+                await injected.background
         await asyncio.gather(*(f.close() for chat in run.chats for f in (*chat.follows, *chat.spent)))
     assert injected is not None
     ends = [c.ended_at for c in run.chats]
     last = None if None in ends else max(0.0, *(e - fault_at for e in ends if e is not None))
-    return FaultResult(fault, run.chats, streaming, injected.hit, last, heal_s, probe_failures)
+    slowest = max(probe.first_frames, default=None)
+    notes = [
+        *injected.notes,
+        *([f"slowest ack or error of a new sendMessage: {slowest:.1f} s"] if slowest else []),
+    ]
+    return FaultResult(
+        fault, run.chats, streaming, injected.hit, last, heal_s, probe.failures, probe.silent, notes
+    )
 
 
 async def _start(run: Run, chat: Chat) -> None:
@@ -110,7 +120,16 @@ async def _follow(run: Run, chat: Chat, fault_at: float) -> None:
         chat.streamed = [f.reply.text_so_far for f in chat.follows if f.reply.text_so_far]
 
 
-async def _heal(service: ServiceDir, fault_at: float, tag: str, failures: list[str]) -> float | None:
+@dataclass
+class Probe:
+    """The new chats tried after the fault, until one succeeded."""
+
+    failures: list[str] = field(default_factory=list)
+    silent: int = 0  # sendMessages that got neither ack nor error within SILENCE_S
+    first_frames: list[float] = field(default_factory=list)  # seconds from sendMessage to its ack or error
+
+
+async def _heal(service: ServiceDir, fault_at: float, tag: str, probe: Probe) -> float | None:
     """Seconds from the fault to the first new chat that ends `done`; None if none within OBSERVE_HEAL_S.
     Each try is a new user, so tries that never settled do not count against the next one's limits."""
     tries = 0
@@ -121,16 +140,24 @@ async def _heal(service: ServiceDir, fault_at: float, tag: str, failures: list[s
                 Follow.open(service, f"chaos-{tag}-probe-{tries}", str(uuid.uuid4())), min(10, left)
             )
         except NETWORK_ERRORS as exc:
-            failures.append(f"connect: {failure(exc)}")
+            probe.failures.append(f"connect: {failure(exc)}")
         else:
             try:
+                sent, window = time.monotonic(), min(SILENCE_S, fault_at + OBSERVE_HEAL_S - time.monotonic())
                 await follow.client.send(PROBE, request_id=follow.reply.request_id)
+                reader = follow.client._reader  # ends when the connection closes
+                waiters: set[asyncio.Future[Any]] = {follow.reply.ack, reader}
+                await asyncio.wait(waiters, timeout=window, return_when=FIRST_COMPLETED)
+                if follow.reply.ack.done():
+                    probe.first_frames.append(time.monotonic() - sent)
+                elif not reader.done() and window >= SILENCE_S:
+                    probe.silent += 1
                 outcome, ended_at = await follow.end(min(10, fault_at + OBSERVE_HEAL_S - time.monotonic()))
                 if outcome == "done" and ended_at is not None:
                     return ended_at - fault_at
-                failures.append(describe(outcome, follow.reply))
+                probe.failures.append(describe(outcome, follow.reply))
             except NETWORK_ERRORS as exc:
-                failures.append(f"send: {failure(exc)}")
+                probe.failures.append(f"send: {failure(exc)}")
             finally:
                 await follow.close()
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))

@@ -9,6 +9,7 @@ from chatstack.chaos.faults import Fault
 
 SETTLE_S = 30.0  # every chat must end in a frame this long after the fault
 HEAL_LIMIT_S = 30.0  # a new chat must succeed this long after the fault
+SILENCE_S = 10.0  # a new sendMessage must get its ack or an error this soon, even during the fault
 OBSERVE_HEAL_S = 40.0  # how long the heal probe keeps trying, to report a figure past the limit
 
 
@@ -21,6 +22,8 @@ class FaultResult:
     last_frame_s: float | None  # fault -> the last done/error (or close), None if any chat hung
     heal_s: float | None  # fault -> the first new chat that succeeded, None if none within OBSERVE_HEAL_S
     probe_failures: list[str] = field(default_factory=list)  # how the new chats before it failed
+    silent_sends: int = 0  # new sendMessages that got neither ack nor error within SILENCE_S
+    notes: list[str] = field(default_factory=list)  # what else the run found out (restart time, ...)
 
     def count(self, outcome: str) -> int:
         return sum(1 for c in self.chats if c.outcome == outcome)
@@ -68,6 +71,10 @@ class FaultResult:
             out.append(f"{self.duplicated} of {n} requestIds were stored twice.")
         if self.mismatched:
             out.append(f"{self.mismatched} of {n} streamed answers differ from the stored answer.")
+        if self.silent_sends:
+            out.append(
+                f"{self.silent_sends} new sendMessages got neither ack nor error within {SILENCE_S:.0f} s."
+            )
         if self.heal_s is None or self.heal_s > HEAL_LIMIT_S:
             out.append(f"No new chat succeeded within {HEAL_LIMIT_S:.0f} s of the fault.")
         return out
@@ -83,6 +90,7 @@ class FaultResult:
             )
         if self.probe_failures:
             lines.append(f"  new chats before healing: {'; '.join(self.probe_failures[-4:])}")
+        lines += [f"  {note}" for note in self.notes]
         return lines
 
     def row(self) -> list[str]:

@@ -63,6 +63,8 @@ def chaos(names: tuple[str, ...], every: bool, chats: int, data_dir: Path, token
             result = await run_fault(service, FAULTS[name], chats=chats)
             results.append(result)
             click.echo(f"  hit: {', '.join(result.hit)}", err=True)
+            for note in result.notes:
+                click.echo(f"  {note}", err=True)
             for problem in result.problems():
                 click.echo(f"  FAIL: {problem}", err=True)
                 failed.append(name)

@@ -83,3 +83,8 @@ def test_the_table_has_one_row_per_fault_with_hangs_shown_past_the_limit() -> No
     assert lines[0].startswith("| fault | chats | mid-stream | done | error | closed | hung | answered |")
     assert lines[2] == "| redis | 1 | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 1 | 0 | >30 | >40 | FAIL |"
     assert lines[3] == "| postgres | 1 | 1 | 1 | 0 | 0 | 0 | 1 | 0 | 0 | 0 | 1.0 | 2.0 | pass |"
+
+
+def test_a_new_send_left_without_ack_or_error_fails_the_fault() -> None:
+    r = FaultResult(FAULTS["postgres"], [chat(0)], 1, ["postgres (pid 1)"], 1.0, 2.0, silent_sends=2)
+    assert r.problems() == ["2 new sendMessages got neither ack nor error within 10 s."]
