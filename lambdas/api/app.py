@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lambdas.adapters.auth import Identity
+from lambdas.api.docs import add_docs
 from lambdas.api.middleware import RequestGuard
 from lambdas.api.routers import api_keys, conversations, documents, health, limits, openai, usage
 from lambdas.errors import ChatError
@@ -35,7 +36,9 @@ def _authenticate(d: Deps, authorization: str | None, x_api_key: str | None) -> 
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title=API_TITLE, version="1.0.0", docs_url="/docs", openapi_url="/openapi.json")
+    # /docs is served from local Swagger UI assets by add_docs (below), not from a CDN.
+    app = FastAPI(title=API_TITLE, version="1.0.0", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json")
 
     @app.exception_handler(ChatError)
     async def chat_error(_: Request, exc: ChatError) -> JSONResponse:
@@ -65,4 +68,5 @@ def create_app() -> FastAPI:
     app.include_router(conversations.router)
     for router in (documents.router, usage.router, api_keys.router, limits.router, openai.router):
         app.include_router(router)
+    add_docs(app)
     return app
