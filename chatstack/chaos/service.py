@@ -84,7 +84,8 @@ class ServiceDir:
         for name, pid in (info.get("children") or {}).items():
             if _alive(pid):
                 found[name] = int(pid)
-        return {name: pid for name, pid in found.items() if _alive(pid)}
+        # A pid file outlives its process and pids are reused: signal only what still is that child.
+        return {name: pid for name, pid in found.items() if _alive(pid, _marker(name))}
 
     def worker_hosts(self) -> list[str]:
         """The Lambda hosts streaming from the model server right now (they run the worker)."""
@@ -143,7 +144,7 @@ class ServiceDir:
     def pid(self) -> int | None:
         """The pid of the running `up`, or None."""
         pid = self.info().get("pid")
-        return pid if isinstance(pid, int) and _alive(pid) else None
+        return pid if isinstance(pid, int) and _alive(pid, "chatstack") else None
 
     def healthy(self) -> bool:
         if self.pid() is None:
@@ -186,10 +187,21 @@ class ServiceDir:
                 psutil.Process(child).kill()
 
 
-def _alive(pid: Any) -> bool:
+def _alive(pid: Any, marker: str = "") -> bool:
+    """`pid` runs (not a zombie), and its command line contains `marker`."""
     if not isinstance(pid, int):
         return False
     try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and marker in " ".join(process.cmdline())
     except psutil.Error:
         return False
+
+
+def _marker(child: str) -> str:
+    """What the command line of a child of `chatstack up` contains."""
+    if child.startswith("lambda-"):
+        return "chatstack.local.lambda_host"
+    return {"model": "sagemaker_containers.server", "postgres": "postgres", "redis": "redis-server"}.get(
+        child, ""
+    )
