@@ -251,8 +251,7 @@ class HttpTransport:
         try:
             response = self.pool.request(
                 "POST", self.url, body=json.dumps(body).encode("utf-8"),
-                headers={"Content-Type": "application/json", "Accept": JSONLINES},
-                preload_content=False, retries=False, timeout=self.timeout,
+                headers=self.headers, preload_content=False, retries=False, timeout=self.timeout,
             )
         except urllib3.exceptions.HTTPError as exc:
             raise ModelUnavailable("The model server cannot be reached.", url=self.url,
