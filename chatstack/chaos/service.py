@@ -114,6 +114,12 @@ class ServiceDir:
         for victim in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, sig)
+        if sig == signal.SIGKILL:  # make sure it is gone before the clock starts
+            deadline = time.monotonic() + 3
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                return f"{name} (pid {pid}, still running 3 s after SIGKILL)"
         return f"{name} (pid {pid})"
 
     def kill_everything(self) -> list[str]:
