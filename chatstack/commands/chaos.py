@@ -57,10 +57,15 @@ def chaos(names: tuple[str, ...], every: bool, chats: int, data_dir: Path, token
     async def main() -> list[str]:
         results, failed = [], []
         for index, name in enumerate(names):
-            if await ensure_ready(service, patience_s=90 if index == 0 else 30):
-                click.echo("  (the service was broken: restarted it on the same data dir)", err=True)
-            click.echo(f"{name}: {FAULTS[name].summary} ...", err=True)
-            result = await run_fault(service, FAULTS[name], chats=chats)
+            try:
+                if await ensure_ready(service, patience_s=90 if index == 0 else 30):
+                    click.echo("  (the service was broken: restarted it on the same data dir)", err=True)
+                click.echo(f"{name}: {FAULTS[name].summary} ...", err=True)
+                result = await run_fault(service, FAULTS[name], chats=chats)
+            except (RuntimeError, TimeoutError, OSError) as exc:  # the service is gone for good
+                click.echo(f"  FAIL: could not run {name}: {exc}", err=True)
+                failed.append(name)
+                break
             results.append(result)
             click.echo(f"  hit: {', '.join(result.hit)}", err=True)
             for note in result.notes:
