@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
@@ -35,6 +35,9 @@ from chatstack.local.identity import AUDIENCE, ISSUER, DevIdentity
 from chatstack.local.process import Child, ReadyProcess, stop_all
 from chatstack.local.supervisor import ChildKeepsDying, RestartPolicy, Supervisor
 from lambdas import wiring
+
+if TYPE_CHECKING:
+    from chatstack.local.lambda_host import HostPool
 
 log = logging.getLogger("chatstack.up")
 
@@ -121,7 +124,7 @@ class LocalRuntime:
         self.server: uvicorn.Server | None = None
         self.lock = DataDirLock(options.data_dir)
         self.port = 0
-        self.pool: Any = None  # the Lambda hosts' HostPool, once they run
+        self.pool: HostPool | None = None  # the Lambda hosts', once they run
         self.failure = ""  # why `up` gave up (a child kept dying), for the exit message
         self._main: asyncio.Task[Any] | None = None
         self._stopping = False
@@ -353,13 +356,16 @@ class LocalRuntime:
         s = get_settings()
         policy = RestartPolicy(limit=s.restart_limit, window_s=s.restart_window_s)
 
+        pool = self.pool
+        assert pool is not None
+
         def on_down(child: Child) -> None:
             if child in self.lambda_hosts:
-                self.pool.mark_down(self.lambda_hosts.index(child))
+                pool.mark_down(self.lambda_hosts.index(child))
 
         def on_up(child: Child) -> None:
             if child in self.lambda_hosts:
-                self.pool.replace(self.lambda_hosts.index(child), child.url)
+                pool.replace(self.lambda_hosts.index(child), child.url)
             self.write_state()
 
         try:
