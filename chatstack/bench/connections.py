@@ -31,7 +31,7 @@ import click
 from chatstack.bench.overhead import fake_model, service, summary
 
 KIB = 1024
-PING_EVERY_S = 240.0
+PING_EVERY_S = 480.0
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -175,7 +175,8 @@ async def measure(
     soak_start = time.monotonic()
     while (elapsed := time.monotonic() - soak_start) < minutes * 60 or not samples:
         samples.append((round(elapsed, 1), rss_bytes(pid)))
-        # Each connection pings once every PING_EVERY_S, spread out: within the 10-minute idle timeout.
+        # Each connection pings once every PING_EVERY_S, spread out: within the 10-minute idle timeout,
+        # counted from its opening (which may have taken minutes).
         due = int(held * elapsed / PING_EVERY_S) if held else 0
         results = await asyncio.gather(*(ping(sockets[i % held]) for i in range(pinged, due)))
         for error in results:

@@ -222,7 +222,11 @@ def service(
         yield {**json.loads(state.read_text()), "process": proc}
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:  # thousands of sockets to close: do not leave it behind
+            proc.kill()
+            proc.wait(30)
 
 
 def plot_ttft(results: dict[str, Any], path: Path, title: str) -> None:

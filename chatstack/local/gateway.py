@@ -77,6 +77,7 @@ class _Connection:
     authorizer: dict[str, Any] | None = None
     last_active: float = 0.0
     last_active_epoch: float = 0.0
+    limits_timer: asyncio.TimerHandle | None = None
     # Set by whoever closes the socket from this side: (close code, reason the $disconnect event gives).
     closed_by_server: tuple[int, str] | None = None
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -161,6 +162,9 @@ class GatewayEmulator:
         trusted = get_settings().trusted_proxies
         return {
             "ws_max_size": self.max_message_bytes,
+            # permessage-deflate keeps a zlib compressor and decompressor per connection (about 33 KiB
+            # of the 70 a held connection cost, docs/benchmarks.md) to shrink frames on loopback.
+            "ws_per_message_deflate": False,
             "http": LimitedHttpToolsProtocol,
             "ws": LimitedWebSocketProtocol,
             "proxy_headers": bool(trusted),
@@ -217,6 +221,7 @@ class GatewayEmulator:
                     raise _Refused(503, "Service Unavailable")
                 connection.authorizer = await self._authorize(connection, handshake)
                 subprotocol = await self._connect(connection, handshake)
+                del handshake, query  # not kept alive by this frame for the connection's lifetime
             except _Refused as refused:
                 await self._refuse(websocket, refused)
                 return
@@ -243,7 +248,7 @@ class GatewayEmulator:
             await self._disconnect(connection, code, reason)
 
     async def _serve(self, connection: _Connection) -> tuple[int, str]:
-        watchdog = asyncio.create_task(self._watch_limits(connection))
+        self._watch_limits(connection)
         try:
             while True:
                 message = await connection.websocket.receive()
@@ -262,17 +267,22 @@ class GatewayEmulator:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         finally:
-            watchdog.cancel()
+            if connection.limits_timer is not None:
+                connection.limits_timer.cancel()
 
-    async def _watch_limits(self, connection: _Connection) -> None:
+    def _watch_limits(self, connection: _Connection) -> None:
+        """Closes the connection at its idle or maximum-duration deadline. A timer that re-arms itself
+        rather than a task per connection: a held connection should cost little memory."""
         loop = asyncio.get_running_loop()
-        while True:
-            idle_deadline = connection.last_active + self.idle_timeout_s
-            deadline = min(idle_deadline, connection.opened + self.max_connection_s)
-            if loop.time() >= deadline:
-                await self._close(connection, *GOING_AWAY)
-                return
-            await asyncio.sleep(deadline - loop.time())
+        idle_deadline = connection.last_active + self.idle_timeout_s
+        deadline = min(idle_deadline, connection.opened + self.max_connection_s)
+        if loop.time() < deadline:
+            connection.limits_timer = loop.call_at(deadline, self._watch_limits, connection)
+            return
+        connection.limits_timer = None
+        task = asyncio.create_task(self._close(connection, *GOING_AWAY))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _close(self, connection: _Connection, code: int, reason: str) -> None:
         if connection.closed_by_server is not None:
