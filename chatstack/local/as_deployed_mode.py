@@ -25,8 +25,9 @@ from chatstack.local.as_deployed import (
 )
 from chatstack.local.cognito import CognitoUserPool, routes
 
-# Local-only settings that stay although the templates do not set them: where the stand-ins are.
-LOCAL_ONLY = ("CHATSTACK_SQS_ENDPOINT_URL",)
+# Local plumbing that stays although the templates do not set it: where the stand-ins are, and the
+# run's credentials between the local processes (chatstack/local/internal_auth.py).
+LOCAL_ONLY = ("CHATSTACK_SQS_ENDPOINT_URL", "CHATSTACK_SAGEMAKER_ENDPOINT_URL", "CHATSTACK_INTERNAL_")
 
 
 class AsDeployedMode:
@@ -48,7 +49,7 @@ class AsDeployedMode:
         except TemplateError as exc:
             raise SystemExit(f"--as-deployed {self.cdk_out}: {exc}") from None
         for key in [k for k in os.environ if k.startswith("CHATSTACK_")]:
-            if key not in env and key not in LOCAL_ONLY:
+            if key not in env and not key.startswith(LOCAL_ONLY):
                 del os.environ[key]
         os.environ.update(env)
         os.environ["AWS_DEFAULT_REGION"] = self.deployment.region
