@@ -26,7 +26,7 @@ class ModelChoice:
 def _hf_fetch(repo_id: str, filename: str | None) -> Path:
     """The local path of `repo_id` (or of one file in it), from the cache or downloaded."""
     import httpx
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     def fetch(local_only: bool) -> str:
@@ -38,9 +38,11 @@ def _hf_fetch(repo_id: str, filename: str | None) -> Path:
         return Path(fetch(True))  # the cache first: no network, no delay
     except (LocalEntryNotFoundError, FileNotFoundError):
         pass
-    click.echo(f"Downloading {repo_id}{'/' + filename if filename else ''} from the Hugging Face Hub...",
-               err=True)
     try:
+        if constants.HF_HUB_OFFLINE:
+            raise OfflineModeIsEnabled("HF_HUB_OFFLINE is set")
+        click.echo(f"Downloading {repo_id}{'/' + filename if filename else ''} from the Hugging Face Hub...",
+                   err=True)
         return Path(fetch(False))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, httpx.TransportError):
         raise click.ClickException(
