@@ -58,7 +58,7 @@ def build_app(
     from aws_cdk import App, Validations
     from cdk_nag import AwsSolutionsChecks
 
-    from cdk.bundling import BundleSpec, lambda_code
+    from cdk.bundling import BundleSpec, excluded_for, lambda_code
     from cdk.stacks.deployment import add_deployment
 
     app = App(context=dict(context), outdir=outdir)
@@ -71,7 +71,10 @@ def build_app(
         / "lambda-deps",
         wheelhouse=Path(str(wheelhouse)).resolve() if wheelhouse else None,
     )
-    deployment = add_deployment(app, config, lambda: lambda_code(spec))
+    opensearch = config.vector_store == "opensearch"
+    deployment = add_deployment(
+        app, config, lambda function: lambda_code(spec.without(excluded_for(function, opensearch=opensearch)))
+    )
     if nag:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
     return app, deployment

@@ -112,6 +112,14 @@ class OpenSearchConfig(_Frozen):
     cross_region_writes: bool = True
 
 
+class FailoverConfig(_Frozen):
+    # Promote a secondary region by itself when it cannot reach the primary for `probe_failures`
+    # minutes in a row (cdk/constructs/automatic_failover.py); false leaves it to an operator
+    # (`chatstack region failover`). Only with routing_policy 'failover' and a secondary region.
+    automatic: bool = True
+    probe_failures: int = Field(default=3, ge=2, le=30)
+
+
 class DeploymentConfig(_Frozen):
     """Everything that differs between deployments. Environments differ by this object only."""
 
@@ -138,6 +146,7 @@ class DeploymentConfig(_Frozen):
     inference: InferenceConfig = InferenceConfig()
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
     opensearch: OpenSearchConfig = OpenSearchConfig()
+    failover: FailoverConfig = FailoverConfig()
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -200,6 +209,10 @@ class DeploymentConfig(_Frozen):
         if staged is None:
             return self.profile.model_id
         return staged.replace("{account}", self.account).replace("{region}", region)
+
+    @property
+    def automatic_failover(self) -> bool:
+        return self.failover.automatic and self.routing_policy == "failover" and bool(self.secondary_regions)
 
     @property
     def use_inference_components(self) -> bool:

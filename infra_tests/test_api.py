@@ -80,7 +80,8 @@ def test_every_wiring_function_is_deployed_with_its_sizing_on_arm64_python(synth
     }
     # The Cognito trigger is deployed beside its user pool (identity stack), not per region.
     assert set(deployed) == {lambda_handler_path(f) for f in REGIONAL_FUNCTIONS}
-    assert set(REGIONAL_FUNCTIONS) == set(wiring.FUNCTIONS) - {wiring.PRE_TOKEN}
+    # ...and the failover function only in secondary regions' observability stacks (test_failover).
+    assert set(REGIONAL_FUNCTIONS) == set(wiring.FUNCTIONS) - {wiring.PRE_TOKEN, wiring.FAILOVER}
     for spec in REGIONAL_FUNCTIONS:
         props = deployed[lambda_handler_path(spec)]
         assert props["MemorySize"] == spec.memory_mb and props["Timeout"] == spec.timeout_s
@@ -92,7 +93,7 @@ def test_every_wiring_function_is_deployed_with_its_sizing_on_arm64_python(synth
         assert env["CHATSTACK_MODEL_FALLBACK_REGION"] == synth.config.fallback_region(region)
         assert env["CHATSTACK_REDIS_URL"]["Fn::Join"][1][0] == "rediss://"
         for name in (
-            "CHATSTACK_DATABASE_SECRET_ARN",
+            "CHATSTACK_DATABASE_USER",
             "CHATSTACK_QUEUE_URL",
             "CHATSTACK_CONNECTIONS_URL",
             "CHATSTACK_AUTH_ISSUER",
@@ -198,19 +199,26 @@ def test_function_policies_name_only_this_deployments_resources(synth: Synth, re
                 expected = {f"arn:aws:sagemaker:{r}:{account}:endpoint/{name}-llm" for r in regions}
                 assert {render(a) for a in resources} == expected
             if "sqs:SendMessage" in actions:
-                assert handler == lambda_handler_path(wiring.SEND_MESSAGE)
+                # sendMessage enqueues; resume and the sweeper enqueue again a request whose worker died.
+                assert handler in {
+                    lambda_handler_path(f) for f in (wiring.SEND_MESSAGE, wiring.RESUME, wiring.SWEEPER)
+                }, handler
             if "aoss:APIAccessAll" in actions:
                 assert handler in embedders, handler
                 own_data_stack = f"<import {name}-{region}-data:"
                 if handler == lambda_handler_path(wiring.WORKER):
                     assert all(render(r).startswith(own_data_stack) for r in resources), resources
                 else:
-                    # Ingestion: this region's collection, and every other region's through the
-                    # cross-region reference reader.
+                    # Ingestion: this region's collection, and every other region's read from its
+                    # SSM parameter at deploy time (cdk/constructs/regional_value.py).
                     rendered = [render(r) for r in resources]
                     assert len(rendered) == len(synth.config.regions), rendered
                     assert sum(r.startswith(own_data_stack) for r in rendered) == 1, rendered
-                    assert all(r.startswith((own_data_stack, "<ExportsReader")) for r in rendered), rendered
+                    others = [r for r in resources if not render(r).startswith(own_data_stack)]
+                    for other in others:
+                        reader, _ = other["Fn::GetAtt"]
+                        assert api["Resources"][reader]["Type"] == "Custom::AWS", reader
+                        assert "/collection-arn" in str(api["Resources"][reader]["Properties"]["Create"])
             if "secretsmanager:GetSecretValue" in actions:
                 for resource in resources:
                     text = render(resource)

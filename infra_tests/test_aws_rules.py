@@ -10,9 +10,11 @@ from typing import Any
 
 import botocore.session
 
+from cdk.constructs.aurora_primary import MASTER_USERNAME
+from cdk.constructs.chat_functions import lambda_handler_path
 from cdk.gpu_drivers import DEFAULT_DRIVER_CUDA, INFERENCE_AMI_CUDA, image_cuda
 from infra_tests.conftest import Synth
-from infra_tests.helpers import referenced_ids, render
+from infra_tests.helpers import as_list, referenced_ids, render, statements
 from lambdas import wiring
 
 
@@ -215,3 +217,69 @@ def test_each_regions_health_check_proves_what_its_role_can_do(synth: Synth) -> 
         ]
         reader_host = render(rest["Environment"]["Variables"]["CHATSTACK_DATABASE_READER_HOST"])
         assert any(reader in reader_host for reader in readers), reader_host
+
+
+def test_no_stack_holds_a_strong_cross_region_reference(synth: Synth) -> None:
+    """CloudFormation exports work within one region; CDK's `crossRegionReferences` emulates them with
+    an SSM-backed writer/reader pair that refuses to change an exported value while another stack
+    imports it, and a consumer's deploy then drags its producer along. Values cross regions here as
+    SSM parameters read at deploy time (cdk/constructs/regional_value.py), so each region's stacks
+    update on their own. Sources: https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/outputs-section-structure.html
+    (exports are regional) and https://docs.aws.amazon.com/cdk/api/v2/docs/aws-cdk-lib-readme.html
+    (Accessing resources in a different stack and region: "crossRegionReferences").
+    Before the fix the primary data and identity stacks held Custom::CrossRegionExportWriter resources."""
+    strong = [
+        (stack, logical_id)
+        for stack, template in synth.templates.items()
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"].startswith("Custom::CrossRegionExport")
+    ]
+    assert not strong
+    for stack, template in synth.templates.items():
+        region = next(r for r in synth.config.regions if f"-{r}-" in stack)
+        for reader in (r for r in template["Resources"].values() if r["Type"] == "Custom::AWS"):
+            call = str(reader["Properties"]["Create"]).replace(" ", "")
+            # Readers exist only to reach another region's parameter.
+            assert '"action":"GetParameter"' in call and f'"region":"{region}"' not in call, stack
+
+
+def test_no_function_is_granted_the_database_master_secret(synth: Synth) -> None:
+    """Least privilege: functions reach Aurora through RDS Proxy with IAM authentication
+    (`rds-db:connect` as one database user); only the proxy reads the master secret. A function that
+    could read it could also sign in to the cluster directly, bypassing the proxy.
+    Source: https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy-connecting.html
+    (Connecting to a proxy using IAM authentication) and
+    https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.IAMPolicy.html.
+    Before the fix every function's role could read the master secret."""
+    for region in synth.config.regions:
+        api = synth.stack(region, "api")
+        data = synth.stack(region, "data")
+        (proxy,) = synth.resources(data, "AWS::RDS::DBProxy").values()
+        assert proxy["Properties"]["Auth"][0]["IAMAuth"] == "REQUIRED", region
+        roles = {
+            f["Properties"]["Role"]["Fn::GetAtt"][0]: f["Properties"]["Handler"]
+            for f in synth.resources(api, "AWS::Lambda::Function").values()
+            if str(f["Properties"].get("Handler", "")).startswith("lambdas.")
+        }
+        connects: set[str] = set()
+        for policy in synth.resources(api, "AWS::IAM::Policy").values():
+            attached = {r["Ref"] for r in policy["Properties"]["Roles"]} & set(roles)
+            for statement in statements(policy):
+                actions = set(as_list(statement["Action"]))
+                rendered = " ".join(render(r) for r in as_list(statement["Resource"]))
+                if "secretsmanager:GetSecretValue" in actions:
+                    assert "aurora" not in rendered.lower() and "DbSecret" not in rendered, (
+                        attached,
+                        rendered,
+                    )
+                    assert "/valkey/" in rendered or "Valkey" in rendered, rendered
+                if "rds-db:connect" in actions:
+                    assert rendered.endswith(f"/{MASTER_USERNAME}"), rendered
+                    connects |= {roles[r] for r in attached}
+        assert (
+            lambda_handler_path(wiring.WORKER) in connects
+            and lambda_handler_path(wiring.PING) not in connects
+        )
+        for function in synth.resources(api, "AWS::Lambda::Function").values():
+            variables = function["Properties"].get("Environment", {}).get("Variables", {})
+            assert "CHATSTACK_DATABASE_SECRET_ARN" not in variables

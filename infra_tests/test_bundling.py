@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from cdk.app import ROOT
-from cdk.bundling import BundleSpec, dependency_key, lambda_dependencies, pip_command
+from cdk.bundle_report import BLOCK_AND_TIME
+from cdk.bundling import (
+    OPENSEARCH,
+    REST_ONLY,
+    BundleSpec,
+    blocked_modules,
+    dependency_key,
+    excluded_for,
+    lambda_dependencies,
+    pip_command,
+    requirement_name,
+)
+from cdk.constructs.chat_functions import lambda_handler_path
+from cdk.stacks.api import REGIONAL_FUNCTIONS
 from infra_tests.conftest import Synth
+from lambdas import wiring
 
 
 def test_the_dependency_list_is_the_projects_base_dependencies() -> None:
@@ -42,13 +61,48 @@ def test_without_dependencies_the_asset_is_the_lambdas_package(tmp_path: Path) -
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lambdas"]
 
 
-def test_every_function_of_a_region_shares_one_code_asset(synth: Synth) -> None:
+def test_functions_share_one_asset_per_dependency_list_and_the_light_ones_leave_the_heavy_out(
+    synth: Synth,
+) -> None:
+    opensearch = synth.config.vector_store == "opensearch"
     for region in synth.config.regions:
         api = synth.stack(region, "api")
-        keys = {
-            str(r["Properties"]["Code"])
-            for r in api["Resources"].values()
-            if r["Type"] == "AWS::Lambda::Function"
-            and r["Properties"].get("Handler", "").startswith("lambdas.")
-        }
-        assert len(keys) == 1
+        codes: dict[str, str] = {}
+        for r in api["Resources"].values():
+            handler = r["Properties"].get("Handler", "") if r["Type"] == "AWS::Lambda::Function" else ""
+            if handler.startswith("lambdas."):
+                codes[handler] = str(r["Properties"]["Code"])
+        by_exclusion: dict[frozenset[str], set[str]] = {}
+        for spec in REGIONAL_FUNCTIONS:
+            by_exclusion.setdefault(excluded_for(spec, opensearch=opensearch), set()).add(
+                codes[lambda_handler_path(spec)]
+            )
+        # One asset per dependency list, and a different one for each list.
+        assert all(len(assets) == 1 for assets in by_exclusion.values())
+        assert len({next(iter(a)) for a in by_exclusion.values()}) == len(by_exclusion)
+    light = excluded_for(wiring.PING, opensearch=True)
+    assert {"fastapi", "opensearch-py"} <= light and not excluded_for(wiring.REST_API, opensearch=True)
+
+
+def test_the_bundle_lists_leave_out_exactly_the_excluded_requirements() -> None:
+    spec = BundleSpec(root=ROOT, install_dependencies=False, cache_dir=Path("unused"))
+    light = spec.without(excluded_for(wiring.CONNECT, opensearch=True))
+    names = {requirement_name(d) for d in light.dependencies}
+    assert names == {requirement_name(d) for d in spec.dependencies} - REST_ONLY - OPENSEARCH
+    assert dependency_key(light.dependencies) != dependency_key(spec.dependencies)
+    assert requirement_name("psycopg[binary]==3.3.9") == "psycopg"
+
+
+@pytest.mark.parametrize("spec", wiring.FUNCTIONS, ids=lambda f: f.name)
+def test_every_handler_imports_without_what_its_bundle_leaves_out(spec: wiring.Function) -> None:
+    """The bundle decision, checked by importing the handler with the left-out packages blocked."""
+    blocked = blocked_modules(excluded_for(spec, opensearch=True))
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_AND_TIME, spec.module, blocked],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CHATSTACK_ENVIRONMENT": "test"},
+    )
+    assert result.returncode == 0, result.stderr[-800:]

@@ -75,23 +75,19 @@ def test_the_secondary_valkey_group_joins_the_primary_global_datastore(synth: Sy
     assert referenced_ids(member["ReplicationGroupId"]) <= set(
         synth.resources(primary, "AWS::ElastiCache::ReplicationGroup")
     )
-    # The cross-region export carries the global datastore's generated id to each secondary region.
-    exported = [
-        props
-        for props in (
-            r["Properties"]
-            for r in primary["Resources"].values()
-            if r["Type"] == "Custom::CrossRegionExportWriter"
-        )
+    # The generated id is published in the primary region and read by each secondary at deploy time.
+    (parameter,) = [
+        p["Properties"]
+        for p in synth.resources(primary, "AWS::SSM::Parameter").values()
+        if p["Properties"].get("Name", "").endswith("/valkey-global-id")
     ]
-    assert any(
-        {"Fn::GetAtt": [datastore_id, "GlobalReplicationGroupId"]}
-        in json.loads(json.dumps(list(p["WriterProps"]["exports"].values())))
-        for p in exported
-    )
+    assert parameter["Value"] == {"Fn::GetAtt": [datastore_id, "GlobalReplicationGroupId"]}
     for region in synth.config.secondary_regions:
         (group,) = synth.resources(synth.stack(region, "data"), "AWS::ElastiCache::ReplicationGroup").values()
-        assert "GlobalReplicationGroupId" in group["Properties"]
+        (reader,) = referenced_ids(group["Properties"]["GlobalReplicationGroupId"])
+        data = synth.stack(region, "data")
+        assert data["Resources"][reader]["Type"] == "Custom::AWS"
+        assert parameter["Name"] in str(data["Resources"][reader]["Properties"]["Create"])
         assert "Engine" not in group["Properties"], "members inherit the engine from the global datastore"
 
 

@@ -33,8 +33,14 @@ def _secret(settings: Settings, secret_id: str) -> dict[str, Any]:
 
 
 def _database_url(settings: Settings) -> str:
-    """Locally a URL; in the cloud the RDS Proxy host plus the credentials in Secrets Manager."""
-    if settings.database_url or not settings.database_secret_arn:
+    """Locally a URL; in the cloud the RDS Proxy host plus the credentials in Secrets Manager, or,
+    with `database_user`, that user with no password (IAM auth: see `database_password`)."""
+    if settings.database_url:
+        return settings.database_url
+    if settings.database_user:
+        user = quote(settings.database_user, safe="")
+        return f"postgresql://{user}@{settings.database_host}:5432/{settings.database_name}?sslmode=require"
+    if not settings.database_secret_arn:
         return settings.database_url
     secret = _secret(settings, settings.database_secret_arn)
     host = settings.database_host or secret["host"]
@@ -45,6 +51,25 @@ def _database_url(settings: Settings) -> str:
 
 # Public name for callers outside this module (the readiness route builds a reader URL with it).
 database_url = _database_url
+
+
+def database_password(settings: Settings) -> Callable[[], str] | None:
+    """With `database_user` (cloud), a fresh RDS IAM auth token per connection: the function reads no
+    secret; its role may only `rds-db:connect` as that user through the proxy. Tokens are presigned
+    locally (no AWS call) and live 15 minutes, long enough to open a connection.
+    https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy-connecting.html (IAM authentication)"""
+    if settings.database_url or not settings.database_user:
+        return None
+    import boto3
+
+    client = boto3.client("rds", region_name=settings.region)
+    host, user, region = settings.database_host, settings.database_user, settings.region
+
+    def token() -> str:
+        value: str = client.generate_db_auth_token(DBHostname=host, Port=5432, DBUsername=user, Region=region)
+        return value
+
+    return token
 
 
 def _redis_url(settings: Settings) -> str:
@@ -91,7 +116,11 @@ class Deps:
 
     @_built_once
     def db(self) -> Database:
-        db = Database(_database_url(self.settings), max_size=self.settings.database_pool_max)
+        db = Database(
+            _database_url(self.settings),
+            max_size=self.settings.database_pool_max,
+            password=database_password(self.settings),
+        )
         if self.settings.environment == "cloud":
             db.migrate()  # once per container; a no-op query when up to date, serialized by an advisory lock
         return db

@@ -85,6 +85,13 @@ HTTP_AUTHORIZER = Function(
     10,
     "HTTP API Lambda authorizer (payload 2.0, simple responses): Bearer JWT, Bearer API key or x-api-key",
 )
+FAILOVER = Function(
+    "failover",
+    "lambdas.handlers.failover:handler",
+    256,
+    60,
+    "Secondary regions: probes the primary's health every minute; on its alarm promotes this region",
+)
 PRE_TOKEN = Function(
     "pre_token",
     "lambdas.handlers.pre_token:handler",
@@ -130,6 +137,7 @@ FUNCTIONS: Final[tuple[Function, ...]] = (
     REST_API,
     HTTP_AUTHORIZER,
     PRE_TOKEN,
+    FAILOVER,
     SWEEPER,
 )
 

@@ -7,7 +7,7 @@ X-Ray tracing, the app subnets and the one settings environment (`CHATSTACK_*`, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
@@ -34,7 +34,7 @@ class ChatFunctions(Construct):
         scope: Construct,
         id: str,
         *,
-        code: lambda_.Code,
+        code: Callable[[wiring.Function], lambda_.Code],
         name_prefix: str,
         environment: Mapping[str, str],
         log_retention_days: int,
@@ -62,7 +62,7 @@ class ChatFunctions(Construct):
                 description=spec.description[:256],
                 runtime=RUNTIME,
                 architecture=ARCHITECTURE,
-                code=code,
+                code=code(spec),
                 handler=lambda_handler_path(spec),
                 memory_size=spec.memory_mb,
                 timeout=Duration.seconds(spec.timeout_s),

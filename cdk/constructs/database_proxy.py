@@ -5,6 +5,9 @@ Besides its default read/write endpoint the proxy gets a read-only endpoint. On 
 Database secondary the read/write endpoint has no writer until promotion ("The target group doesn't
 have any associated read/write instances"), so a standby region proves it can serve through the
 read-only endpoint (https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/rds-proxy-gdb.html).
+
+Clients authenticate to the proxy with IAM (`rds-db:connect`), never with the database password: the
+proxy alone reads the secret (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-proxy-connecting.html).
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class DatabaseProxy(Construct):
             vpc_subnets=subnets,
             security_groups=[self.security_group],
             require_tls=True,
+            # Clients sign in with IAM auth tokens: no function reads the master secret (only the
+            # proxy does), and each function's role names the one database user it may be.
+            iam_auth=True,
             idle_client_timeout=Duration.minutes(30),
             max_connections_percent=max_connections_percent,
             debug_logging=False,

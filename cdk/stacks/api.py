@@ -13,16 +13,19 @@ from constructs import Construct
 
 from cdk.config import DeploymentConfig
 from cdk.constructs.api_gateway_logging import ApiGatewayLogging
+from cdk.constructs.aurora_primary import MASTER_USERNAME
 from cdk.constructs.chat_functions import ChatFunctions
 from cdk.constructs.cognito_issuer import SCOPES_CLAIM, TENANT_CLAIM
 from cdk.constructs.jobs_queue import JobsQueue
-from cdk.constructs.rest_api import RestHttpApi
+from cdk.constructs.regional_value import RegionalValue, parameter_name, publish
+from cdk.constructs.rest_api import HEALTH_PATH, RestHttpApi
 from cdk.constructs.sweeper_schedule import SweeperSchedule
 from cdk.constructs.vector_access import VectorAccessPolicy
 from cdk.constructs.websocket_api import ChatWebSocketApi
 from cdk.nag import acknowledge, wildcard
 from cdk.stacks.base import ChatstackStack
-from cdk.stacks.data import DataStack
+from cdk.stacks.data import COLLECTION_ARN_KEY, COLLECTION_ENDPOINT_KEY, DataStack
+from cdk.stacks.identity import ISSUER_KEYS
 from cdk.stacks.inference import InferenceStack, endpoint_name
 from cdk.stacks.network import NetworkStack
 from lambdas import wiring
@@ -40,7 +43,10 @@ POSTS_TO_CONNECTIONS = (
 # Functions that never open a database connection: they get no database secret (least privilege).
 NO_DATABASE = (wiring.PING, wiring.DEFAULT, wiring.DISCONNECT)
 # The Cognito trigger runs beside the user pool (identity stack), not in each region's API stack.
-REGIONAL_FUNCTIONS = tuple(f for f in wiring.FUNCTIONS if f is not wiring.PRE_TOKEN)
+# The failover function runs only in secondary regions, outside the VPC (observability stack).
+REGIONAL_FUNCTIONS = tuple(f for f in wiring.FUNCTIONS if f not in (wiring.PRE_TOKEN, wiring.FAILOVER))
+# The primary's deep health URL, which each secondary's failover function probes.
+HEALTH_URL_KEY = "rest-health-url"
 # Functions that read or write document chunks in the vector collection, and so embed text.
 USES_VECTORS = (wiring.WORKER, wiring.REST_API)
 # The function that ingests documents: it writes every region's collection.
@@ -58,6 +64,9 @@ class Issuer:
     url: str
     jwks_url: str
     audience: str
+    # The region whose identity stack published these (a Cognito pool); other regions read the
+    # values from its SSM parameters at deploy time instead of importing them (weak references).
+    published_in: str | None = None
 
 
 class ApiStack(ChatstackStack):
@@ -71,7 +80,7 @@ class ApiStack(ChatstackStack):
         data: DataStack,
         inference: InferenceStack,
         issuer: Issuer,
-        code: Callable[[], lambda_.Code],
+        code: Callable[[wiring.Function], lambda_.Code],
         all_data: Mapping[str, DataStack] | None = None,
     ) -> None:
         """`all_data` is every region's data stack (this one included); without it, ingestion writes
@@ -80,11 +89,23 @@ class ApiStack(ChatstackStack):
         self.all_data = dict(all_data or {region: data})
         self.queue = JobsQueue(self, "Jobs", key=data.key, spec=wiring.JOBS_QUEUE, name_prefix=config.name)
         fallback_region = config.fallback_region(region)
+        if issuer.published_in is not None and issuer.published_in != region:
+            url, jwks_url, audience = (
+                RegionalValue(
+                    self,
+                    "Issuer" + key.title().replace("-", ""),
+                    name=parameter_name(config.name, issuer.published_in, key),
+                    owner_region=issuer.published_in,
+                ).value
+                for key in ISSUER_KEYS
+            )
+            issuer = Issuer(url=url, jwks_url=jwks_url, audience=audience)
         environment = {
             "CHATSTACK_ENVIRONMENT": "cloud",
             "CHATSTACK_REGION": region,
             "CHATSTACK_SERVICE_NAME": config.name,
-            "CHATSTACK_DATABASE_SECRET_ARN": data.database_secret.secret_arn,
+            # IAM auth through the proxy: functions get rds-db:connect as this user, never the secret.
+            "CHATSTACK_DATABASE_USER": MASTER_USERNAME,
             "CHATSTACK_DATABASE_HOST": data.proxy.endpoint,
             # The proxy's read-only endpoint: what GET /readyz proves on a standby (secondary) region.
             "CHATSTACK_DATABASE_READER_HOST": data.proxy_reader_endpoint,
@@ -116,7 +137,7 @@ class ApiStack(ChatstackStack):
         self.functions = ChatFunctions(
             self,
             "Functions",
-            code=code(),
+            code=code,
             specs=REGIONAL_FUNCTIONS,
             name_prefix=config.name,
             environment=environment,
@@ -156,6 +177,14 @@ class ApiStack(ChatstackStack):
             log_retention_days=config.api.log_retention_days,
         )
         self._grant(config, region, fallback_region, data, inference)
+        if config.is_primary(region):
+            publish(
+                self,
+                "SharedHealthUrl",
+                name=parameter_name(config.name, region, HEALTH_URL_KEY),
+                value=f"https://{self.rest.regional_host}{HEALTH_PATH}",
+                description="the primary region's deep health URL (secondaries probe it)",
+            )
 
     def _grant(
         self,
@@ -168,7 +197,7 @@ class ApiStack(ChatstackStack):
         fns = self.functions.functions
         for name, function in fns.items():
             if name not in {spec.name for spec in NO_DATABASE}:
-                data.database_secret.grant_read(function)
+                data.proxy.grant_connect(function, MASTER_USERNAME)
             data.redis_secret.grant_read(function)
         # sendMessage enqueues; resume and the sweeper enqueue again a request whose worker died.
         for spec in (wiring.SEND_MESSAGE, wiring.RESUME, wiring.SWEEPER):
@@ -258,13 +287,28 @@ class ApiStack(ChatstackStack):
         own = self.all_data[self.deployment_region]
         return [own] if own.collection is not None else []
 
+    def _collection_value(self, data: DataStack, key: str) -> str:
+        """This region's collection directly; another region's through its SSM parameter (weak)."""
+        assert data.collection is not None
+        if data.deployment_region == self.deployment_region:
+            return data.collection.endpoint if key == COLLECTION_ENDPOINT_KEY else data.collection.arn
+        found = self.node.try_find_child(f"{key}-{data.deployment_region}")
+        if isinstance(found, RegionalValue):
+            return found.value
+        return RegionalValue(
+            self,
+            f"{key}-{data.deployment_region}",
+            name=parameter_name(self.config.name, data.deployment_region, key),
+            owner_region=data.deployment_region,
+        ).value
+
     @property
     def collection_endpoints(self) -> list[str]:
-        return [d.collection.endpoint for d in self._written_collections if d.collection is not None]
+        return [self._collection_value(d, COLLECTION_ENDPOINT_KEY) for d in self._written_collections]
 
     @property
     def collection_arns(self) -> list[str]:
-        return [d.collection.arn for d in self._written_collections if d.collection is not None]
+        return [self._collection_value(d, COLLECTION_ARN_KEY) for d in self._written_collections]
 
     def endpoint_arns(
         self, config: DeploymentConfig, regions: tuple[str, ...], inference: InferenceStack

@@ -1,5 +1,5 @@
-"""What every chatstack stack shares: a concrete environment (no lookups), cross-region references,
-and a description naming the deployment."""
+"""What every chatstack stack shares: a concrete environment (no lookups), no strong cross-region
+references, and a description naming the deployment."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ class ChatstackStack(Stack):
             stack_name,
             stack_name=stack_name,
             env=Environment(account=config.account, region=region),
-            cross_region_references=True,
+            # No strong cross-region references: they lock the producer's values and tie every
+            # deploy of a consumer to its producer; cdk/constructs/regional_value.py reads them weakly.
+            cross_region_references=False,
             description=f"chatstack '{config.name}': {kind} ({region})",
             **kwargs,
         )

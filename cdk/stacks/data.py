@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import ArnFormat, SecretValue
+from aws_cdk import ArnFormat, Fn, SecretValue
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -15,11 +15,18 @@ from cdk.constructs.aurora_primary import AuroraGlobalPrimary
 from cdk.constructs.aurora_secondary import AuroraGlobalSecondary
 from cdk.constructs.data_key import DataKey
 from cdk.constructs.database_proxy import DatabaseProxy
+from cdk.constructs.regional_value import RegionalValue, parameter_name, publish
 from cdk.constructs.valkey_cache import ValkeyCache
 from cdk.constructs.vector_collection import VectorCollection
 from cdk.nag import acknowledge
 from cdk.stacks.base import ChatstackStack
 from cdk.stacks.network import NetworkStack
+
+# Parameter keys other regions read (parameter_name(deployment, owner region, key)).
+SECRET_ID_KEY = "aurora-secret-id"
+VALKEY_GLOBAL_KEY = "valkey-global-id"
+COLLECTION_ENDPOINT_KEY = "collection-endpoint"
+COLLECTION_ARN_KEY = "collection-arn"
 
 
 class DataStack(ChatstackStack):
@@ -60,6 +67,14 @@ class DataStack(ChatstackStack):
                 client_security_group=app_sg,
             )
             self.aurora_primary: AuroraGlobalPrimary | None = aurora
+            # Secondaries read it when they deploy (a weak reference: cdk/constructs/regional_value.py).
+            publish(
+                self,
+                "SharedSecretId",
+                name=parameter_name(config.name, region, SECRET_ID_KEY),
+                value=Fn.select(6, Fn.split(":", aurora.secret.secret_arn)),
+                description="name-suffix of the Aurora master secret (its replicas share it)",
+            )
             self.database_secret = aurora.secret
             cluster: rds.IDatabaseCluster = aurora.cluster
             cluster_sg = aurora.security_group
@@ -110,7 +125,12 @@ class DataStack(ChatstackStack):
                 service="secretsmanager",
                 resource="secret",
                 arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                resource_name=primary.aurora_primary.secret_id_parameter.string_value,
+                resource_name=RegionalValue(
+                    self,
+                    "PrimarySecretId",
+                    name=parameter_name(config.name, config.primary_region, SECRET_ID_KEY),
+                    owner_region=config.primary_region,
+                ).value,
             )
             self.database_secret = secretsmanager.Secret.from_secret_complete_arn(
                 self, "DbSecret", replica_arn
@@ -144,7 +164,14 @@ class DataStack(ChatstackStack):
         cache = config.cache
         # One region founds no Global Datastore: there is nobody to replicate to.
         joins_global = config.routing_policy == "failover" and bool(config.secondary_regions)
-        primary_global = primary.cache.global_datastore if primary is not None else None
+        join_global_id: str | None = None
+        if primary is not None and joins_global:
+            join_global_id = RegionalValue(
+                self,
+                "PrimaryGlobalDatastoreId",
+                name=parameter_name(config.name, config.primary_region, VALKEY_GLOBAL_KEY),
+                owner_region=config.primary_region,
+            ).value
         self.cache: ValkeyCache = ValkeyCache(
             self,
             "Cache",
@@ -158,13 +185,19 @@ class DataStack(ChatstackStack):
             node_type=cache.node_type,
             replicas=cache.replicas,
             port=cache.port,
-            join_global_id=(
-                primary_global.attr_global_replication_group_id
-                if primary_global is not None and joins_global
-                else None
-            ),
+            join_global_id=join_global_id,
             found_global_suffix=config.physical_name("valkey") if primary is None and joins_global else None,
         )
+        # The Global Datastore this region's group joined (a secondary's failover promotes it).
+        self.valkey_global_id = join_global_id
+        if self.cache.global_datastore is not None:
+            publish(
+                self,
+                "SharedGlobalDatastoreId",
+                name=parameter_name(config.name, region, VALKEY_GLOBAL_KEY),
+                value=self.cache.global_datastore.attr_global_replication_group_id,
+                description="generated id of the Valkey Global Datastore (secondaries join it)",
+            )
         self.collection: VectorCollection | None = None
         if config.vector_store == "opensearch":
             self.collection = VectorCollection(
@@ -176,3 +209,14 @@ class DataStack(ChatstackStack):
                 client_security_group=app_sg,
                 cross_region_writes=config.cross_region_vector_writes,
             )
+            for key, value in (
+                (COLLECTION_ENDPOINT_KEY, self.collection.endpoint),
+                (COLLECTION_ARN_KEY, self.collection.arn),
+            ):
+                publish(
+                    self,
+                    "Shared" + key.title().replace("-", ""),
+                    name=parameter_name(config.name, region, key),
+                    value=value,
+                    description=f"vector collection {key.split('-')[1]} (other regions' ingestion writes it)",
+                )

@@ -20,6 +20,7 @@ from cdk.stacks.inference import InferenceStack
 from cdk.stacks.network import NetworkStack
 from cdk.stacks.observability import ObservabilityStack
 from cdk.stacks.routing import RoutingStack
+from lambdas import wiring
 
 # CloudFormation rejects Tags on these types.
 UNTAGGABLE = ["AWS::RDS::DBProxyTargetGroup", "AWS::ElastiCache::GlobalReplicationGroup"]
@@ -53,13 +54,20 @@ class Deployment:
         return found
 
 
-def add_deployment(app: App, config: DeploymentConfig, code: Callable[[], lambda_.Code]) -> Deployment:
+def add_deployment(
+    app: App, config: DeploymentConfig, code: Callable[[wiring.Function], lambda_.Code]
+) -> Deployment:
     """`code()` makes the function code for one stack (an asset binds to one stack; staging is shared)."""
     deployment = Deployment()
     if config.uses_cognito:
         deployment.identity = IdentityStack(app, config=config, code=code)
         cognito = deployment.identity.issuer
-        issuer = Issuer(url=cognito.issuer_url, jwks_url=cognito.jwks_url, audience=cognito.audience)
+        issuer = Issuer(
+            url=cognito.issuer_url,
+            jwks_url=cognito.jwks_url,
+            audience=cognito.audience,
+            published_in=config.primary_region,
+        )
     else:
         url = str(config.identity.issuer)
         issuer = Issuer(
@@ -75,8 +83,12 @@ def add_deployment(app: App, config: DeploymentConfig, code: Callable[[], lambda
         data = DataStack(app, config=config, region=region, network=network, primary=primary_data)
         if primary_data is None:
             primary_data = data
+        else:
+            # Deploy order only: the secondary reads the primary's parameters when it deploys.
+            data.add_dependency(primary_data)
         tiers[region] = (network, data)
     all_data = {region: data for region, (_, data) in tiers.items()}
+    primary_api: ApiStack | None = None
     for region, (network, data) in tiers.items():
         inference = InferenceStack(app, config=config, region=region, key=data.key)
         api = ApiStack(
@@ -90,9 +102,19 @@ def add_deployment(app: App, config: DeploymentConfig, code: Callable[[], lambda
             issuer=issuer,
             code=code,
         )
+        # Deploy order only (no exports): the API stack reads other regions' parameters weakly.
+        for other in all_data.values():
+            if other is not data:
+                api.add_dependency(other)
+        if deployment.identity is not None:
+            api.add_dependency(deployment.identity)
         observability = ObservabilityStack(
-            app, config=config, region=region, data=data, inference=inference, api=api
+            app, config=config, region=region, data=data, inference=inference, api=api, code=code
         )
+        if primary_api is None:
+            primary_api = api
+        else:
+            observability.add_dependency(primary_api)  # deploy order: it reads the primary's health URL
         routing = RoutingStack(app, config=config, region=region, api=api) if config.domain_name else None
         deployment.regions[region] = RegionStacks(network, data, inference, api, observability, routing)
     deployment.finance = FinanceStack(app, config=config)

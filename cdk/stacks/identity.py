@@ -11,20 +11,24 @@ from constructs import Construct
 from cdk.config import DeploymentConfig
 from cdk.constructs.chat_functions import ChatFunctions
 from cdk.constructs.cognito_issuer import SCOPES_CLAIM, TENANT_CLAIM, CognitoIssuer
+from cdk.constructs.regional_value import parameter_name, publish
 from cdk.stacks.base import ChatstackStack
 from lambdas import wiring
+
+# Parameter keys the other regions' API stacks read when they deploy (weak references).
+ISSUER_KEYS = ("issuer-url", "issuer-jwks-url", "issuer-audience")
 
 
 class IdentityStack(ChatstackStack):
     def __init__(
-        self, scope: Construct, *, config: DeploymentConfig, code: Callable[[], lambda_.Code]
+        self, scope: Construct, *, config: DeploymentConfig, code: Callable[[wiring.Function], lambda_.Code]
     ) -> None:
         super().__init__(scope, "identity", config=config, region=config.primary_region)
         # Outside any VPC: the trigger reads only its event and its two settings.
         self.functions = ChatFunctions(
             self,
             "Functions",
-            code=code(),
+            code=code,
             specs=(wiring.PRE_TOKEN,),
             name_prefix=config.name,
             environment={
@@ -43,6 +47,18 @@ class IdentityStack(ChatstackStack):
             pool_name=config.physical_name("users"),
             pre_token=self.functions[wiring.PRE_TOKEN.name],
         )
+        for key, value in zip(
+            ISSUER_KEYS,
+            (self.issuer.issuer_url, self.issuer.jwks_url, self.issuer.audience),
+            strict=True,
+        ):
+            publish(
+                self,
+                "Shared" + key.title().replace("-", ""),
+                name=parameter_name(config.name, config.primary_region, key),
+                value=value,
+                description=f"the chat APIs' {key.replace('-', ' ')} (read by every region)",
+            )
         # The chat page beside the pool whose hosted UI signs its users in. It must name the APIs
         # before they exist, so it needs their stable custom domains.
         if config.domain_name is not None:

@@ -8,7 +8,7 @@ starters (many Lambda containers, several test processes) apply each exactly onc
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -46,10 +46,25 @@ def migrations() -> list[tuple[int, str, str]]:
 class Database:
     """A pool of psycopg connections returning rows as dicts."""
 
-    def __init__(self, url: str, *, max_size: int = 16, min_size: int = 1) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int = 16,
+        min_size: int = 1,
+        password: Callable[[], str] | None = None,
+    ) -> None:
+        """`password`, when given, is asked at every new connection (an RDS IAM auth token lives 15
+        minutes, so a pool cannot keep one password)."""
         if not url:
             raise ValueError("No database URL: set CHATSTACK_DATABASE_URL or DATABASE_URL.")
         self.url = url
+        self.password = password
+        base: dict[str, Any] = {
+            "row_factory": dict_row,
+            "autocommit": False,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+        }
         # Fail fast and heal fast: a request waits at most POOL_TIMEOUT_S for a connection (then the
         # client gets an error with retryAfter), each connection is checked before use (a restarted
         # server leaves broken ones behind), and reconnection retries at a steady pace (below).
@@ -57,7 +72,7 @@ class Database:
             url,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"row_factory": dict_row, "autocommit": False, "connect_timeout": CONNECT_TIMEOUT_S},
+            kwargs=base if password is None else (lambda: {**base, "password": password()}),
             open=True,
             name="chatstack",
             connection_class=psycopg.Connection[dict[str, Any]],
@@ -75,7 +90,8 @@ class Database:
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied now."""
         applied_now: list[str] = []
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        extra: dict[str, Any] = {"password": self.password()} if self.password is not None else {}
+        with psycopg.connect(self.url, autocommit=True, **extra) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
             try:
                 conn.execute(

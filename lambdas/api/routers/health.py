@@ -51,10 +51,12 @@ def _reader_ping(d: Any) -> bool:
         return bool(d.db.ping())
     import psycopg
 
-    from lambdas.runtime import database_url
+    from lambdas.runtime import database_password, database_url
 
-    url = database_url(settings.model_copy(update={"database_host": settings.database_reader_host}))
-    with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+    reader = settings.model_copy(update={"database_host": settings.database_reader_host})
+    password = database_password(reader)  # an IAM token is signed for the host it connects to
+    extra: dict[str, Any] = {"password": password()} if password is not None else {}
+    with psycopg.connect(database_url(reader), connect_timeout=3, autocommit=True, **extra) as conn:
         return conn.execute("SELECT 1").fetchone() is not None
 
 

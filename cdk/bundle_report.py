@@ -1,0 +1,102 @@
+"""Per-function Lambda bundle figures for docs/benchmarks.md: `python -m cdk.bundle_report`.
+
+For each function of the wiring module: the zipped size of the bundle it is deployed with (the
+manylinux aarch64 dependencies pip installs for it plus the `lambdas` source, zipped at level 9 as
+CDK does), and the cold import time of its handler module: a fresh interpreter per run, the median of
+`--runs` runs. The import is timed with this machine's interpreter and this virtualenv's copies of
+the same pinned packages, the bundle's left-out packages blocked, because the bundle's aarch64
+binaries do not load on another CPU: it measures what the handler imports, not Lambda's disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from cdk.app import ROOT, quiet_node_warnings
+
+quiet_node_warnings()  # before aws_cdk (imported by cdk.bundling) starts jsii
+
+from cdk.bundling import BundleSpec, blocked_modules, dependency_key, excluded_for  # noqa: E402
+from lambdas import wiring  # noqa: E402
+
+BLOCK_AND_TIME = """
+import importlib, importlib.abc, sys, time
+blocked = set(sys.argv[2].split(",")) - {""}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(name)
+        return None
+sys.meta_path.insert(0, Block())
+started = time.perf_counter()
+importlib.import_module(sys.argv[1])
+print(time.perf_counter() - started)
+"""
+
+
+def zipped_size(spec: BundleSpec) -> tuple[int, int]:
+    """(zipped bytes, unzipped bytes) of the bundle `spec` builds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bundle"
+        spec.bundle_into(out)
+        files = [p for p in out.rglob("*") if p.is_file()]
+        archive = Path(tmp) / "bundle.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+            for path in files:
+                zf.write(path, path.relative_to(out))
+        return archive.stat().st_size, sum(p.stat().st_size for p in files)
+
+
+def import_seconds(function: wiring.Function, blocked: str, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        result = subprocess.run(
+            [sys.executable, "-c", BLOCK_AND_TIME, function.module, blocked],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "CHATSTACK_ENVIRONMENT": "test"},
+        )
+        times.append(float(result.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vector-store", choices=["opensearch", "pgvector"], default="opensearch")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    base = BundleSpec(
+        root=ROOT,
+        install_dependencies=True,
+        cache_dir=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "chatstack"
+        / "lambda-deps",
+    )
+    sizes: dict[str, tuple[int, int]] = {}
+    print(f"{'function':<16} {'bundle':<18} {'zipped MB':>9} {'unzipped MB':>11} {'cold import ms':>14}")
+    for function in wiring.FUNCTIONS:
+        exclude = excluded_for(function, opensearch=args.vector_store == "opensearch")
+        spec = base.without(exclude)
+        key = dependency_key(spec.dependencies)
+        if key not in sizes:
+            sizes[key] = zipped_size(spec)
+        zipped, unzipped = sizes[key]
+        blocked = blocked_modules(exclude)
+        label = "full" if not exclude else "-" + ",".join(sorted(exclude))[:16]
+        seconds = import_seconds(function, blocked, args.runs)
+        mb = f"{zipped / 1e6:>9.1f} {unzipped / 1e6:>11.1f}"
+        print(f"{function.name:<16} {label:<18} {mb} {seconds * 1000:>14.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
