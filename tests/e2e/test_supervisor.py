@@ -110,16 +110,27 @@ def test_a_child_killed_with_sigkill_is_restarted_and_chats_work_again(current: 
 
 
 def test_handshakes_and_chats_go_on_while_a_lambda_host_is_down(current: Current) -> None:
-    """While one host is dead and not yet back, the handshake's authorizer and $connect, the
-    sendMessage and the worker all run on the other one (tests/functional/test_host_pool.py checks
-    the refused-connection retry itself). An invocation already sent to the host as it died is a
-    failed invocation, as in Lambda, so the chat starts once the host is gone."""
+    """While one host is dead and not yet back, handshakes (authorizer and $connect) and a chat run
+    on the other one (tests/functional/test_host_pool.py checks the refused-connection retry itself).
+    An invocation already sent to the host as it died is a failed invocation, as in Lambda, so the
+    handshakes start once the host is gone."""
     service = current.service
     pid = state(service)["children"]["lambda-1"]
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not pid_alive(pid), 5, "lambda-1 gone")
-    asyncio.run(one_chat(service, user="u-handshake"))
-    assert state(service)["children"]["lambda-1"] == pid, "restarted already: the chat did not test the gap"
+
+    async def during_the_gap() -> None:
+        token = service.token(user="u-handshake", tenant="t-supervisor")
+        url = service.websocket
+        clients = [await ChatClient.connect(url, token=token, open_timeout=10) for _ in range(3)]
+        # The host's restart takes at least its 0.5 s backoff plus an interpreter's start.
+        assert state(service)["children"]["lambda-1"] == pid, "restarted already: the gap was not tested"
+        reply = await clients[0].send("Paris is the capital of France. What is the capital of France?")
+        assert await reply.text(timeout=20)
+        for client in clients:
+            await client.close()
+
+    asyncio.run(during_the_gap())
     wait_for(lambda: state(service)["children"]["lambda-1"] != pid, 30, "lambda-1 restarted")
 
 
