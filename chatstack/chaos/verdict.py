@@ -88,6 +88,12 @@ class FaultResult:
                 f"{chat.answered_by or '-'}; stored user/answer {chat.stored_users}/{chat.stored_answers}; "
                 + "; ".join(chat.notes[-4:])
             )
+        for chat in self.chats:
+            for text in chat.streamed:
+                if chat.stored_text and text != chat.stored_text:
+                    lines.append(
+                        f"  chat {chat.index} {chat.request_id}: {_difference(text, chat.stored_text)}"
+                    )
         if self.probe_failures:
             lines.append(f"  new chats before healing: {'; '.join(self.probe_failures[-4:])}")
         lines += [f"  {note}" for note in self.notes]
@@ -125,3 +131,13 @@ def table(results: list[FaultResult]) -> str:
     """A Markdown table, one row per fault."""
     rows = [HEADER, ["---"] * len(HEADER), *(r.row() for r in results)]
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def _difference(streamed: str, stored: str) -> str:
+    """Where a streamed answer departs from the stored one, in a line."""
+    at = next((i for i, (a, b) in enumerate(zip(streamed, stored, strict=False)) if a != b), None)
+    at = min(len(streamed), len(stored)) if at is None else at
+    return (
+        f"streamed {len(streamed)} characters, stored {len(stored)}; they part at {at}: "
+        f"streamed {streamed[max(0, at - 20) : at + 30]!r}, stored {stored[max(0, at - 20) : at + 30]!r}"
+    )

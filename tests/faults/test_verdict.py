@@ -88,3 +88,11 @@ def test_the_table_has_one_row_per_fault_with_hangs_shown_past_the_limit() -> No
 def test_a_new_send_left_without_ack_or_error_fails_the_fault() -> None:
     r = FaultResult(FAULTS["postgres"], [chat(0)], 1, ["postgres (pid 1)"], 1.0, 2.0, silent_sends=2)
     assert r.problems() == ["2 new sendMessages got neither ack nor error within 10 s."]
+
+
+def test_a_streamed_answer_that_differs_is_shown_where_it_parts() -> None:
+    r = result("lambda-host", [chat(0, streamed=["the answer the answer"])])
+    assert r.details()[-1] == (
+        "  chat 0 r0: streamed 21 characters, stored 10; they part at 10: "
+        "streamed 'the answer the answer', stored 'the answer'"
+    )
