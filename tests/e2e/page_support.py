@@ -22,6 +22,9 @@ ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # A response fulfilled by the test (route.fulfill) has no server address, so Chromium's Local
+    # Network Access checks would treat the page as public and refuse its WebSocket to 127.0.0.1.
+    "--disable-features=LocalNetworkAccessChecks",
 ]
 
 

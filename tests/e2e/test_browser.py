@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -306,4 +307,35 @@ def test_a_narrow_screen_reaches_the_conversation_list_and_sends_by_keyboard(
     box = page.locator("#sidebar").bounding_box()
     assert box is not None and box["x"] + box["width"] <= 1
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the screen
+    page.context.close()
+
+
+STRICT_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+              "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
+
+def test_the_page_works_under_a_strict_content_security_policy(service: Service, browser: Any) -> None:
+    """No inline script, inline handler, inline style or eval: the page runs under the policy the
+    hosting sends (cdk/constructs/web_hosting.py), here added to the local page's response."""
+    page = browser.new_context().new_page()
+    violations: list[str] = []
+    page.on("console", lambda m: violations.extend([m.text] if "Content Security Policy" in m.text else []))
+
+    def with_csp(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, headers={**response.headers, "content-security-policy": STRICT_CSP})
+
+    page.route(lambda url: urlsplit(url).path == "/", with_csp)
+    page.goto(f"{service.base}/?token={service.token(user='csp', tenant=tenant())}")
+    page.wait_for_selector("#status[data-state=online]", timeout=15_000)
+    page.fill("#text", "Policies protect pages. What protects pages?")
+    page.press("#text", "Enter")
+    page.locator(DONE).first.wait_for(timeout=30_000)
+    assert violations == []
+    # The policy is in force (and a violation would be seen): an inline handler added now is refused.
+    page.evaluate("""() => { const b = document.createElement("button"); b.id = "probe";
+        b.setAttribute("onclick", "window.__ran = 1"); document.body.append(b); }""")
+    page.click("#probe")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__ran ?? null") is None and len(violations) == 1
     page.context.close()

@@ -122,6 +122,7 @@ function setAuthState(state) {
   if (!["unauthorized", "expired", "forbidden", "signed-out"].includes(state)) return;
   link?.stop();
   $("send").disabled = true;
+  document.querySelector(".attach").hidden = true;
   if (state === "forbidden") {
     showBanner(["Your account is not allowed to use this chat. Ask your administrator for access."]);
     return;
