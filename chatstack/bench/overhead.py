@@ -197,19 +197,24 @@ def fake_model(ttft_ms: float, token_ms: float) -> Iterator[str]:
 
 @contextmanager
 def service(
-    data_dir: Path, model_url: str, token_rate: float, lambda_processes: int
+    data_dir: Path, model_url: str, token_rate: float, lambda_processes: int, fixed_flush_ms: int = 0
 ) -> Iterator[dict[str, Any]]:
-    """`chatstack up` in a subprocess on port 0; yields its runtime.json."""
+    """`chatstack up` in a subprocess on port 0; yields its runtime.json. `fixed_flush_ms` > 0 replaces
+    the adaptive delta pacing with the old rule, one delta every that many ms (for comparisons)."""
     args = [sys.executable, "-m", "chatstack.cli", "up", "--port", "0", "--data-dir", str(data_dir)]
     args += ["--lambda-processes", str(lambda_processes)]
     args += ["--model-url", model_url] if model_url else ["--token-rate", str(token_rate)]
+    pacing: dict[str, str] = {}
+    if fixed_flush_ms > 0:
+        args += ["--flush-ms", str(fixed_flush_ms)]
+        pacing = {"CHATSTACK_FLUSH_MAX_INTERVAL_MS": str(fixed_flush_ms), "CHATSTACK_FLUSH_EARLY_SHARE": "1"}
     proc = subprocess.Popen(
         args,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         # One benchmark client opens hundreds of connections from one IP as one user: the per-IP and
         # per-user limits would (rightly) refuse it.
-        env={**os.environ, "CHATSTACK_LIMITS_ENABLED": "false"},
+        env={**os.environ, "CHATSTACK_LIMITS_ENABLED": "false", **pacing},
     )
     try:
         state = data_dir / "runtime.json"
@@ -288,6 +293,12 @@ def plot_ttft(results: dict[str, Any], path: Path, title: str) -> None:
 @click.option(
     "--lambda-processes", default=2, show_default=True, help="Lambda host processes of `chatstack up`."
 )
+@click.option(
+    "--fixed-flush-ms",
+    default=0,
+    show_default=True,
+    help="Replace the adaptive delta pacing with one delta every N ms (the old rule; 0: adaptive).",
+)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
 @click.option("--out", default=".bench/overhead.json", show_default=True, type=click.Path(dir_okay=False))
 def overhead(
@@ -301,6 +312,7 @@ def overhead(
     max_tokens: int,
     chats_per_user: int,
     lambda_processes: int,
+    fixed_flush_ms: int,
     plot: Path | None,
     out: str,
 ) -> None:
@@ -354,7 +366,7 @@ def overhead(
 
     with ExitStack() as stack:
         url = stack.enter_context(model_server(model_url, model_kind, ttft_ms, token_ms))
-        info = stack.enter_context(service(data_dir, url, token_rate, lambda_processes))
+        info = stack.enter_context(service(data_dir, url, token_rate, lambda_processes, fixed_flush_ms))
         results = asyncio.run(measure(info))
     command = "chatstack bench overhead " + " ".join(sys.argv[3:])
     report = {
@@ -364,6 +376,7 @@ def overhead(
         " starts spread over one answer's duration; TTFT at the client; direct = the model server alone",
         "model": model_label,
         "lambda_processes": lambda_processes,
+        "pacing": f"fixed {fixed_flush_ms} ms" if fixed_flush_ms else "adaptive (CHATSTACK_FLUSH_* settings)",
         "max_tokens": max_tokens,
         "chats_per_user": chats_per_user,
         "machine": {
