@@ -1,7 +1,8 @@
 """Run the local model server:
 
-    python -m sagemaker_containers.server --host H --port P --backend extractive|openai|transformers
-        [--token-rate TOKENS_PER_S] [--model-dir DIR] [--upstream URL] [--adapter NAME=DIR ...]
+    python -m sagemaker_containers.server --host H --port P --backend extractive|openai|transformers|llamacpp
+        [--token-rate TOKENS_PER_S] [--model-dir DIR] [--model-file X.gguf] [--upstream URL]
+        [--adapter NAME=DIR ...]
         [--payload-split N]
 
 Prints one line, `model server ready on http://H:P`, once it listens (with the real port when
@@ -34,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-after", type=int, default=None,
                         help="extractive: fail every answer after N tokens (to test failure handling)")
     parser.add_argument("--model-dir", help="transformers: a local Hugging Face model directory")
+    parser.add_argument("--model-file", help="llamacpp: a GGUF model file")
+    parser.add_argument("--n-ctx", type=int, default=4096, help="llamacpp: context length in tokens")
+    parser.add_argument("--threads", type=int, default=None, help="llamacpp: CPU threads (default: all)")
     parser.add_argument("--device", default=None, help="transformers: torch device (default: best available)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="transformers: concurrent sequences")
     parser.add_argument("--upstream", help="openai: base URL of an OpenAI-compatible server")
@@ -55,6 +59,12 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
         adapters[name] = path
     if args.backend == "extractive":
         return {"token_rate": args.token_rate, "fail_after": args.fail_after, "adapters": adapters}
+    if args.backend == "llamacpp":
+        if adapters:
+            raise SystemExit("--backend llamacpp serves no per-request --adapter.")
+        if not args.model_file:
+            raise SystemExit("--backend llamacpp needs --model-file X.gguf.")
+        return {"model_file": args.model_file, "n_ctx": args.n_ctx, "threads": args.threads}
     if args.backend == "openai":
         if not args.upstream:
             raise SystemExit("--backend openai needs --upstream URL.")

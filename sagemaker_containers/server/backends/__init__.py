@@ -1,6 +1,7 @@
 """Model backends of the local server, loaded by name.
 
-The transformers backend is imported lazily so that torch is only imported when it is asked for.
+The transformers and llamacpp backends are imported lazily so that torch or llama.cpp is only
+imported when it is asked for.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "extractive": ("sagemaker_containers.server.backends.extractive", "ExtractiveBackend"),
     "openai": ("sagemaker_containers.server.backends.openai_compat", "OpenAICompatBackend"),
     "transformers": ("sagemaker_containers.server.backends.transformers_backend", "TransformersBackend"),
+    "llamacpp": ("sagemaker_containers.server.backends.llamacpp", "LlamaCppBackend"),
 }
 
 
