@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -85,7 +87,12 @@ class Child(ABC):
 
 
 class ReadyProcess(Child):
-    """Runs `cmd` and reads its stdout until a line containing `marker`; the rest is its URL."""
+    """Runs `cmd` and reads its stdout until a line containing `marker`; the rest is its URL.
+
+    Its stdout is read for as long as it runs and passed on to our stderr: the Lambda hosts' handlers
+    log there (Powertools, as in Lambda), and a pipe nobody reads fills up (64 KiB) and then blocks
+    the child's next log call, and with it an invocation.
+    """
 
     def __init__(
         self,
@@ -107,20 +114,32 @@ class ReadyProcess(Child):
     def spawn(self) -> None:
         # The environment is read at each start, so a restarted child gets the same settings.
         self._popen(self.cmd, stdout=subprocess.PIPE, env={**os.environ, **(self.env or {})})
+        self._ready_line: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.proc, self._ready_line), daemon=True).start()
+
+    def _pump(self, proc: subprocess.Popen[str], ready_line: queue.Queue[str | None]) -> None:
+        assert proc.stdout is not None
+        seen = False
+        for line in proc.stdout:
+            if not seen and self.marker in line:
+                seen = True
+                ready_line.put(line)
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        ready_line.put(None)  # it exited (or closed its stdout)
 
     def wait_ready(self, timeout_s: float = 120.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc is not None and self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise SystemExit(
-                    f"The {self.what} exited before it was ready (exit code {self.proc.wait()})."
-                )
-            if self.marker in line:
-                self.url = line.rsplit(self.marker, 1)[1].strip()
-                return self.url
-        raise SystemExit(f"The {self.what} did not become ready in time.")
+        assert self.proc is not None
+        try:
+            line = self._ready_line.get(timeout=timeout_s)
+        except queue.Empty:
+            raise SystemExit(f"The {self.what} did not become ready in {timeout_s:g} s.") from None
+        if line is None:
+            raise SystemExit(f"The {self.what} exited before it was ready (exit code {self.proc.wait()}).")
+        self.url = line.rsplit(self.marker, 1)[1].strip()
+        return self.url
 
 
 def stop_all(children: list[Child], timeout_s: float = 10.0) -> None:

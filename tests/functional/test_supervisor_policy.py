@@ -112,3 +112,22 @@ def test_stop_ends_a_child_that_ignores_sigterm_with_sigkill() -> None:
     started = time.monotonic()
     stubborn.stop(timeout_s=0.5)
     assert stubborn.poll() == -signal.SIGKILL and time.monotonic() - started < 5
+
+
+def test_a_child_that_logs_a_lot_after_it_is_ready_never_blocks_on_its_stdout(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The Lambda hosts log to stdout (Powertools); an unread pipe would block them at 64 KiB."""
+    chatty = child("print('ready on http://x', flush=True)\nfor i in range(50_000): print('log line', i)")
+    chatty.wait_ready()
+    assert chatty.proc is not None and chatty.proc.wait(timeout=20) == 0
+    time.sleep(0.2)
+    assert "log line 49999" in capfd.readouterr().err  # passed on to our stderr
+
+
+def test_a_child_that_never_says_it_is_ready_is_reported_in_one_sentence() -> None:
+    silent = child("import time; time.sleep(60)")
+    with pytest.raises(SystemExit) as info:
+        silent.wait_ready(timeout_s=0.5)
+    silent.stop()
+    assert str(info.value) == "The test child did not become ready in 0.5 s."
