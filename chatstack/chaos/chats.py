@@ -32,8 +32,10 @@ class TrackedReply(Reply):
         self.ended = asyncio.Event()
         self.streaming = asyncio.Event()
         self.ended_at: float | None = None
+        self.seqs: list[int] = []  # every delta's seq as it arrived (repeats and restarts included)
 
     def _delta(self, frame: protocol.Delta) -> None:
+        self.seqs.append(-frame.seq if frame.restart else frame.seq)
         super()._delta(frame)
         self.streaming.set()
 
@@ -97,6 +99,7 @@ class Chat:
     answered_by: str = ""  # stream, resume, resend; empty: no answer reached
     final_error: str = ""  # no answer, and the last re-send was answered with this error
     streamed: list[str] = field(default_factory=list)  # whole answers as streamed from seq 1
+    seqs: list[list[int]] = field(default_factory=list)  # the seqs each of those streams received
     stored_users: int = 0
     stored_answers: int = 0
     stored_text: str = ""

@@ -118,6 +118,7 @@ async def _follow(run: Run, chat: Chat, fault_at: float) -> None:
     if chat.outcome == "done":
         chat.answered_by = "stream"
         chat.streamed = [f.reply.text_so_far for f in chat.follows if f.reply.text_so_far]
+        chat.seqs = [f.reply.seqs for f in chat.follows if f.reply.text_so_far]
 
 
 @dataclass

@@ -89,10 +89,12 @@ class FaultResult:
                 + "; ".join(chat.notes[-4:])
             )
         for chat in self.chats:
-            for text in chat.streamed:
+            for index, text in enumerate(chat.streamed):
                 if chat.stored_text and text != chat.stored_text:
+                    seqs = chat.seqs[index] if index < len(chat.seqs) else []
                     lines.append(
                         f"  chat {chat.index} {chat.request_id}: {_difference(text, chat.stored_text)}"
+                        + (f"; seqs as they arrived (-n: restart): {_runs(seqs)}" if seqs else "")
                     )
         if self.probe_failures:
             lines.append(f"  new chats before healing: {'; '.join(self.probe_failures[-4:])}")
@@ -141,3 +143,14 @@ def _difference(streamed: str, stored: str) -> str:
         f"streamed {len(streamed)} characters, stored {len(stored)}; they part at {at}: "
         f"streamed {streamed[max(0, at - 20) : at + 30]!r}, stored {stored[max(0, at - 20) : at + 30]!r}"
     )
+
+
+def _runs(seqs: list[int]) -> str:
+    """1,2,3,7,8 -> '1-3 7-8': the gaps and repeats of a stream at a glance."""
+    runs: list[list[int]] = []
+    for seq in seqs:
+        if runs and seq == runs[-1][-1] + 1 and seq > 0:
+            runs[-1].append(seq)
+        else:
+            runs.append([seq])
+    return " ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)

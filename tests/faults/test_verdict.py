@@ -91,8 +91,10 @@ def test_a_new_send_left_without_ack_or_error_fails_the_fault() -> None:
 
 
 def test_a_streamed_answer_that_differs_is_shown_where_it_parts() -> None:
-    r = result("lambda-host", [chat(0, streamed=["the answer the answer"])])
+    seqs = [[1, 2, 3, 2, 3, 4, -5, 6]]
+    r = result("lambda-host", [chat(0, streamed=["the answer the answer"], seqs=seqs)])
     assert r.details()[-1] == (
         "  chat 0 r0: streamed 21 characters, stored 10; they part at 10: "
-        "streamed 'the answer the answer', stored 'the answer'"
+        "streamed 'the answer the answer', stored 'the answer'; seqs as they arrived (-n: restart): "
+        "1-3 2-4 -5 6"
     )
