@@ -123,12 +123,11 @@ class ChatService:
     def _follow(
         self, rid: str, record: RequestRecord, connection_id: str, after_seq: int = 0, *, retry: bool = False
     ) -> int:
-        """Put a connection on a request: replay what was streamed (live frames follow), or send the
-        stored outcome when the stream has expired, or enqueue the request again when its generation
-        died. Watch first, then replay: a frame published in between arrives twice, never not at
-        all; clients drop deltas whose seq they already have. Returns the frames sent."""
+        """Put a connection on a request: send its stored outcome when it is finished, else replay
+        what was streamed (live frames follow) and enqueue it again when its generation died. Watch
+        first, then read: a frame published in between arrives twice, never not at all; clients drop
+        deltas whose seq they already have. Returns the frames sent."""
         self.d.cache.watch(rid, connection_id, self.s.delta_ttl_s)
-        frames = self.d.cache.replay(rid) or []
         with self.d.db.transaction() as conn:
             answer = chat_repo.stored_answer(conn, record.answer_id)
             stored = chat_repo.stored_request(conn, message_id=record.message_id)
@@ -137,19 +136,19 @@ class ChatService:
             answer = None
             RecoveryService(self.d).requeue_if_orphaned(stored, connection_id, retry_failed=True)
             stored = None
-        # Only deltas are replayed: the outcome is what PostgreSQL stored (sent below) or, while none
-        # is stored, what the generation publishes live to this watching connection.
+        if answer is not None:  # finished: its stored outcome, with the whole text, says it all
+            return int(self.send(connection_id, _outcome_frame(rid, answer)))
+        # In progress: replay the deltas; the outcome is what the generation publishes live to this
+        # watching connection.
         sent = 0
-        for raw in frames:
+        for raw in self.d.cache.replay(rid) or []:
             frame = protocol.parse_server_frame(raw)
             if not isinstance(frame, protocol.Delta) or frame.seq <= after_seq:
                 continue
             if not self.send(connection_id, raw):
                 return sent
             sent += 1
-        if answer is not None:
-            return sent + int(self.send(connection_id, _outcome_frame(rid, answer)))
-        if answer is None and stored is not None and stored.age_s >= self.s.generation_lease_s:
+        if stored is not None and stored.age_s >= self.s.generation_lease_s:
             RecoveryService(self.d).requeue_if_orphaned(stored, connection_id)
         return sent
 

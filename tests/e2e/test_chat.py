@@ -214,6 +214,10 @@ async def test_repeating_a_request_id_spends_no_rate_budget(service: Service) ->
         await frames_until_terminal(ws, rid)
         for _ in range(40):
             await ws.send(frame)
-        # Routes run concurrently (as in API Gateway): 40 answers arrive in any order.
-        seen = [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(40)]
-    assert [f["type"] for f in seen] == ["ack"] * 40, [f for f in seen if f["type"] != "ack"][:2]
+        # Routes run concurrently (as in API Gateway): 40 acks, each followed by the stored outcome.
+        seen = [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(80)]
+    kinds = sorted(f["type"] for f in seen)
+    assert kinds == ["ack"] * 40 + ["done"] * 40, [f for f in seen if f["type"] not in ("ack", "done")][:2]
+    assert {f["messageId"] for f in seen if f["type"] == "done"} and all(
+        f.get("text") for f in seen if f["type"] == "done"
+    )
