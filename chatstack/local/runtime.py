@@ -249,6 +249,8 @@ class LocalRuntime:
         self._main = asyncio.current_task()
         self.o.data_dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
+        # With the lock held, a runtime.json here is a crashed `up`'s: gone, so no tool reads it as ours.
+        (self.o.data_dir / "runtime.json").unlink(missing_ok=True)
         try:
             await self._serve(on_ready)
         except asyncio.CancelledError:

@@ -173,7 +173,8 @@ def test_up_after_kill_9_of_it_and_every_child_starts_cleanly_on_the_same_data_d
     service.proc.wait(10)
     wait_for(lambda: not any(pid_alive(p) for p in pids[1:]), 10, "every child gone")
     # The crash leaves runtime.json, postmaster.pid, redis.pid and the sockets behind.
-    assert (service.data_dir / "pg" / "postmaster.pid").exists()
+    for left in ("pg/postmaster.pid", "redis/redis.pid", "redis/redis.sock", "runtime.json"):
+        assert (service.data_dir / left).exists(), left
     current.service = start_service(service.data_dir, "--token-rate", "200", env=ENV)
     new = state(current.service)
     assert new["pid"] != info["pid"] and set(new["children"]) == set(info["children"])
