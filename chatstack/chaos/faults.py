@@ -19,9 +19,8 @@ STALL_S = 20.0  # how long `model-stall` freezes the model server
 @dataclass
 class Injected:
     hit: list[str]
-    background: asyncio.Task[None] | None = (
-        None  # runs beside the chats (a wake-up, a watch); cancelled after
-    )
+    # Runs beside the chats (the stall's wake-up, the restart's watch); cancelled when the run ends.
+    background: asyncio.Task[None] | None = None
     notes: list[str] = field(default_factory=list)  # what it found out, for the report
 
 
