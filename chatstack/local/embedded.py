@@ -110,7 +110,7 @@ class PostgresChild(Child):
                 raise SystemExit(
                     f"PostgreSQL exited before it was ready (exit code {code}); see {self.pgdata / 'log'}."
                 )
-            with contextlib.suppress(OSError, IndexError):
+            with contextlib.suppress(OSError, IndexError, ValueError):  # absent, stale or half-written
                 lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
                 if int(lines[0]) == self.pid and lines[7].strip() == "ready":
                     return self.url
