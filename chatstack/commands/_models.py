@@ -21,6 +21,7 @@ class ModelChoice:
     backend: str
     args: list[str]  # extra arguments of `python -m sagemaker_containers.server`
     label: str  # what `up` prints
+    name: str  # the model's name in GET /v1/models and the usage ledger (CHATSTACK_MODEL_PROFILE)
 
 
 def _hf_fetch(repo_id: str, filename: str | None) -> Path:
@@ -71,18 +72,20 @@ def choose_model(model: str, backend: str | None, model_file: str) -> ModelChoic
             raise click.UsageError("A llama.cpp model from the Hub needs --model-file NAME.gguf.")
         path = _hf_fetch(repo_id, model_file if gguf else None)
         label = f"{'llamacpp' if gguf else 'transformers'} {repo_id}"
+        name = repo_id.split("/")[1]
     else:
         path = Path(source or model_file)
         if not path.exists():
             raise click.BadParameter(f"{path} does not exist.", param_hint="--model")
         gguf = (path.is_file() and path.suffix == ".gguf") or backend == "llamacpp"
         label = f"{'llamacpp' if gguf else 'transformers'} {path.name}"
+        name = path.stem if gguf else path.name
     if gguf:
         if backend not in (None, "llamacpp"):
             raise click.UsageError(f"A GGUF file is served by --model-backend llamacpp, not {backend}.")
-        return ModelChoice("llamacpp", ["--model-file", str(path)], label)
+        return ModelChoice("llamacpp", ["--model-file", str(path)], label, name)
     if backend not in (None, "transformers"):
         raise click.UsageError(f"A model directory is served by --model-backend transformers, not {backend}.")
     if not path.is_dir():
         raise click.BadParameter(f"{path} is not a model directory or a .gguf file.", param_hint="--model")
-    return ModelChoice("transformers", ["--model-dir", str(path)], label)
+    return ModelChoice("transformers", ["--model-dir", str(path)], label, name)

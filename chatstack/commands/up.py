@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -90,7 +91,13 @@ def up(
             f"chatstack is already running on {data_dir} (pid {running.pid}, {running.base}); "
             "stop it first or pick another --data-dir."
         )
-    backend, extra, label = _model_server_args(model_backend, model, model_file, model_dir, upstream)
+    backend, extra, label, model_name = _model_server_args(
+        model_backend, model, model_file, model_dir, upstream
+    )
+    # The model's own name, not the default profile's, in GET /v1/models and on usage rows.
+    extra_env: dict[str, str] = {}
+    if model_name and "CHATSTACK_MODEL_PROFILE" not in os.environ:
+        extra_env["CHATSTACK_MODEL_PROFILE"] = model_name
     for item in adapters:
         name, sep, path = item.partition("=")
         if not (sep and name and path):
@@ -110,6 +117,7 @@ def up(
         token_rate=token_rate,
         flush_interval_ms=flush_ms,
         lambda_processes=lambda_processes,
+        extra_env=extra_env,
     )
     runtime = LocalRuntime(options)
 
@@ -148,25 +156,27 @@ def up(
 
 def _model_server_args(
     backend: str | None, model: str, model_file: str, model_dir: str, upstream: str
-) -> tuple[str, list[str], str]:
-    """The model server's backend, its arguments, and what `up` prints about it."""
+) -> tuple[str, list[str], str, str]:
+    """The model server's backend, its arguments, what `up` prints about it, and the model's name
+    ("" keeps the configured profile name)."""
     from chatstack.commands._models import choose_model
 
     if model or (model_file and backend in (None, "llamacpp")):
         choice = choose_model(model, backend, model_file)
-        return choice.backend, choice.args, choice.label
+        return choice.backend, choice.args, choice.label, choice.name
     backend = backend or "extractive"
     if backend == "transformers":
         if not model_dir:
             raise click.UsageError("--model-backend transformers needs --model-dir (or --model).")
-        return backend, ["--model-dir", model_dir], f"transformers {Path(model_dir).name}"
+        name = Path(model_dir).name
+        return backend, ["--model-dir", model_dir], f"transformers {name}", name
     if backend == "llamacpp":
         raise click.UsageError("--model-backend llamacpp needs --model-file X.gguf (or --model hf:ORG/NAME).")
     if backend == "openai":
         if not upstream:
             raise click.UsageError("--model-backend openai needs --upstream.")
-        return backend, ["--upstream", upstream], f"openai {upstream}"
-    return backend, [], backend
+        return backend, ["--upstream", upstream], f"openai {upstream}", ""
+    return backend, [], backend, ""
 
 
 async def _ingest(data_dir: Path, paths: tuple[str, ...]) -> None:
