@@ -87,7 +87,8 @@ def _client(deps: Deps, model: OfferedModel) -> ModelClient:
                 update={"model_endpoint": model.endpoint, "model_fallback_endpoint": "",
                         "model_profile": model.name}
             )
-            _clients[model.endpoint] = model_client_from_settings(own)
+            # its breakers shared through Redis like the default client's, keyed by its own endpoint
+            _clients[model.endpoint] = model_client_from_settings(own, cache=deps.cache)
         return _clients[model.endpoint]
 
 
