@@ -5,6 +5,7 @@ source; each fails on the templates as they were before the fix (see the comment
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -235,6 +236,13 @@ def test_no_stack_holds_a_strong_cross_region_reference(synth: Synth) -> None:
         if resource["Type"].startswith("Custom::CrossRegionExport")
     ]
     assert not strong
+    # What remains is deploy order: a reader's stack deploys after the stack that publishes.
+    manifest = json.loads((synth.directory / "manifest.json").read_text(encoding="utf-8"))
+    depends = {k: set(v.get("dependencies", [])) for k, v in manifest["artifacts"].items()}
+    name, primary = synth.config.name, synth.config.primary_region
+    for region in synth.config.secondary_regions:
+        assert f"{name}-{primary}-data" in depends[f"{name}-{region}-data"]
+        assert {f"{name}-{primary}-data", f"{name}-{primary}-identity"} <= depends[f"{name}-{region}-api"]
     for stack, template in synth.templates.items():
         region = next(r for r in synth.config.regions if f"-{r}-" in stack)
         for reader in (r for r in template["Resources"].values() if r["Type"] == "Custom::AWS"):

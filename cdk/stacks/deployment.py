@@ -85,7 +85,7 @@ def add_deployment(
             primary_data = data
         else:
             # Deploy order only: the secondary reads the primary's parameters when it deploys.
-            data.add_dependency(primary_data)
+            data.add_stack_dependency(primary_data)
         tiers[region] = (network, data)
     all_data = {region: data for region, (_, data) in tiers.items()}
     primary_api: ApiStack | None = None
@@ -105,16 +105,16 @@ def add_deployment(
         # Deploy order only (no exports): the API stack reads other regions' parameters weakly.
         for other in all_data.values():
             if other is not data:
-                api.add_dependency(other)
+                api.add_stack_dependency(other)
         if deployment.identity is not None:
-            api.add_dependency(deployment.identity)
+            api.add_stack_dependency(deployment.identity)
         observability = ObservabilityStack(
             app, config=config, region=region, data=data, inference=inference, api=api, code=code
         )
         if primary_api is None:
             primary_api = api
         else:
-            observability.add_dependency(primary_api)  # deploy order: it reads the primary's health URL
+            observability.add_stack_dependency(primary_api)  # deploy order: it reads the primary's health URL
         routing = RoutingStack(app, config=config, region=region, api=api) if config.domain_name else None
         deployment.regions[region] = RegionStacks(network, data, inference, api, observability, routing)
     deployment.finance = FinanceStack(app, config=config)
