@@ -255,6 +255,19 @@ def test_an_uploaded_document_shows_progress_and_is_cited_and_a_bad_file_gets_a_
     page.context.close()
 
 
+def test_a_refused_message_gets_a_plain_sentence_not_an_error_code(service: Service, browser: Any) -> None:
+    page = open_page(browser, f"{service.base}/?token={service.token(user='verbose', tenant=tenant())}")
+    page.wait_for_selector("#status[data-state=online]", timeout=15_000)
+    page.fill("#text", "x" * 40_000)
+    page.press("#text", "Enter")
+    error = page.locator("[data-testid=error]").first
+    error.wait_for(timeout=15_000)
+    assert error.get_attribute("data-code") == "TOO_LARGE"
+    assert "too long" in error.inner_text() and "TOO_LARGE" not in error.inner_text()
+    assert page.locator("[data-testid=answer]").count() == 0  # no empty answer left behind
+    page.context.close()
+
+
 def _forged(token: str) -> str:
     head, claims, signature = token.split(".")
     return f"{head}.{claims}.{signature[:-4]}{'AAAA' if not signature.endswith('AAAA') else 'BBBB'}"
