@@ -208,6 +208,16 @@ class ModelProfile(_Frozen):
             return None
         return self.lora.tenant_adapters.get(tenant_id, self.lora.default_adapter)
 
+    def tenant_adapters_setting(self) -> str:
+        """``CHATSTACK_TENANT_ADAPTERS`` for the worker: ``tenant=adapter,...,*=default`` (empty
+        without LoRA), so the worker sends each tenant's adapter as ``adapter_for_tenant`` says."""
+        if self.lora is None:
+            return ""
+        pairs = [f"{tenant}={adapter}" for tenant, adapter in sorted(self.lora.tenant_adapters.items())]
+        if self.lora.default_adapter:
+            pairs.append(f"*={self.lora.default_adapter}")
+        return ",".join(pairs)
+
     def adapter_sources(self) -> dict[str, str]:
         """Adapters a deploy step must copy: ``adapters/<name>/`` (relative to the model prefix) -> S3 URI."""
         if self.lora is None:

@@ -50,3 +50,13 @@ def test_the_adapter_applies_to_the_default_model_only_and_other_endpoints_get_t
 def test_a_malformed_setting_fails_at_cold_start() -> None:
     with pytest.raises(SystemExit, match="CHATSTACK_MODELS"):
         settings_from_env({"CHATSTACK_MODELS": "small,=http://x"})
+
+
+def test_the_lora_profile_renders_the_setting_the_worker_maps_tenants_with() -> None:
+    from sagemaker_containers.profiles import get_profile
+
+    profile = get_profile("llama-3.1-8b-instruct-lora")
+    settings = Settings(tenant_adapters=profile.tenant_adapters_setting())
+    for tenant in ("acme", "globex", "initech"):
+        assert models.tenant_adapter(settings, tenant) == profile.adapter_for_tenant(tenant)
+    assert get_profile("llama-3.1-8b-instruct").tenant_adapters_setting() == ""
