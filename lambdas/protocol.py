@@ -147,6 +147,8 @@ def _describe(exc: ValidationError) -> str:
 
 def peek_request_id(body: str | None) -> str | None:
     """The requestId of a frame that failed validation, so the error frame can name it."""
+    if json_too_deep(body or ""):
+        return None
     try:
         value = json.loads(body or "")
     except ValueError:

@@ -445,7 +445,7 @@ class GatewayEmulator:
         if text is not None:
             try:
                 body = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deep to parse: $default
                 body = None
             if isinstance(body, dict) and "action" in body:
                 action = body["action"]

@@ -115,5 +115,6 @@ def test_tabs_and_line_breaks_are_ordinary_text() -> None:
 def test_deep_json_is_refused_before_parsing_and_brackets_in_strings_do_not_count() -> None:
     with pytest.raises(BadRequest, match="deeper than 32"):
         protocol.parse_client_frame("[" * 200_000 + "]" * 200_000)  # json.loads would hit RecursionError
+    assert protocol.peek_request_id("[" * 200_000 + "]" * 200_000) is None  # the error frame's path too
     assert json_too_deep("[" * 33 + "]" * 33) and not json_too_deep("[" * 32 + "]" * 32)
     assert not json_too_deep(json.dumps({"text": "[[[[" * 100 + '\\"{{{{'}))
