@@ -125,12 +125,17 @@ class Proxy:
         self._call(self.flowing.set)
 
     def close(self) -> None:
-        def stop() -> None:
+        async def shutdown() -> None:
             self.flowing.set()
             self.server.close()
             for w in list(self.writers):
                 w.transport.abort()
-            self.loop.stop()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-        self.loop.call_soon_threadsafe(stop)
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
