@@ -176,6 +176,13 @@ class Stream:
         for connection_id in list(self.watchers):
             self._post(connection_id, data, forget=True)
 
+    def repost(self, data: str) -> None:
+        """Post a frame already in the request's stream to everyone watching, again."""
+        with contextlib.suppress(RedisError):
+            self.watchers = self.d.cache.watchers(self.rid) or self.watchers
+        for connection_id in list(self.watchers):
+            self._post(connection_id, data, forget=True)
+
     def _post(self, connection_id: str, data: str, *, forget: bool) -> None:
         try:
             posted = self.d.connections.post(connection_id, data)
@@ -334,10 +341,13 @@ class GenerationService:
         if self._cancelled(job):
             self._finish(job, stream, Outcome(started=started, finish="cancelled"))
             return
-        streamed, last_seq = self._streamed(job)
-        if streamed or last_seq:
+        streamed, last_seq, last_delta = self._streamed(job)
+        if last_delta:
             logger.info("taking over a generation", extra={"request_id": job.request_id, "seq": last_seq})
             metrics.add_metric(name="GenerationTakeovers", unit=MetricUnit.Count, value=1)
+            # The dead worker may have died between storing its last delta and posting it: post it
+            # again (clients drop a seq they already have), so no seq goes missing.
+            stream.repost(last_delta)
         shown = Continuation(streamed)
         max_tokens = min(
             int(job.options.get("maxTokens") or self.s.max_output_tokens), self.s.max_output_tokens
@@ -399,19 +409,20 @@ class GenerationService:
         except RedisError:
             return False
 
-    def _streamed(self, job: Job) -> tuple[str, int]:
-        """The text and last seq an earlier attempt already streamed for this request (a takeover)."""
+    def _streamed(self, job: Job) -> tuple[str, int, str]:
+        """The text, last seq and last delta frame an earlier attempt already streamed for this
+        request (a takeover)."""
         try:
             frames = self.d.cache.replay(job.request_id) or []
         except RedisError:
-            return "", 0
-        text, last_seq = "", 0
+            return "", 0, ""
+        text, last_seq, last_delta = "", 0, ""
         for raw in frames:
             frame = protocol.parse_server_frame(raw)
             if isinstance(frame, protocol.Delta):
                 text = frame.text if frame.restart else text + frame.text
-                last_seq = frame.seq
-        return text, last_seq
+                last_seq, last_delta = frame.seq, raw
+        return text, last_seq, last_delta
 
     @staticmethod
     def _delta(job: Job, stream: Stream, shown: Continuation, due: tuple[int, str]) -> None:
