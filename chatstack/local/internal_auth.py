@@ -19,10 +19,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import secrets
 import time
 from calendar import timegm
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
@@ -224,3 +226,27 @@ def guarded(app: Any, credentials: RunCredentials) -> SigV4Guard:
     return SigV4Guard(
         app, access_key_id=credentials.access_key_id, secret_access_key=credentials.secret_access_key
     )
+
+
+class ByListener:
+    """One server, two listeners: requests that arrived on `internal_port` (loopback only) go to the
+    internal app, all others to the public one, so no public request can ever reach an internal route."""
+
+    def __init__(self, public: ASGIApp, internal: ASGIApp, internal_port: int) -> None:
+        self.public = public
+        self.internal = internal
+        self.internal_port = internal_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        on_internal = server is not None and server[1] == self.internal_port
+        await (self.internal if on_internal else self.public)(scope, receive, send)
+
+
+def write_private_json(path: Path, value: dict[str, Any]) -> None:
+    """A file only its owner can read (like the signing key): the run's internal credentials."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(value, out)
+    tmp.replace(path)

@@ -4,6 +4,10 @@ One uvicorn server carries the gateway emulator (WebSocket + @connections), the 
 REST API (the very FastAPI app Lambda runs behind Mangum), the dev JWKS and the chat page. The model
 server runs as its own process, as the LMI container does in the cloud. Handlers reach everything
 through the same boto3 calls as in the cloud, pointed with endpoint URLs at these stand-ins.
+
+The server has two listeners: the public one (WebSocket, REST, JWKS, page) and a loopback-only one
+for what AWS keeps behind IAM (the queue and @connections), which checks the run's SigV4 credentials;
+the Lambda hosts and the model server check the run's secret (docs/security.md).
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from chatstack.local.datadir import DataDirLock, write_json_atomic
 from chatstack.local.embedded import PostgresChild, RedisChild
 from chatstack.local.identity import AUDIENCE, ISSUER, DevIdentity
+from chatstack.local.internal_auth import ByListener, RunCredentials, guarded, write_private_json
 from chatstack.local.process import Child, ReadyProcess, stop_all
 from chatstack.local.supervisor import ChildKeepsDying, RestartPolicy, Supervisor
 from lambdas import wiring
@@ -124,6 +129,10 @@ class LocalRuntime:
         self.server: uvicorn.Server | None = None
         self.lock = DataDirLock(options.data_dir)
         self.port = 0
+        # The loopback listener of the internal endpoints and the credentials they check (_serve).
+        self.internal_port = 0
+        self.internal_base = ""
+        self.credentials = RunCredentials.generate()
         self.pool: HostPool | None = None  # the Lambda hosts', once they run
         self.failure = ""  # why `up` gave up (a child kept dying), for the exit message
         self._main: asyncio.Task[Any] | None = None
@@ -194,7 +203,7 @@ class LocalRuntime:
             "CHATSTACK_ENVIRONMENT": "local",
             "CHATSTACK_DATABASE_URL": db_url,
             "CHATSTACK_REDIS_URL": redis_url,
-            "CHATSTACK_CONNECTIONS_URL": base,
+            "CHATSTACK_CONNECTIONS_URL": self.internal_base,
             "CHATSTACK_QUEUE_URL": queue_url,
             "CHATSTACK_SQS_ENDPOINT_URL": sqs_url,
             "CHATSTACK_MODEL_TRANSPORT": "http",
@@ -204,7 +213,7 @@ class LocalRuntime:
             "CHATSTACK_AUTH_ALGORITHMS": "ES256",
             "CHATSTACK_AUTH_JWKS_URL": base + "/.well-known/jwks.json",
             "CHATSTACK_FLUSH_INTERVAL_MS": str(self.o.flush_interval_ms),
-            # boto3 signs every call; the stand-ins do not check signatures.
+            # boto3 signs every call with the run's credentials (set in _serve); the stand-ins check them.
             "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
             "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
@@ -218,7 +227,7 @@ class LocalRuntime:
             if key in self.o.extra_env or key not in os.environ or key.startswith("CHATSTACK_"):
                 os.environ[key] = value
 
-    def _app(self, gateway: Any, sqs: Any) -> Starlette:
+    def _app(self, gateway: Any, sqs: Any) -> Any:
         from starlette.staticfiles import StaticFiles
 
         from lambdas.api.app import create_app
@@ -230,19 +239,37 @@ class LocalRuntime:
 
         page = _page()
 
-        async def index(_: Request) -> HTMLResponse:
-            return HTMLResponse(page)
+        async def index(request: Request) -> HTMLResponse:
+            # The page runs only its own scripts and reaches only its own origin (docs/security.md).
+            host = request.headers.get("host", "")
+            policy = (
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                f"connect-src 'self' ws://{host} wss://{host}; frame-ancestors 'none'; base-uri 'none'; "
+                "form-action 'self'; object-src 'none'"
+            )
+            headers = {
+                "Content-Security-Policy": policy,
+                "X-Frame-Options": "DENY",
+                "Referrer-Policy": "no-referrer",
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-store",
+            }
+            return HTMLResponse(page, headers=headers)
 
+        # The queue and @connections are internal (IAM in the cloud): only on the loopback listener,
+        # behind the run's SigV4 credentials. The public listener has the socket, REST, JWKS and page.
+        public_gateway = [r for r in gateway.routes if isinstance(r, WebSocketRoute)]
+        internal = [r for r in gateway.routes if not isinstance(r, WebSocketRoute)] + list(sqs.routes)
         routes = [
-            *gateway.routes,
-            *sqs.routes,
+            *public_gateway,
             Route("/.well-known/jwks.json", jwks),
             Route("/", index),
             # The page's scripts, styles and vendored libraries (no build step, nothing from a CDN).
             Mount("/static", app=StaticFiles(packages=[("chatstack.web", "static")])),
             Mount("/", app=create_app()),
         ]
-        return Starlette(routes=routes)
+        guarded_internal = guarded(Starlette(routes=internal), self.credentials)
+        return ByListener(Starlette(routes=routes), guarded_internal, self.internal_port)
 
     async def serve(self, on_ready: Callable[[Urls], Awaitable[None] | None] | None = None) -> None:
         """Runs until stopped; raises SystemExit with one sentence if a child keeps dying."""
@@ -275,6 +302,11 @@ class LocalRuntime:
         o = self.o
         sock = _bind(o.host, o.port)
         self.port = port = sock.getsockname()[1]
+        internal_sock = _bind("127.0.0.1", 0)
+        self.internal_port = internal_sock.getsockname()[1]
+        self.internal_base = f"http://127.0.0.1:{self.internal_port}"
+        # Per-run credentials in the environment every child inherits (the model server included).
+        os.environ.update(self.credentials.environment())
         self.lock.record(pid=os.getpid(), port=port)
         host_for_urls = "127.0.0.1" if o.host in ("0.0.0.0", "::") else o.host
         base = f"http://{host_for_urls}:{port}"
@@ -287,7 +319,7 @@ class LocalRuntime:
             model_url = await asyncio.to_thread(self.model.wait_ready)
             _pin_port(self.model)
 
-        sqs_url = base + "/sqs"
+        sqs_url = self.internal_base + "/sqs"
         self._environment(
             base, db_url, redis_url, model_url, LocalSqs.url_for(sqs_url, wiring.JOBS_QUEUE), sqs_url
         )
@@ -324,8 +356,18 @@ class LocalRuntime:
             model=model_url,
             token=token,
         )
+        write_private_json(
+            o.data_dir / "internal.json",
+            {
+                "url": self.internal_base,
+                "queueUrl": sqs.queue_url,
+                "accessKeyId": self.credentials.access_key_id,
+                "secretAccessKey": self.credentials.secret_access_key,
+                "secret": self.credentials.secret,
+            },
+        )
         await sqs.start()
-        serve_task = asyncio.create_task(server.serve(sockets=[sock]))
+        serve_task = asyncio.create_task(server.serve(sockets=[sock, internal_sock]))
         background: list[asyncio.Task[None]] = []
         try:
             while not server.started:
