@@ -83,9 +83,12 @@ class PostgresChild(Child):
         """A postmaster left by a crashed `up` (or a `keys` run) is stopped; pid files whose pid is
         dead or reused by another program are removed, so PostgreSQL does not refuse to start."""
         pid_file = self.pgdata / "postmaster.pid"
+        shmid = _shared_memory_id(pid_file)
         pid = leftover_pid(pid_file, "postgres", str(self.pgdata))
         if pid is not None:
             end_process(pid, signal.SIGINT)
+        if shmid is not None:
+            _wait_until_detached(shmid)
         for stale in (pid_file, *self.pgdata.glob(".s.PGSQL.*.lock")):
             if leftover_pid(stale, "postgres") is None:
                 stale.unlink(missing_ok=True)
@@ -121,6 +124,30 @@ class PostgresChild(Child):
         self.stop(timeout_s=30)
         with self._lock:
             self._handles.get_and_remove(os.getpid())
+
+
+def _shared_memory_id(pid_file: Path) -> int | None:
+    """The System V shared memory id in postmaster.pid (line 7: key and id), if any."""
+    try:
+        return int(pid_file.read_text().splitlines()[6].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _wait_until_detached(shmid: int, timeout_s: float = 30.0) -> None:
+    """Backends of a killed postmaster exit on their own, soon but not at once; until the last one
+    has detached from its shared memory, a new postmaster refuses to start ("pre-existing shared
+    memory block is still in use"). Linux lists the segments with their attach counts."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+        except OSError:
+            return  # not Linux: PostgreSQL's own check and up's retries remain
+        attached = [int(r.split()[6]) for r in rows if len(r.split()) > 6 and r.split()[1] == str(shmid)]
+        if not attached or attached[0] == 0:
+            return
+        time.sleep(0.1)
 
 
 class RedisChild(Child):

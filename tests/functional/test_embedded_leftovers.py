@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -61,3 +62,29 @@ def test_a_redis_left_running_on_the_data_dir_is_stopped_and_ours_starts(tmp_pat
         again.stop()
         if pid_alive(old_pid):  # the test failed: do not leave its server behind
             os.kill(old_pid, signal.SIGKILL)
+
+
+def test_postgresql_starts_once_the_killed_postmasters_backends_have_let_go_of_its_memory(
+    tmp_path: Path,
+) -> None:
+    """After `kill -9` of the postmaster its backends exit on their own, but not at once (here one is
+    held with SIGSTOP for 3 s); a new postmaster started before the last one detaches refuses."""
+    first = PostgresChild(tmp_path / "pg")
+    first.spawn()
+    conn = psycopg.connect(first.wait_ready(), connect_timeout=5)
+    backend = conn.info.backend_pid
+    os.kill(backend, signal.SIGSTOP)
+    assert first.proc is not None and first.pid is not None
+    os.kill(first.pid, signal.SIGKILL)
+    first.proc.wait()
+    threading.Timer(3, os.kill, (backend, signal.SIGCONT)).start()
+    started = time.monotonic()
+    again = PostgresChild(tmp_path / "pg")  # waits for the backend to detach
+    again.spawn()
+    try:
+        with psycopg.connect(again.wait_ready(), connect_timeout=5) as fresh:
+            assert fresh.execute("select 1").fetchone() == (1,)
+        assert time.monotonic() - started >= 2.5 and not pid_alive(backend)
+    finally:
+        again.close()
+        conn.close()
