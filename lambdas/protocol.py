@@ -18,6 +18,7 @@ from lambdas.validation import MAX_JSON_DEPTH, first_control, json_too_deep
 PROTOCOL_VERSION = 1
 MAX_TEXT_CHARS = 32_000  # a user turn; the gateway's 128 KB message limit comes first for most clients
 MAX_ID_CHARS = 64
+SNIPPET_CHARS = 280
 
 
 class _Frame(BaseModel):
@@ -96,6 +97,8 @@ class Citation(_Frame):
     chunk: int
     score: float
     source: str | None = None
+    # The start of the cited passage, for a preview on hover (at most SNIPPET_CHARS characters).
+    snippet: str | None = None
 
 
 class Done(_Frame):

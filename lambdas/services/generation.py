@@ -466,6 +466,7 @@ class GenerationService:
                 chunk=p.chunk,
                 score=round(p.score, 4),
                 source=p.source,
+                snippet=_snippet(p.text),
             )
             for i, p in enumerate(passages, start=1)
         ]
@@ -595,3 +596,11 @@ class GenerationService:
             )
         except Exception:
             logger.exception("charging limits failed", extra={"request_id": job.request_id})
+
+
+def _snippet(text: str) -> str:
+    """The start of a passage on one line, cut at a word within protocol.SNIPPET_CHARS."""
+    line = " ".join(text.split())
+    if len(line) <= protocol.SNIPPET_CHARS:
+        return line
+    return line[: protocol.SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"

@@ -80,3 +80,13 @@ def test_peek_request_id_reads_ids_of_invalid_frames_only_when_sane() -> None:
     assert protocol.peek_request_id(json.dumps({"requestId": RID, "action": "x"})) == RID
     assert protocol.peek_request_id(json.dumps({"requestId": "y" * 500})) is None
     assert protocol.peek_request_id("garbage") is None
+
+
+def test_a_citation_snippet_is_one_line_cut_at_a_word_within_the_limit() -> None:
+    from lambdas.services.generation import _snippet
+
+    text = "First line\n\n" + "word " * 200
+    snippet = _snippet(text)
+    assert "\n" not in snippet and len(snippet) <= protocol.SNIPPET_CHARS and snippet.endswith("…")
+    assert snippet.startswith("First line word word") and not snippet[:-1].endswith(" wor")
+    assert _snippet("short  passage") == "short passage"
