@@ -24,7 +24,8 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_with_a_database_user_the_url_holds_no_password_and_each_token_is_an_iam_connect_token(
     aws_credentials: None,
 ) -> None:
-    settings = Settings(environment="cloud", region="us-west-2", database_host="db.proxy-abc.us-west-2.rds.amazonaws.com",
+    host = "db.proxy-abc.us-west-2.rds.amazonaws.com"
+    settings = Settings(environment="cloud", region="us-west-2", database_host=host,
                         database_name="chatstack", database_user="chatstack",
                         database_secret_arn="arn:aws:secretsmanager:us-west-2:111111111111:secret:unused")
     url = urlsplit(database_url(settings))
