@@ -93,6 +93,12 @@ class PostgresChild(Child):
             if leftover_pid(stale, "postgres") is None:
                 stale.unlink(missing_ok=True)
 
+    def prepare(self) -> None:
+        # A killed postmaster's backends may still hold its shared memory for a moment.
+        shmid = _shared_memory_id(self.pgdata / "postmaster.pid")
+        if shmid is not None:
+            _wait_until_detached(shmid)
+
     def spawn(self) -> None:
         if self.handle.system_user is not None:
             # Under root the server runs as `pgserver`, which must traverse the data dir's parents;

@@ -59,6 +59,11 @@ class Child(ABC):
             **kwargs,
         )
 
+    def prepare(self) -> None:
+        """Blocking work before a restart's `spawn` (run in a worker thread): e.g. wait for what the
+        dead process left to let go."""
+        return None
+
     @abstractmethod
     def spawn(self) -> None: ...
 

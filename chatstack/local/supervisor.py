@@ -86,6 +86,7 @@ class Supervisor:
             await asyncio.sleep(delay)
             delay = min(delay * 2, p.max_delay_s)
             try:
+                await asyncio.to_thread(child.prepare)
                 child.spawn()  # on this (the loop's) thread: see chatstack.local.process
                 await asyncio.to_thread(child.wait_ready)
             except (Exception, SystemExit) as exc:  # wait_ready says why in one sentence

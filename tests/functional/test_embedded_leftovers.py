@@ -3,6 +3,8 @@ is still running (left by a crash, or started by another command), with real Pos
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -11,10 +13,12 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 
 from chatstack.local.embedded import PostgresChild, RedisChild
 from chatstack.local.process import pid_alive
+from chatstack.local.supervisor import RestartPolicy, Supervisor
 
 
 def test_a_postgresql_left_running_on_the_data_dir_is_stopped_and_ours_starts(tmp_path: Path) -> None:
@@ -87,4 +91,41 @@ def test_postgresql_starts_once_the_killed_postmasters_backends_have_let_go_of_i
         assert time.monotonic() - started >= 2.5 and not pid_alive(backend)
     finally:
         again.close()
+        conn.close()
+
+
+def test_the_supervisor_restarts_postgresql_at_the_same_url_once_its_backends_let_go(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same wait on a restart by the supervisor: one death, one restart, no failed attempt."""
+    pg = PostgresChild(tmp_path / "pg")
+    pg.spawn()
+    url = pg.wait_ready()
+    conn = psycopg.connect(url, connect_timeout=5)
+    backend = conn.info.backend_pid
+    restarted: list[int | None] = []
+
+    async def scenario() -> None:
+        policy = RestartPolicy(first_delay_s=0.1, limit=1, window_s=60, poll_s=0.05)
+        supervisor = Supervisor([pg], policy, lambda c: None, lambda c: restarted.append(c.pid))
+        task = asyncio.create_task(supervisor.run())
+        os.kill(backend, signal.SIGSTOP)
+        assert pg.pid is not None
+        os.kill(pg.pid, signal.SIGKILL)
+        threading.Timer(3, os.kill, (backend, signal.SIGCONT)).start()
+        deadline = time.monotonic() + 30
+        while not restarted:
+            assert time.monotonic() < deadline and not task.done(), "not restarted"
+            await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="chatstack.up"):
+            asyncio.run(scenario())
+        assert pg.url == url and not any("did not restart" in m for m in caplog.messages)
+        with psycopg.connect(url, connect_timeout=5) as fresh:
+            assert fresh.execute("select 1").fetchone() == (1,)
+    finally:
+        pg.close()
         conn.close()
