@@ -66,6 +66,13 @@ from chatstack.commands._local import data_dir_option
     type=click.IntRange(1, 64),
     help="Processes running the Lambda handlers (Lambda execution environments).",
 )
+@click.option(
+    "--as-deployed",
+    "as_deployed",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Configure the service as the synthesized templates in this cdk.out/ do (see `make synth`).",
+)
 def up(
     host: str,
     port: int,
@@ -81,6 +88,7 @@ def up(
     token_rate: float,
     flush_ms: int,
     lambda_processes: int,
+    as_deployed: Path | None,
 ) -> None:
     """Run the chat service locally on embedded PostgreSQL and Redis."""
     from chatstack.commands._local import find_service
@@ -117,6 +125,7 @@ def up(
         token_rate=token_rate,
         flush_interval_ms=flush_ms,
         lambda_processes=lambda_processes,
+        as_deployed=as_deployed,
         extra_env=extra_env,
     )
     runtime = LocalRuntime(options)

@@ -426,6 +426,7 @@ class LocalUrls:
     model_url: str  # the local model server, which also answers the SageMaker runtime API
     queue_url: str
     sqs_endpoint_url: str
+    connections_url: str = ""  # where @connections is served (the runtime's internal listener); "": base
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +475,8 @@ def function_environment(
         elif variable == "CHATSTACK_EMBEDDINGS" and value == "sagemaker":
             local(variable, value, "local", "the embedding endpoint -> the packaged local embedding model")
         elif WS_API in value:
-            local(variable, value, urls.base, "API Gateway @connections -> the gateway emulator")
+            connections = urls.connections_url or urls.base
+            local(variable, value, connections, "API Gateway @connections -> the gateway emulator")
         elif variable.endswith("JWKS_URL") and value.startswith(cognito):
             jwks = urls.base + "/cognito-idp/" + value[len(cognito) :]
             local(variable, value, jwks, "Cognito's JWKS -> the Cognito stand-in's")

@@ -63,6 +63,8 @@ class RuntimeOptions:
     max_connection_s: float = wiring.MAX_CONNECTION_S
     log_level: str = "warning"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # `--as-deployed cdk.out/`: settings, routes and authorizers from the templates (as_deployed_mode.py)
+    as_deployed: Path | None = None
 
 
 @dataclass
@@ -126,6 +128,7 @@ class LocalRuntime:
         self.lambda_hosts: list[ReadyProcess] = []
         self.identity = DevIdentity(options.data_dir / "identity")
         self.urls: Urls | None = None
+        self.as_deployed: Any = None  # AsDeployedMode with --as-deployed
         self.server: uvicorn.Server | None = None
         self.lock = DataDirLock(options.data_dir)
         self.port = 0
@@ -227,7 +230,7 @@ class LocalRuntime:
             if key in self.o.extra_env or key not in os.environ or key.startswith("CHATSTACK_"):
                 os.environ[key] = value
 
-    def _app(self, gateway: Any, sqs: Any) -> Any:
+    def _app(self, gateway: Any, sqs: Any, functions: dict[str, Any]) -> Any:
         from starlette.staticfiles import StaticFiles
 
         from lambdas.api.app import create_app
@@ -268,6 +271,9 @@ class LocalRuntime:
             Mount("/static", app=StaticFiles(packages=[("chatstack.web", "static")])),
             Mount("/", app=create_app()),
         ]
+        if self.as_deployed is not None:  # --as-deployed: Cognito stand-in; REST behind the HTTP API
+            routes[-1] = Mount("/", app=self.as_deployed.rest(create_app(), functions))
+            routes[:0] = self.as_deployed.routes()
         guarded_internal = guarded(Starlette(routes=internal), self.credentials)
         return ByListener(Starlette(routes=routes), guarded_internal, self.internal_port)
 
@@ -324,6 +330,15 @@ class LocalRuntime:
             base, db_url, redis_url, model_url, LocalSqs.url_for(sqs_url, wiring.JOBS_QUEUE), sqs_url
         )
 
+        if o.as_deployed is not None:  # --as-deployed: the templates' environment (as_deployed_mode.py)
+            from chatstack.local.as_deployed import LocalUrls
+            from chatstack.local.as_deployed_mode import AsDeployedMode
+
+            self.as_deployed = AsDeployedMode(o.as_deployed, o.data_dir)
+            queue_url = LocalSqs.url_for(sqs_url, wiring.JOBS_QUEUE)
+            stand_ins = LocalUrls(base, db_url, redis_url, model_url, queue_url, sqs_url, self.internal_base)
+            self.as_deployed.apply_environment(stand_ins)
+
         from lambdas.config import get_settings
         from lambdas.runtime import deps
 
@@ -335,14 +350,20 @@ class LocalRuntime:
         urls = [await asyncio.to_thread(host.wait_ready) for host in self.lambda_hosts]
         self.pool = HostPool(urls)
         functions = remote_functions(self.pool)
+        ws_routes = {route.key: functions[route.function.name] for route in wiring.ROUTES}
+        ws_authorizer: Any = functions[wiring.AUTHORIZER.name]
+        if self.as_deployed is not None:  # --as-deployed
+            functions = self.as_deployed.functions(self.pool)
+            ws_routes, ws_authorizer = self.as_deployed.websocket(functions)
+            self.as_deployed.user_pool(functions)
         sqs = LocalSqs(queue=wiring.JOBS_QUEUE, worker=functions[wiring.WORKER.name], base_url=sqs_url)
         gateway = GatewayEmulator(
-            routes={route.key: functions[route.function.name] for route in wiring.ROUTES},
-            authorizer=functions[wiring.AUTHORIZER.name],
+            routes=ws_routes,
+            authorizer=ws_authorizer,
             idle_timeout_s=o.idle_timeout_s,
             max_connection_s=o.max_connection_s,
         )
-        app = self._app(gateway, sqs)
+        app = self._app(gateway, sqs, functions)
         config = uvicorn.Config(
             app, log_level=o.log_level, lifespan="off", timeout_graceful_shutdown=5, **gateway.server_options
         )
@@ -377,6 +398,8 @@ class LocalRuntime:
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(self._warm, base)
             background = [asyncio.create_task(self._supervise()), asyncio.create_task(self._sweep(functions))]
+            if self.as_deployed is not None:
+                self.as_deployed.write_report(base)
             self.write_state()
             if on_ready is not None:
                 result = on_ready(self.urls)
