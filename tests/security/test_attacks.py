@@ -136,7 +136,7 @@ async def test_a_signed_job_naming_another_tenant_is_dropped_by_the_worker(servi
     """An insider with sqs:SendMessage (here: the run's credentials) forges the job of the original
     attack: tenant A, user alice, and tenant B's own message. The worker must not answer it."""
     victim, attacker = tenant(), tenant()
-    writer = service.token(user="curator", tenant=victim, scopes=("documents:write",))
+    writer = service.token(user="curator", tenant=victim, scopes=("chat", "documents:write"))
     secret = {"source": "vault.md", "title": "Vault", "text": "The vault combination is 4-8-15-16-23-42."}
     assert httpx.post(service.base + "/v1/documents", json=secret, headers=auth(writer), timeout=120
                       ).status_code == 201
@@ -198,8 +198,8 @@ def test_a_slow_handshake_is_timed_out(service: Service) -> None:
 
 
 def test_a_huge_body_is_refused_before_it_is_read(service: Service) -> None:
-    for path in ("/v1/documents", "/v1/limits"):
-        head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    for method, path in (("POST", "/v1/documents"), ("PUT", "/v1/limits")):
+        head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 f"Content-Length: 60000000\r\n\r\n").encode()
         answer = raw_http(service.base, head, timeout=5)  # no body byte is ever sent
         assert answer.split(b" ")[1] in (b"401", b"413"), answer[:80]
@@ -261,7 +261,7 @@ async def test_nul_and_deep_json_on_the_socket_get_bad_request_frames(service: S
 
 def test_nul_and_deep_json_over_rest_get_400_in_the_project_shape(service: Service) -> None:
     t = tenant()
-    writer = auth(service.token(user="curator", tenant=t, scopes=("documents:write",)))
+    writer = auth(service.token(user="curator", tenant=t, scopes=("chat", "documents:write")))
     nul = httpx.post(service.base + "/v1/documents", headers=writer, timeout=30,
                      json={"source": "a.md", "title": "bad\x00title", "text": "hello"})
     deep = httpx.post(service.base + "/v1/documents", headers={**writer, "Content-Type": "application/json"},
