@@ -13,6 +13,7 @@ from lambdas.adapters.cache import RequestRecord
 from lambdas.errors import BadRequest, Forbidden, Internal, NotFound
 from lambdas.observability import logger
 from lambdas.runtime import Deps
+from lambdas.services import models
 from lambdas.services.limits import LimitService
 from lambdas.services.recovery import RecoveryService
 
@@ -46,6 +47,7 @@ class ChatService:
             return self._repeat(identity, msg, rid, previous, connection_id)
         try:
             # A refused message leaves nothing behind, not even its requestId (released below).
+            models.choose(self.s, msg.options.model)  # an unknown model is refused before it is stored
             LimitService(self.d).admit_message(identity, connection_id, request=msg)
             with self.d.db.transaction() as conn:
                 accepted = chat_repo.accept_user_message(

@@ -138,6 +138,7 @@ class Outcome:
     input_tokens: int = 0
     output_tokens: int = 0
     ttft_ms: int | None = None
+    model: str = ""  # the offered model that answered ("" = the deployment's profile)
 
     @property
     def text(self) -> str:
@@ -324,6 +325,7 @@ class GenerationService:
             input_tokens=int(kept.get("inputTokens", 0)),
             output_tokens=int(kept.get("outputTokens", 0)),
             ttft_ms=kept.get("ttftMs"),
+            model=str(kept.get("model") or ""),
         )
         self._record(job, out)
         self.d.cache.drop_outcome(job.request_id)
@@ -368,6 +370,7 @@ class GenerationService:
             # options.model picks an offered model (BAD_REQUEST names the choices); the tenant's LoRA
             # adapter comes from the deployment's mapping, never from the client.
             model = models.select(self.d, tenant_id=job.tenant_id, requested=job.options.get("model"))
+            out.model = model.model.name
             for chunk in model.client.stream_chat(
                 prompt.messages,
                 max_tokens=max_tokens,
@@ -545,6 +548,7 @@ class GenerationService:
             "outputTokens": out.output_tokens,
             "ttftMs": out.ttft_ms,
             "durationS": time.monotonic() - out.started,
+            "model": out.model,
         }
         with contextlib.suppress(RedisError):
             self.d.cache.keep_outcome(job.request_id, kept, self.s.idempotency_ttl_s)
@@ -576,7 +580,7 @@ class GenerationService:
                     citations=[c.model_dump(by_alias=True) for c in out.citations],
                     input_tokens=out.input_tokens,
                     output_tokens=out.output_tokens,
-                    model_profile=s.model_profile,
+                    model_profile=out.model or s.model_profile,
                     region=s.region,
                     ttft_ms=out.ttft_ms,
                     duration_ms=int((time.monotonic() - out.started) * 1000),
