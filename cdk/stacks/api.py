@@ -121,6 +121,8 @@ class ApiStack(ChatstackStack):
             "CHATSTACK_MODEL_PROFILE": config.model_profile,
             "CHATSTACK_MODEL_PRICE_PER_1K_OUTPUT_TOKENS_USD": _price_per_1k(config),
             "CHATSTACK_MODEL_MAX_CONTEXT_TOKENS": str(config.profile.max_model_len),
+            # The LoRA profile's tenant -> adapter map; the worker sends each tenant's adapter.
+            "CHATSTACK_TENANT_ADAPTERS": config.profile.tenant_adapters_setting(),
             "CHATSTACK_AUTH_ISSUER": issuer.url,
             "CHATSTACK_AUTH_JWKS_URL": issuer.jwks_url,
             "CHATSTACK_AUTH_AUDIENCE": issuer.audience,
