@@ -13,7 +13,10 @@ from chatstack.commands._local import data_dir_option, require_service
 @click.option("--user", required=True, help="The user id (the token's sub).")
 @click.option("--tenant", required=True, help="The tenant id.")
 @click.option(
-    "--scope", "scopes", multiple=True, help="A scope, repeatable (chat, admin, finance). Default: chat."
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="A scope, repeatable (chat, admin, finance, documents:write). Default: chat.",
 )
 @click.option(
     "--ttl", default=3600, show_default=True, type=click.IntRange(1, 30 * 24 * 3600), help="Seconds."
@@ -26,6 +29,11 @@ def token(user: str, tenant: str, scopes: tuple[str, ...], ttl: int, data_dir: P
     for value, name in ((user, "--user"), (tenant, "--tenant")):
         if not value.strip() or len(value) > 128:
             raise click.BadParameter("must be 1 to 128 characters.", param_hint=name)
+    from lambdas.config import get_settings
+
+    longest = get_settings().auth_max_token_lifetime_s
+    if ttl > longest:  # the service refuses tokens that live longer (CHATSTACK_AUTH_MAX_TOKEN_LIFETIME_S)
+        raise click.BadParameter(f"the service accepts tokens of at most {longest} s.", param_hint="--ttl")
     require_service(data_dir)  # a key made in a data dir no service runs on signs tokens nobody accepts
     click.echo(
         DevIdentity(data_dir / "identity").mint(

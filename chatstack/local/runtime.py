@@ -368,7 +368,10 @@ class LocalRuntime:
             app, log_level=o.log_level, lifespan="off", timeout_graceful_shutdown=5, **gateway.server_options
         )
         self.server = server = uvicorn.Server(config)
-        token = self.identity.mint(user="dev", tenant="local", ttl_s=12 * 3600)
+        # The page's user may chat and add documents to its own tenant (the upload button).
+        token = self.identity.mint(
+            user="dev", tenant="local", scopes=("chat", "documents:write"), ttl_s=12 * 3600
+        )
         ws_base = base.replace("http://", "ws://")
         self.urls = Urls(
             base=base,

@@ -29,8 +29,9 @@ from lambdas.validation import valid_tenant_id
 logger = Logger(service="chatstack")
 
 TENANT_ATTRIBUTE = "custom:tenant"
-# Cognito groups that grant a scope of the same name; other groups grant nothing here.
-SCOPE_GROUPS = ("chat", "finance", "admin", "documents-write")
+# Cognito groups and the scope each grants (docs/identity.md); other groups grant nothing here. The
+# writer group is named with a dash, the scope the service checks with a colon.
+SCOPE_GROUPS = {"chat": "chat", "finance": "finance", "admin": "admin", "documents-write": "documents:write"}
 EVENT_VERSIONS = ("2", "3")  # V2_0 and V3_0 events carry "version": "2" / "3"; their response is the same
 
 
@@ -41,7 +42,7 @@ class PreTokenError(Exception):
 def scopes_for(groups: list[str]) -> list[str]:
     """The scopes the user's groups grant, in the fixed order above (stable tokens, stable tests)."""
     held = set(groups)
-    return [scope for scope in SCOPE_GROUPS if scope in held]
+    return [scope for group, scope in SCOPE_GROUPS.items() if group in held]
 
 
 def claims_response(event: dict[str, Any]) -> dict[str, Any]:

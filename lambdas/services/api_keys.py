@@ -25,7 +25,7 @@ from lambdas.runtime import Deps
 KEY_PREFIX = "csk_"
 LOOKUP_CHARS = 12
 SECRET_BYTES = 32
-KNOWN_SCOPES = frozenset({"chat", "finance", "admin"})
+KNOWN_SCOPES = frozenset({"chat", "finance", "admin", "documents:write"})
 MAX_KEYS_LISTED = 1000
 _KEY_SHAPE = re.compile(r"^csk_([a-z2-7]{12})_([A-Za-z0-9_-]{43})$")
 # Compared against when the lookup id is unknown, so that both paths do the same work.

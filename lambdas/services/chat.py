@@ -3,7 +3,9 @@ stream, cancel a generation, answer a ping."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from decimal import Decimal
 from typing import Any
 
 from lambdas import protocol
@@ -45,10 +47,12 @@ class ChatService:
         previous = cache.claim_request(rid, fresh, self.s.idempotency_ttl_s)
         if previous is not None:  # a repeat spends no rate budget: it generates nothing
             return self._repeat(identity, msg, rid, previous, connection_id)
+        admitted = False
         try:
             # A refused message leaves nothing behind, not even its requestId (released below).
             models.choose(self.s, msg.options.model)  # an unknown model is refused before it is stored
             LimitService(self.d).admit_message(identity, connection_id, request=msg)
+            admitted = True
             with self.d.db.transaction() as conn:
                 accepted = chat_repo.accept_user_message(
                     conn,
@@ -70,7 +74,11 @@ class ChatService:
                         deduplication_id=rid,
                     )
         except BaseException:
-            cache.forget_request(rid)  # let the client retry the same requestId
+            if admitted:  # give back the quota this message reserved (best effort: Redis may be down)
+                with contextlib.suppress(Exception):
+                    LimitService(self.d).settle(rid, 0, Decimal(0))
+            with contextlib.suppress(Exception):
+                cache.forget_request(rid)  # let the client retry the same requestId
             raise
         record = RequestRecord(
             identity.tenant_id,

@@ -95,7 +95,7 @@ def make_deps(pg_url: str, redis_url: str, model: Model, **overrides: Any) -> De
                         connections_url="http://127.0.0.1:9", queue_url="http://127.0.0.1:9/q",
                         model_endpoint="http://127.0.0.1:9/invocations", rag_enabled=False,
                         generation_lease_s=LEASE_S, flush_interval_ms=0, flush_max_interval_ms=0,
-                        limits_enabled=False, **overrides)
+                        **{"limits_enabled": False, **overrides})
     d = Deps(settings)
     d.__dict__["connections"] = Posts()
     d.__dict__["queue"] = JobQueue("http://127.0.0.1:9/q", region="us-east-1", client=Sent())
@@ -494,3 +494,25 @@ def test_a_lease_forgotten_by_a_restarted_redis_is_taken_again_by_its_owner(deps
     assert deps.cache.generation_owner(rid) == "me"
     deps.cache.r.set(f"cs:claim:{rid}", "someone-else")
     assert deps.cache.renew_generations({rid: "me"}, LEASE_S) == [rid]
+
+
+def test_a_message_that_cannot_be_queued_gives_its_reservation_back(pg_url: str, redis_url: str) -> None:
+    """With an in-flight cap of 1, a message whose enqueue failed (SQS unavailable: its transaction
+    rolls back) must not hold the user's only slot, and its reserved quota, until the hold's TTL."""
+    from botocore.exceptions import EndpointConnectionError
+
+    d = make_deps(pg_url, redis_url, Model(), limits_enabled=True, limit_answers_in_flight_per_user=1)
+    identity = Identity(tenant_id=f"t-{uuid.uuid4().hex[:8]}", user_id="alice", scopes=frozenset({"chat"}))
+    queue = sent(d)
+    working = queue.send_message
+
+    def unavailable(**kwargs: Any) -> dict[str, str]:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/q")
+
+    queue.send_message = unavailable  # type: ignore[method-assign]
+    first = protocol.SendMessage(action="sendMessage", requestId=uuid.uuid4(), text="lost to an outage")
+    with pytest.raises(EndpointConnectionError):
+        ChatService(d).accept(identity, first, "c1")
+    queue.send_message = working  # type: ignore[method-assign]
+    second = protocol.SendMessage(action="sendMessage", requestId=uuid.uuid4(), text="after the outage")
+    assert isinstance(ChatService(d).accept(identity, second, "c1"), protocol.Ack)

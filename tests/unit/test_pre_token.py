@@ -48,7 +48,8 @@ def test_every_scope_group_grants_its_scope_and_no_group_grants_none() -> None:
     e = event()
     e["request"]["groupConfiguration"]["groupsToOverride"] = ["documents-write", "admin", "chat", "finance"]
     access = claims_response(e)["claimsAndScopeOverrideDetails"]["accessTokenGeneration"]
-    assert access["scopesToAdd"] == ["chat", "finance", "admin", "documents-write"]
+    # the writer group grants the scope the service checks (documents:write), not the group's name
+    assert access["scopesToAdd"] == ["chat", "finance", "admin", "documents:write"]
     e["request"]["groupConfiguration"]["groupsToOverride"] = []
     details = claims_response(e)["claimsAndScopeOverrideDetails"]
     assert details["accessTokenGeneration"]["scopesToAdd"] == []

@@ -15,7 +15,7 @@ from lambdas.services.api_keys import ApiKeyService
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
 AdminDep = Annotated[Caller, Depends(require_scope("admin"))]
-Scope = Literal["chat", "finance", "admin"]
+Scope = Literal["chat", "finance", "admin", "documents:write"]
 
 
 def _chat_only() -> list[Scope]:
