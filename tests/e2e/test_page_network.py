@@ -53,7 +53,9 @@ def start(service: Service, browser: Any, proxy: Proxy, *, fast: bool) -> tuple[
     token = service.token(user="sailor", tenant=tenant)
     writer = service.token(user="curator", tenant=tenant, scopes=("documents:write",))
     ingest(service.base, writer, source="logbook.md", title="Keeper's manual", text=LIGHTHOUSE)
-    page = browser.new_context().new_page()
+    # Playwright's wait_for_function evaluates its predicate with eval, which the page's CSP forbids
+    # (script-src 'self'); these tests are about the network, test_browser.py covers the CSP.
+    page = browser.new_context(bypass_csp=True).new_page()
     if fast:  # the deployment's page config (static/config.json), with test-sized deadlines
         page.route("**/static/config.json", lambda route: route.fulfill(json=FAST))
     page.goto(f"http://127.0.0.1:{proxy.port}/?token={token}")
