@@ -111,7 +111,9 @@ def provider(service: Service) -> Iterator[Provider]:
 def test_the_page_signs_in_with_the_code_flow_and_pkce_and_keeps_no_code_or_token_in_the_url(
     service: Service, browser: Any, provider: Provider
 ) -> None:
-    page = browser.new_context().new_page()
+    # The local page's CSP allows no other origin; a deployment's (cdk/constructs/web_hosting.py) adds
+    # its issuer to connect-src. Here the issuer is a test server, so the CSP is bypassed.
+    page = browser.new_context(bypass_csp=True).new_page()
     config = {"oidc": {"issuer": provider.url, "clientId": CLIENT_ID, "scope": "openid email"}}
     page.route("**/static/config.json", lambda route: route.fulfill(json=config))
     page.goto(service.base + "/")
