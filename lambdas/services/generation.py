@@ -36,6 +36,7 @@ from lambdas.services import models
 from lambdas.services.limits import LimitService
 
 UNCOMMITTED_GRACE_S = 60.0
+COMMIT_WAIT_S = 2.0
 
 
 class MessageNotCommitted(Exception):
@@ -261,12 +262,19 @@ class GenerationService:
         """sendMessage enqueues inside its transaction, so a fast worker can see the job before the
         commit. Wait a moment; then redeliver (raise) while the job is young, drop it when it is old
         (its transaction rolled back: the client already got an error frame)."""
-        for attempt in range(5):
+        # The commit follows the enqueue within milliseconds unless the machine is loaded: look often
+        # for up to COMMIT_WAIT_S before paying a redelivery's backoff (a second or more).
+        deadline = time.monotonic() + COMMIT_WAIT_S
+        pause = 0.005
+        while True:
             with self.d.db.transaction() as conn:
                 stored = chat_repo.stored_request(conn, message_id=job.message_id)
             if stored is not None:
                 return stored
-            time.sleep(0.02 * (attempt + 1))
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
         if time.time() - job.enqueued_at < UNCOMMITTED_GRACE_S:
             raise MessageNotCommitted(f"message {job.message_id} is not committed yet")
         logger.warning("job without a stored message dropped", extra={"request_id": job.request_id})
