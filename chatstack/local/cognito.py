@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from chatstack.local.identity import signing_key
 
 Trigger = Callable[[dict[str, Any]], dict[str, Any]]
 COGNITO_SCOPE = "aws.cognito.signin.user.admin"
@@ -102,21 +103,13 @@ class CognitoUserPool:
 
     @staticmethod
     def _load_key(directory: Path) -> rsa.RSAPrivateKey:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "cognito-signing-key.pem"
-        if not path.exists():
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            pem = key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(pem)
-            tmp.chmod(0o600)
-            tmp.replace(path)
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(loaded, rsa.RSAPrivateKey):
-            raise SystemExit(f"{path.name} is not an RSA key; delete it to make a new one.")
-        return loaded
+        key: rsa.RSAPrivateKey = signing_key(
+            directory / "cognito-signing-key.pem",
+            lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            rsa.RSAPrivateKey,
+            "an RSA key",
+        )
+        return key
 
     @property
     def issuer(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +25,32 @@ ALGORITHM = "ES256"
 DEFAULT_SCOPES = ("chat",)
 
 
+def signing_key(path: Path, generate: Callable[[], Any], kind: Any, what: str) -> Any:
+    """The private key kept at `path` (PKCS8 PEM, mode 0600), made with `generate` on first use; it
+    must be an instance of `kind` (else one sentence says to delete it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        pem = generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pem)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, kind):
+        raise SystemExit(f"The signing key in {path.name} is not {what}; delete it to make a new one.")
+    return loaded
+
+
 class DevIdentity:
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "signing-key.pem"
-        if not path.exists():
-            key = ec.generate_private_key(ec.SECP256R1())
-            pem = key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(pem)
-            tmp.chmod(0o600)
-            tmp.replace(path)
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise SystemExit(
-                f"The signing key in {path.name} is not an EC P-256 key; delete it to make a new one."
-            )
-        self.key = loaded
+        self.key: ec.EllipticCurvePrivateKey = signing_key(
+            directory / "signing-key.pem",
+            lambda: ec.generate_private_key(ec.SECP256R1()),
+            ec.EllipticCurvePrivateKey,
+            "an EC P-256 key",
+        )
         public = json.loads(ECAlgorithm.to_jwk(self.key.public_key()))
         self.kid = jwt.utils.base64url_encode(
             json.dumps({k: public[k] for k in ("crv", "kty", "x", "y")}, sort_keys=True).encode()
