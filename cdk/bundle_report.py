@@ -55,18 +55,24 @@ def zipped_size(spec: BundleSpec) -> tuple[int, int]:
         return archive.stat().st_size, sum(p.stat().st_size for p in files)
 
 
+def import_blocked(module: str, blocked: str, *, check: bool) -> subprocess.CompletedProcess[str]:
+    """Import `module` in a fresh interpreter with the `blocked` packages (comma-separated) made
+    unimportable, as its bundle leaves them out; prints the import's wall and CPU seconds."""
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_AND_TIME, module, blocked],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=check,
+        env={**os.environ, "CHATSTACK_ENVIRONMENT": "test"},
+    )
+
+
 def import_seconds(function: wiring.Function, blocked: str, runs: int) -> tuple[float, float]:
     """Median (wall, CPU) seconds of a cold import of the handler module."""
     walls, cpus = [], []
     for _ in range(runs):
-        result = subprocess.run(
-            [sys.executable, "-c", BLOCK_AND_TIME, function.module, blocked],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "CHATSTACK_ENVIRONMENT": "test"},
-        )
+        result = import_blocked(function.module, blocked, check=True)
         wall, cpu = result.stdout.strip().splitlines()[-1].split()
         walls.append(float(wall))
         cpus.append(float(cpu))

@@ -140,7 +140,8 @@ class ChatService:
         self.d.cache.watch(rid, connection_id, self.s.delta_ttl_s)
         with self.d.db.transaction() as conn:
             answer = chat_repo.stored_answer(conn, record.answer_id)
-            stored = chat_repo.stored_request(conn, message_id=record.message_id)
+            unfinished = answer is None or (retry and answer.finish_reason == "error")
+            stored = chat_repo.stored_request(conn, message_id=record.message_id) if unfinished else None
         if retry and answer is not None and answer.finish_reason == "error" and stored is not None:
             # A repeated sendMessage of a failed answer retries it (same answer id; the ledger adds up).
             answer = None
