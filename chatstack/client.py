@@ -27,6 +27,9 @@ from websockets.asyncio.client import ClientConnection
 
 from lambdas import protocol
 
+GATEWAY_INTERNAL_ERROR = "Internal server error"
+MAX_RESENDS = 2
+
 
 class ChatError(Exception):
     """An `error` frame from the server."""
@@ -52,6 +55,8 @@ class Reply:
         self.restarts = 0  # deltas that replaced the text so far (a takeover after a worker died)
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.text_so_far = ""
+        self.frame: str | None = None  # the sendMessage frame as sent (resent after a gateway failure)
+        self.resends = 0
 
     # Called by the reader task.
     def _delta(self, frame: protocol.Delta) -> None:
@@ -81,6 +86,7 @@ class Reply:
             self.error = frame
             if not self.ack.done():
                 self.ack.set_exception(ChatError(frame))
+                self.ack.exception()  # also raised to whoever iterates: not an unretrieved error
         self._queue.put_nowait(None)
 
     def _reopen(self) -> None:
@@ -149,7 +155,11 @@ class ChatClient:
     async def _read(self) -> None:
         try:
             async for raw in self.ws:
-                frame = protocol.parse_server_frame(raw)
+                try:
+                    frame = protocol.parse_server_frame(raw)
+                except ValueError:  # not one of our frames: API Gateway's own status message
+                    await self._gateway_message(raw)
+                    continue
                 rid = getattr(frame, "request_id", None)
                 reply = self.replies.get(rid) if rid else None
                 if reply is None:
@@ -173,6 +183,33 @@ class ChatClient:
                         message="The connection closed before the answer ended.",
                     )
 
+    async def _gateway_message(self, raw: str | bytes) -> None:
+        """API Gateway answers a route whose integration failed with `{"message": "Internal server
+        error", "connectionId", "requestId"}` (its own request id, not ours). Nothing says which
+        request it was, so every sendMessage not yet acknowledged is sent again: the same requestId
+        never yields two answers (docs/protocol.md). After MAX_RESENDS the reply fails instead."""
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or message.get("message") != GATEWAY_INTERNAL_ERROR:
+            return  # e.g. "Forbidden" for a frame no route matched: nothing of ours to retry
+        for reply in list(self.replies.values()):
+            if reply.ack.done() or reply.done is not None or reply.error is not None or reply.frame is None:
+                continue
+            if reply.resends >= MAX_RESENDS:
+                reply._finish(
+                    protocol.Error(
+                        requestId=reply.request_id,
+                        code="INTERNAL",
+                        message="The gateway failed to deliver the message; send it again later.",
+                    )
+                )
+                continue
+            reply.resends += 1
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await self.ws.send(reply.frame)
+
     async def send_raw(self, data: str | dict[str, Any]) -> None:
         await self.ws.send(data if isinstance(data, str) else json.dumps(data))
 
@@ -192,7 +229,8 @@ class ChatClient:
             frame["conversationId"] = conversation_id
         if options:
             frame["options"] = options
-        await self.send_raw(frame)
+        reply.frame = json.dumps(frame)
+        await self.send_raw(reply.frame)
         return reply
 
     async def resume(self, request_id: str, after_seq: int = 0, reply: Reply | None = None) -> Reply:

@@ -26,6 +26,7 @@ from lambdas import wiring
 
 INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
 READY = "lambda host ready on "
+HOST_KEEP_ALIVE_S = 3600
 
 
 class FunctionError(Exception):
@@ -197,7 +198,14 @@ def main() -> None:
     with contextlib.suppress(Exception):
         if d.retriever is not None:
             d.retriever.retrieve(tenant_id="warm-up", query="warm up", k=1, min_score=1.0)
-    server = uvicorn.Server(uvicorn.Config(create_host_app(), log_level="warning", lifespan="off"))
+    # The gateway's HostPool is the only client and keeps its connections for reuse. uvicorn's default
+    # keep-alive (5 s) closed idle ones while the pool could pick one for the next invocation: the
+    # request then met a reset, and the invocation failed (the SQS mapping retried it after a backoff,
+    # a WebSocket route answered "Internal server error"). An hour outlives any pause in the traffic.
+    config = uvicorn.Config(
+        create_host_app(), log_level="warning", lifespan="off", timeout_keep_alive=HOST_KEEP_ALIVE_S
+    )
+    server = uvicorn.Server(config)
 
     async def serve() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))
