@@ -1,46 +1,130 @@
-"""API Gateway `@connections`: push frames to WebSocket clients with boto3's apigatewaymanagementapi.
+"""API Gateway `@connections`: push frames to WebSocket clients.
 
 In the cloud the endpoint is https://{api-id}.execute-api.{region}.amazonaws.com/{stage}; locally it is
-the gateway emulator, reached by the very same client through `endpoint_url`.
+the gateway emulator, reached the same way through `endpoint_url`.
+
+Posting is the hot path: one call per delta, per watcher, for every stream. boto3's client spent
+about 1.6 ms of CPU per `post_to_connection` here, against about 0.55 ms for the same signed request
+made by botocore's own SigV4 signer over one urllib3 connection pool (docs/benchmarks.md, "Hot
+path"): most of boto3's cost is its generic machinery (event hooks, parameter validation, endpoint
+resolution, response parsing), which a fixed `POST /{stage}/@connections/{id}` does not need. So
+`post` builds that request itself and signs it with botocore (the SDK's credentials chain, so the
+Lambda role's session token and its refresh work as with boto3); tests/unit/test_connections_signing.py
+checks that the request is byte-for-byte the one boto3 signs. `disconnect` is rare and stays on boto3.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+import urllib3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from botocore.httpsession import get_cert_path
+from botocore.session import get_session
+from botocore.utils import percent_encode
+
+SERVICE = "execute-api"  # the signing name of apigatewaymanagementapi
+# Posts are small and idempotent from the client's view (it dedups by seq): retry once, never for
+# long, so one slow connection cannot stall a stream (boto3's "standard" mode with 2 attempts did the
+# same: connection errors, throttling and 5xx).
+ATTEMPTS = 2
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRY_PAUSE_S = 0.05
+
+
+class PostFailed(Exception):
+    """`@connections` refused a post for a reason other than a gone connection."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(f"{status} {error_type}: {message}")
+        self.status = status
+        self.error_type = error_type
 
 
 class Connections:
-    def __init__(self, endpoint_url: str, *, region: str, client: Any | None = None) -> None:
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        region: str,
+        client: Any | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
         if not endpoint_url:
             raise ValueError("No @connections endpoint: set CHATSTACK_CONNECTIONS_URL.")
-        self.client = client or boto3.client(
-            "apigatewaymanagementapi",
-            endpoint_url=endpoint_url,
-            region_name=region,
-            # Posts are small and idempotent from the client's view (it dedups by seq): retry a little,
-            # never for long, so one slow connection cannot stall a stream.
-            config=Config(
-                retries={"total_max_attempts": 2, "mode": "standard"},
-                connect_timeout=2,
-                read_timeout=5,
-                max_pool_connections=64,
-                tcp_keepalive=True,
-            ),
-        )
+        self.endpoint_url = endpoint_url.rstrip("/")
+        self.region = region
+        parts = urlsplit(self.endpoint_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"The @connections endpoint must be an http(s) URL, not {endpoint_url!r}.")
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._base_path = parts.path  # "/{stage}" in the cloud
+        self._credentials = credentials or get_session().get_credentials()
+        if self._credentials is None:
+            raise ValueError("No AWS credentials to sign @connections posts with.")
+        options: dict[str, Any] = {"maxsize": 64, "block": False, "retries": False}
+        if parts.scheme == "https":
+            options["ca_certs"] = get_cert_path(True)  # the CA bundle boto3 uses
+        self._pool = urllib3.connection_from_url(self.endpoint_url, **options)
+        self._timeout = urllib3.Timeout(connect=2, read=5)
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client (for the rare calls: `disconnect`), made on first use."""
+        if self._client is None:
+            self._client = boto3.client(
+                "apigatewaymanagementapi",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region,
+                config=Config(
+                    retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
+                    connect_timeout=2,
+                    read_timeout=5,
+                    tcp_keepalive=True,
+                ),
+            )
+        return self._client
+
+    def signed(self, connection_id: str, body: bytes) -> tuple[str, dict[str, str]]:
+        """The path and headers of a signed `PostToConnection` request (as boto3 would send it)."""
+        path = f"{self._base_path}/@connections/{percent_encode(connection_id)}"
+        request = AWSRequest(method="POST", url=self._origin + path, data=body)
+        SigV4Auth(self._credentials.get_frozen_credentials(), SERVICE, self.region).add_auth(request)
+        return path, dict(request.headers.items())
 
     def post(self, connection_id: str, data: str) -> bool:
         """Send one frame; False when the connection is gone (410), so the caller can forget it."""
-        try:
-            self.client.post_to_connection(ConnectionId=connection_id, Data=data.encode())
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("GoneException", "410"):
+        body = data.encode()
+        for attempt in range(1, ATTEMPTS + 1):
+            path, headers = self.signed(connection_id, body)  # signed again: the date is in it
+            try:
+                response = self._pool.urlopen(
+                    "POST", path, body=body, headers=headers, timeout=self._timeout, retries=False
+                )
+            except urllib3.exceptions.HTTPError:
+                if attempt == ATTEMPTS:
+                    raise
+                time.sleep(RETRY_PAUSE_S)
+                continue
+            if response.status < 300:
+                return True
+            if response.status == 410:
                 return False
-            raise
+            if response.status in RETRY_STATUS and attempt < ATTEMPTS:
+                time.sleep(RETRY_PAUSE_S)
+                continue
+            error_type = str(response.headers.get("x-amzn-ErrorType", "")).split(":")[0]
+            message = response.data[:500].decode("utf-8", "replace")
+            raise PostFailed(response.status, error_type or "Unknown", message)
+        raise AssertionError("unreachable")
 
     def disconnect(self, connection_id: str) -> None:
         try:
