@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ import click
 import httpx
 
 from chatstack.client import ChatClient
+from chatstack.local.process import die_with_parent
 
 QUESTION = "Latency budgets matter for chat. What matters for chat?"
 ARRIVALS = ("burst", "spread")
@@ -182,6 +184,7 @@ def fake_model(ttft_ms: float, token_ms: float) -> Iterator[str]:
         ],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent(signal.SIGTERM),  # a killed benchmark leaves no server behind
     )
     try:
         from chatstack.bench.fake_model import READY
@@ -208,10 +211,13 @@ def service(
     if fixed_flush_ms > 0:
         args += ["--flush-ms", str(fixed_flush_ms)]
         pacing = {"CHATSTACK_FLUSH_MAX_INTERVAL_MS": str(fixed_flush_ms), "CHATSTACK_FLUSH_EARLY_SHARE": "1"}
+    log = (data_dir / "up.log").open("w")  # kept with the data dir: why a run failed, if one did
     proc = subprocess.Popen(
         args,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # `up` stops its own children when it gets SIGTERM: a killed benchmark leaves nothing behind.
+        preexec_fn=die_with_parent(signal.SIGTERM),
         # One benchmark client opens hundreds of connections from one IP as one user: the per-IP and
         # per-user limits would (rightly) refuse it.
         env={**os.environ, "CHATSTACK_LIMITS_ENABLED": "false", **pacing},
@@ -232,6 +238,7 @@ def service(
         except subprocess.TimeoutExpired:  # thousands of sockets to close: do not leave it behind
             proc.kill()
             proc.wait(30)
+        log.close()
 
 
 def plot_ttft(results: dict[str, Any], path: Path, title: str) -> None:

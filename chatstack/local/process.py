@@ -26,7 +26,7 @@ from typing import IO, Any
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(sig: int) -> Callable[[], None] | None:
+def die_with_parent(sig: int) -> Callable[[], None] | None:
     if not sys.platform.startswith("linux"):
         return None
     libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only makes the call
@@ -55,7 +55,7 @@ class Child(ABC):
             stderr=kwargs.pop("stderr", None),
             text=True,
             process_group=0,
-            preexec_fn=_die_with_parent(self.parent_death_signal),
+            preexec_fn=die_with_parent(self.parent_death_signal),
             **kwargs,
         )
 
