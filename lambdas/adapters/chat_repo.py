@@ -113,6 +113,8 @@ class StoredRequest:
     text: str
     options: dict[str, Any]
     age_s: float
+    # Its answer is stored and final (read with the message, so the worker needs no second query).
+    answered: bool = False
 
     @property
     def answer_id(self) -> str:
@@ -121,7 +123,9 @@ class StoredRequest:
 
 _STORED_REQUEST = (
     "SELECT m.id, m.request_id, m.conversation_id, m.tenant_id, c.user_id, m.content, m.options,"
-    " EXTRACT(EPOCH FROM now() - m.created_at)::float8 AS age_s"
+    " EXTRACT(EPOCH FROM now() - m.created_at)::float8 AS age_s,"
+    " EXISTS (SELECT 1 FROM messages a WHERE a.request_id = m.request_id AND a.role = 'assistant'"
+    "  AND a.finish_reason IS DISTINCT FROM 'error') AS answered"
     " FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.role = 'user' AND "
 )
 
@@ -136,6 +140,7 @@ def _stored(row: dict[str, Any]) -> StoredRequest:
         text=str(row["content"]),
         options=dict(row["options"] or {}),
         age_s=float(row["age_s"]),
+        answered=bool(row["answered"]),
     )
 
 

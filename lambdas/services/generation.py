@@ -218,7 +218,7 @@ class GenerationService:
             return
         job = trusted
         owner = uuid.uuid4().hex
-        if not self._acquire(job, owner):
+        if not self._acquire(job, owner, answered=stored.answered):
             return
         keeper = lease_keeper(self.d.cache, self.s.generation_lease_s)
         keeper.hold(job.request_id, owner)
@@ -305,14 +305,17 @@ class GenerationService:
         with self.d.db.transaction() as conn:
             return chat_repo.answer_final(conn, job.answer_id)
 
-    def _acquire(self, job: Job, owner: str) -> bool:
+    def _acquire(self, job: Job, owner: str, *, answered: bool) -> bool:
         """Take the lease, waiting out a lease whose holder may be dead. False when the answer is
-        stored, or when the holder keeps renewing (it is alive: this delivery is a duplicate)."""
+        stored, or when the holder keeps renewing (it is alive: this delivery is a duplicate).
+        `answered`: what the stored request said a moment ago (saves the first query)."""
         lease_s = self.s.generation_lease_s
         deadline = time.monotonic() + lease_s * 1.5 + 1
+        known: bool | None = answered
         while True:
-            if self._answered(job):
+            if self._answered(job) if known is None else known:
                 return False
+            known = None  # asked again on every later turn
             if self.d.cache.claim_generation(job.request_id, owner, lease_s):
                 if self._answered(job):  # stored between the check and the claim
                     self.d.cache.release_generation(job.request_id, owner)
