@@ -36,6 +36,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from chatstack.local.lambda_context import Handler, invoke
@@ -81,7 +82,9 @@ class _Connection:
     # Set by whoever closes the socket from this side: (close code, reason the $disconnect event gives).
     closed_by_server: tuple[int, str] | None = None
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # Done when the session ends (aclose() waits for it). A future, not an asyncio.Event: an Event
+    # allocates a deque of waiters, about 0.7 KiB per held connection.
+    finished: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def touch(self) -> None:
         self.last_active = asyncio.get_running_loop().time()
@@ -150,6 +153,20 @@ class GatewayEmulator:
             Route(f"/{self.stage}/@connections/{{connection_id:path}}", self._manage, methods=methods),
         ]
 
+    def in_front_of(self, app: ASGIApp) -> ASGIApp:
+        """The WebSocket endpoint as a bare ASGI app, passing every other request to `app`.
+
+        Served this way rather than as a route of `app`, a held socket keeps no Starlette routing,
+        exception-handling or middleware coroutine frames alive (about 4 KiB per connection)."""
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "websocket" and scope["path"] == self.ws_path:
+                await self._session(WebSocket(scope, receive, send))
+            else:
+                await app(scope, receive, send)
+
+        return dispatch
+
     @property
     def server_options(self) -> dict[str, Any]:
         """uvicorn settings that apply API Gateway's limits in the server itself: the message size, the
@@ -165,6 +182,9 @@ class GatewayEmulator:
             # permessage-deflate keeps a zlib compressor and decompressor per connection (about 33 KiB
             # of the 70 a held connection cost, docs/benchmarks.md) to shrink frames on loopback.
             "ws_per_message_deflate": False,
+            # No server pings (uvicorn sends one every 20 s by default, a timer per connection): API
+            # Gateway sends none either, and a vanished client is closed by the idle timeout as there.
+            "ws_ping_interval": None,
             "http": LimitedHttpToolsProtocol,
             "ws": LimitedWebSocketProtocol,
             "proxy_headers": bool(trusted),
@@ -184,8 +204,8 @@ class GatewayEmulator:
         self._shutting_down = True
         for connection in list(self._connections.values()):
             await self._close(connection, *GOING_AWAY)
-        for connection in list(self._sessions):
-            await connection.finished.wait()
+        if self._sessions:
+            await asyncio.wait([connection.finished for connection in self._sessions])
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -202,18 +222,22 @@ class GatewayEmulator:
         await websocket.receive()  # "websocket.connect"
         client = websocket.scope.get("client")
         now = time.time()
+        # Not `websocket.headers`: that caches a Headers object for the connection's life.
+        headers, multi_headers = self._headers(websocket)
+        first = {name.lower(): values[0] for name, values in reversed(multi_headers.items())}
         connection = _Connection(
             id=self._new_connection_id(),
             websocket=websocket,
             source_ip=client[0] if client else "127.0.0.1",
-            user_agent=websocket.headers.get("user-agent"),
-            domain_name=websocket.headers.get("host", "localhost"),
+            user_agent=first.get("user-agent"),
+            domain_name=first.get("host", "localhost"),
             opened=asyncio.get_running_loop().time(),
             connected_at_ms=int(now * 1000),
         )
         connection.touch()
         query = parse_qsl(websocket.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        handshake = _Handshake(_aws_id(), *self._headers(websocket), query)
+        handshake = _Handshake(_aws_id(), headers, multi_headers, query)
+        del headers, multi_headers, first
         self._sessions.add(connection)  # from here on, aclose() waits for this session
         try:
             try:
@@ -221,13 +245,16 @@ class GatewayEmulator:
                     raise _Refused(503, "Service Unavailable")
                 connection.authorizer = await self._authorize(connection, handshake)
                 subprotocol = await self._connect(connection, handshake)
-                del handshake, query  # not kept alive by this frame for the connection's lifetime
+                # Not kept alive for the connection's lifetime: the authorizer and $connect were the
+                # last to read the handshake's headers, and the server keeps the scope (about 1 KiB).
+                del handshake, query
+                websocket.scope["headers"] = []
             except _Refused as refused:
                 await self._refuse(websocket, refused)
                 return
             await self._open(connection, subprotocol)
         finally:
-            connection.finished.set()
+            connection.finished.set_result(None)
             self._sessions.discard(connection)
 
     async def _open(self, connection: _Connection, subprotocol: str | None) -> None:

@@ -261,10 +261,8 @@ class LocalRuntime:
 
         # The queue and @connections are internal (IAM in the cloud): only on the loopback listener,
         # behind the run's SigV4 credentials. The public listener has the socket, REST, JWKS and page.
-        public_gateway = [r for r in gateway.routes if isinstance(r, WebSocketRoute)]
         internal = [r for r in gateway.routes if not isinstance(r, WebSocketRoute)] + list(sqs.routes)
         routes = [
-            *public_gateway,
             Route("/.well-known/jwks.json", jwks),
             Route("/", index),
             # The page's scripts, styles and vendored libraries (no build step, nothing from a CDN).
@@ -275,7 +273,9 @@ class LocalRuntime:
             routes[-1] = Mount("/", app=self.as_deployed.rest(create_app(), functions))
             routes[:0] = self.as_deployed.routes()
         guarded_internal = guarded(Starlette(routes=internal), self.credentials)
-        return ByListener(Starlette(routes=routes), guarded_internal, self.internal_port)
+        # The socket is served ahead of Starlette: a held connection keeps none of its frames alive.
+        public = gateway.in_front_of(Starlette(routes=routes))
+        return ByListener(public, guarded_internal, self.internal_port)
 
     async def serve(self, on_ready: Callable[[Urls], Awaitable[None] | None] | None = None) -> None:
         """Runs until stopped; raises SystemExit with one sentence if a child keeps dying."""

@@ -30,6 +30,8 @@ from aws_lambda_powertools.utilities.parser.models import (
     APIGatewayWebSocketDisconnectEventModel,
     APIGatewayWebSocketMessageEventModel,
 )
+from starlette.applications import Starlette
+from starlette.routing import Mount, WebSocketRoute
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -175,7 +177,7 @@ async def make_harness(serve_routes: Any) -> AsyncIterator[MakeHarness]:
         *,
         with_default: bool = True,
         with_authorizer: bool = True,
-        limit_in_server: bool = False,
+        as_served: bool = True,
         **options: Any,
     ) -> Harness:
         calls = Calls()
@@ -186,8 +188,12 @@ async def make_harness(serve_routes: Any) -> AsyncIterator[MakeHarness]:
             routes=routes, authorizer=authorizer if with_authorizer else None, **options
         )
         gateways.append(gateway)
-        server_options = gateway.server_options if limit_in_server else {}
-        base_url = await serve_routes(lambda _: gateway.routes, **server_options)
+        if as_served:  # as `chatstack up` serves it: ahead of Starlette, with its uvicorn settings
+            management = [route for route in gateway.routes if not isinstance(route, WebSocketRoute)]
+            app = gateway.in_front_of(Starlette(routes=management))
+            base_url = await serve_routes(lambda _: [Mount("/", app=app)], **gateway.server_options)
+        else:  # a Starlette route on uvicorn's defaults: the gateway's own checks, with no server limits
+            base_url = await serve_routes(lambda _: gateway.routes)
         return Harness(gateway, base_url, calls)
 
     yield make
@@ -513,11 +519,11 @@ async def test_given_many_concurrent_posters_when_streaming_then_each_connection
 # -- limits and closes -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("limit_in_server", [False, True], ids=["in-app", "uvicorn-ws_max_size"])
+@pytest.mark.parametrize("as_served", [False, True], ids=["in-app", "uvicorn-ws_max_size"])
 async def test_given_a_message_over_128_kb_when_received_then_the_connection_closes_with_1009(
-    make_harness: MakeHarness, limit_in_server: bool
+    make_harness: MakeHarness, as_served: bool
 ) -> None:
-    h = await make_harness(limit_in_server=limit_in_server)
+    h = await make_harness(as_served=as_served)
     async with connect(h.url()) as websocket:
         connection_id = await h.connection_id(websocket)
         await websocket.send(json.dumps({"action": "echo", "pad": "x" * (128 * 1024)}))
