@@ -12,6 +12,11 @@ service, before any application code runs:
 - a request head not complete within `head_timeout_s` of the connection (or of the request's first
   byte, on a kept-alive connection) -> 408 Request Timeout, connection closed;
 - a WebSocket handshake the `websockets` parser still refuses -> 400, connection closed.
+
+The WebSocket protocol also holds less per connection (docs/benchmarks.md, memory per held
+connection): it lets go of the upgrade request's headers and the response once the socket is
+accepted, and uses lighter stand-ins for its `asyncio.Queue` and `asyncio.Event` (each of their
+deques costs about 0.7 KiB).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 from typing import Any
 
 import httptools
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
@@ -146,8 +152,80 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
 
+class _Inbox:
+    """What uvicorn's WebSocket protocol uses of its `asyncio.Queue` (`put_nowait`, `get`, `empty`),
+    for its one reader, the application's `receive`. The protocol pauses reading after each message,
+    so a few messages are queued at most."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[ASGIReceiveEvent] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: ASGIReceiveEvent) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class _Flag:
+    """What uvicorn's WebSocket protocol uses of its `asyncio.Event` `writable` (`wait`, `set`,
+    `clear`), without the deque an Event allocates up front: waiters exist only while the client's
+    buffer is full."""
+
+    __slots__ = ("_is_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._is_set = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def set(self) -> None:
+        self._is_set = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._is_set = False
+
+    async def wait(self) -> None:
+        while not self._is_set:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+
 class LimitedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """The `websockets` sans-I/O protocol, answering a handshake its parser refuses instead of hanging."""
+    """The `websockets` sans-I/O protocol, answering a handshake its parser refuses instead of hanging,
+    and holding less per connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]  # the three methods the protocol calls
+        self.writable = _Flag()  # type: ignore[assignment]  # set, as uvicorn's Event starts
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # Read only to answer the handshake, they would stay for the connection's life; the
+            # `websockets` parser's suspended generator keeps the request itself, so empty its headers.
+            self.request.headers.clear()
+            self.__dict__.pop("request", None)
+            self.__dict__.pop("response", None)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
