@@ -16,20 +16,25 @@ is answered in the shape the caller's client understands (AWS's JSON error with 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import time
 from calendar import timegm
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
+from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.utils import normalize_url_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lambdas.config import INTERNAL_SECRET_HEADER
@@ -80,11 +85,39 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
+
+
+@functools.lru_cache(maxsize=64)
+def _signing_key(secret_access_key: str, date: str, region: str, service: str) -> bytes:
+    """SigV4's derived key: four HMACs that only change with the day, so computed once per day."""
+    key = ("AWS4" + secret_access_key).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+def _signed_at(stamp: str) -> int:
+    match = _STAMP.fullmatch(stamp)
+    if match is None:
+        raise Refusal(403, "IncompleteSignatureException", "The request has no valid X-Amz-Date.")
+    try:
+        return timegm(time.struct_time((*map(int, match.groups()), 0, 0, 0)))
+    except (ValueError, OverflowError):
+        raise Refusal(403, "IncompleteSignatureException", "The request has no valid X-Amz-Date.") from None
+
+
 def verify_sigv4(
     *, method: str, raw_path: str, query: str, headers: list[tuple[str, str]], body: bytes,
     access_key_id: str, secret_access_key: str, now: float | None = None,
 ) -> None:
-    """Raise Refusal unless the request carries a valid SigV4 signature by `access_key_id`."""
+    """Raise Refusal unless the request carries a valid SigV4 signature by `access_key_id`.
+
+    The canonical request is built as botocore's SigV4Auth builds it for a non-S3 service (path
+    normalized and encoded again, header values trimmed, repeated headers joined by commas), with
+    botocore's own path and query helpers; tests/security/test_internal_auth.py checks it against
+    signatures botocore makes. Every internal call is a POST, so this is on every @connections post.
+    """
     auth = next((v for k, v in headers if k.lower() == "authorization"), "")
     if not auth.startswith("AWS4-HMAC-SHA256 "):
         raise Refusal(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
@@ -100,27 +133,50 @@ def verify_sigv4(
             403, "UnrecognizedClientException", "The security token included in the request is invalid."
         )
     stamp = next((v for k, v in headers if k.lower() == "x-amz-date"), "")
-    try:
-        signed_at = timegm(time.strptime(stamp, SIGV4_TIMESTAMP))
-    except ValueError:
-        raise Refusal(403, "IncompleteSignatureException", "The request has no valid X-Amz-Date.") from None
+    signed_at = _signed_at(stamp)
     if abs((time.time() if now is None else now) - signed_at) > MAX_SKEW_S or not stamp.startswith(date):
         raise Refusal(403, "InvalidSignatureException", "Signature expired or not yet valid.")
-    present = {k.lower(): v for k, v in headers}
-    if any(name not in present for name in signed) or "host" not in signed:
-        raise Refusal(403, "InvalidSignatureException", "A signed header is missing.")
-    url = f"http://{present['host']}{raw_path}" + (f"?{query}" if query else "")
-    request = AWSRequest(method=method, url=url, data=body, headers={n: present[n] for n in signed})
-    request.context["timestamp"] = stamp
-    signer = SigV4Auth(Credentials(access_key_id, secret_access_key), service, region)
-    canonical = signer.canonical_request(request)
-    expected = signer.signature(signer.string_to_sign(request, canonical), request)
+    values: dict[str, list[str]] = {}
+    for name, value in headers:
+        values.setdefault(name.lower(), []).append(value)
+    if any(name not in values for name in signed) or "host" not in signed or signed != sorted(set(signed)):
+        raise Refusal(
+            403, "InvalidSignatureException", "SignedHeaders must list present headers, sorted, with host."
+        )
+    payload_hash = hashlib.sha256(body).hexdigest()
+    if "x-amz-content-sha256" in values and values["x-amz-content-sha256"] != [payload_hash]:
+        # AWS checks the declared hash against the body; trusting it would let a captured signature
+        # carry another body.
+        raise Refusal(400, "InvalidSignatureException", "The x-amz-content-sha256 does not match the body.")
+    canonical = "\n".join(
+        [
+            method.upper(),
+            quote(normalize_url_path(raw_path), safe="/~"),
+            _canonical_query(query),
+            *(f"{n}:{','.join(' '.join(v.split()) for v in values[n])}" for n in signed),
+            "",
+            ";".join(signed),
+            payload_hash,
+        ]
+    )
+    scope = f"{date}/{region}/{service}/aws4_request"
+    string_to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = _signing_key(secret_access_key, date, region, service)
+    expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, given):
         raise Refusal(
             403,
             "InvalidSignatureException",
             "The request signature we calculated does not match the signature you provided.",
         )
+
+
+def _canonical_query(query: str) -> str:
+    """botocore's canonical query string (the internal routes take none; kept exact all the same)."""
+    if not query:
+        return ""
+    signer = SigV4Auth(Credentials("-", "-"), "-", "-")
+    return str(signer.canonical_query_string(AWSRequest(method="POST", url=f"http://h/?{query}")))
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, list[Message]]:

@@ -18,6 +18,8 @@ import httpx
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -144,3 +146,69 @@ def test_the_model_server_answers_only_the_run_and_the_worker_client_proves_it(
         assert chunks and b"chat.completion.chunk" in b"".join(chunks)
         with pytest.raises(Exception, match="rejected"):
             list(HttpTransport(url, 10, secret="guess").stream(body))
+
+
+# ---- the canonical request, against botocore's signer ------------------------------------------
+
+_path_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
+_header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    segments=st.lists(_path_text, min_size=1, max_size=3),
+    query=st.dictionaries(st.text("abcxyz-_~. ", min_size=1, max_size=5), st.text(max_size=8), max_size=3),
+    extra=st.dictionaries(st.sampled_from(["x-amz-target", "content-type", "x-custom"]), _header_value,
+                          max_size=3),
+    body=st.binary(max_size=200),
+    service=st.sampled_from(["sqs", "execute-api"]),
+)
+def test_what_botocore_signs_verifies_and_any_change_does_not(
+    segments: list[str], query: dict[str, str], extra: dict[str, str], body: bytes, service: str
+) -> None:
+    """Property: for any path (percent-encoded by the client, as boto3 encodes a ConnectionId), query,
+    header values with odd spacing and body, a request signed by botocore's SigV4Auth passes
+    verify_sigv4, and the same request with another body or another path does not."""
+    from urllib.parse import quote, urlencode
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from chatstack.local.internal_auth import Refusal
+
+    raw_path = "/" + "/".join(quote(s, safe="") for s in segments)
+    query_string = urlencode(query)
+    url = f"http://127.0.0.1:9{raw_path}" + (f"?{query_string}" if query_string else "")
+    request = AWSRequest(method="POST", url=url, data=body, headers={"Host": "127.0.0.1:9", **extra})
+    SigV4Auth(Credentials(RUN.access_key_id, RUN.secret_access_key), service, "us-east-1").add_auth(request)
+    headers = [(k, str(v)) for k, v in request.headers.items()]
+    args: dict[str, Any] = {"method": "POST", "query": query_string, "headers": headers,
+                            "access_key_id": RUN.access_key_id, "secret_access_key": RUN.secret_access_key}
+    verify_sigv4(raw_path=raw_path, body=body, **args)
+    with pytest.raises(Refusal):
+        verify_sigv4(raw_path=raw_path, body=body + b"!", **args)
+    with pytest.raises(Refusal):
+        verify_sigv4(raw_path=raw_path + "x", body=body, **args)
+
+
+def test_a_declared_payload_hash_must_match_the_body() -> None:
+    """AWS checks x-amz-content-sha256 against the body; a captured signature must not carry another."""
+    import hashlib
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from chatstack.local.internal_auth import Refusal
+
+    declared = hashlib.sha256(b"original").hexdigest()
+    request = AWSRequest(method="POST", url="http://127.0.0.1:9/", data=b"original",
+                         headers={"Host": "127.0.0.1:9", "X-Amz-Content-SHA256": declared})
+    SigV4Auth(Credentials(RUN.access_key_id, RUN.secret_access_key), "sqs", "us-east-1").add_auth(request)
+    headers = [(k, str(v)) for k, v in request.headers.items()]
+    args: dict[str, Any] = {"method": "POST", "raw_path": "/", "query": "", "headers": headers,
+                            "access_key_id": RUN.access_key_id, "secret_access_key": RUN.secret_access_key}
+    verify_sigv4(body=b"original", **args)
+    with pytest.raises(Refusal, match="does not match the body"):
+        verify_sigv4(body=b"forged", **args)
