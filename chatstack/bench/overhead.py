@@ -169,8 +169,66 @@ async def pipeline(
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+class ServerUrl(str):
+    """A server's URL that also names its process (for the CPU figures)."""
+
+    pid: int | None = None
+
+
+class CpuMeter:
+    """CPU time (user + system) that groups of processes spend between `start` and `stop`. A group is
+    a list of pids; with `tree`, their children count too (PostgreSQL's backends)."""
+
+    def __init__(self, groups: dict[str, list[int]], tree: frozenset[str] = frozenset()) -> None:
+        self.groups = {name: pids for name, pids in groups.items() if pids}
+        self.tree = tree
+        self._start: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        import psutil
+
+        spent: dict[str, float] = {}
+        for name, pids in self.groups.items():
+            total = 0.0
+            for pid in pids:
+                try:
+                    proc = psutil.Process(pid)
+                    procs = [proc, *proc.children(recursive=True)] if name in self.tree else [proc]
+                    for p in procs:
+                        times = p.cpu_times()
+                        total += times.user + times.system
+                except psutil.Error:  # a process that ended took its figures with it
+                    continue
+            spent[name] = total
+        return spent
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def per_chat_ms(self, chats: int) -> dict[str, float]:
+        """Milliseconds of CPU per answered chat since `start`, per group, and their total."""
+        end = self._read()
+        figures = {n: round((end[n] - self._start.get(n, 0.0)) * 1000 / max(chats, 1), 2) for n in end}
+        figures["total"] = round(sum(figures.values()), 2)
+        return figures
+
+
+def service_processes(info: dict[str, Any], model: ServerUrl | str) -> dict[str, list[int]]:
+    """The processes of the local service and its model, grouped as the report names them."""
+    children = info.get("children", {})
+    model_pid = getattr(model, "pid", None) or children.get("model")
+    return {
+        "gateway": [int(info["pid"])],
+        "lambda hosts": [int(pid) for name, pid in children.items() if name.startswith("lambda-")],
+        "postgres": [int(children["postgres"])] if "postgres" in children else [],
+        "redis": [int(children["redis"])] if "redis" in children else [],
+        "model": [int(model_pid)] if model_pid else [],
+        "client": [os.getpid()],
+    }
+
+
 @contextmanager
-def fake_model(ttft_ms: float, token_ms: float) -> Iterator[str]:
+def fake_model(ttft_ms: float, token_ms: float) -> Iterator[ServerUrl]:
     """A fake model server in its own process (its timing must not share the client's event loop)."""
     proc = subprocess.Popen(
         [
@@ -192,7 +250,9 @@ def fake_model(ttft_ms: float, token_ms: float) -> Iterator[str]:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith(READY):
             raise click.ClickException("The fake model server did not start.")
-        yield line[len(READY) :].strip()
+        url = ServerUrl(line[len(READY) :].strip())
+        url.pid = proc.pid
+        yield url
     finally:
         proc.terminate()
         proc.wait(30)
@@ -348,10 +408,16 @@ def overhead(
             results[str(n)] = {}
             for arrival in patterns:
                 stagger = answer_s if arrival == "spread" else 0.0
-                d = (await direct(info["model"], n, chats_per_user, stagger, max_tokens)).figures()
-                p = (
-                    await pipeline(info["websocket"], tokens, n, chats_per_user, stagger, max_tokens)
-                ).figures()
+                groups = service_processes(info, url)
+                direct_meter = CpuMeter({k: groups[k] for k in ("model", "client")})
+                direct_meter.start()
+                direct_run = await direct(info["model"], n, chats_per_user, stagger, max_tokens)
+                direct_cpu = direct_meter.per_chat_ms(len(direct_run.chats))
+                d = {**direct_run.figures(), "cpu_ms_per_chat": direct_cpu}
+                meter = CpuMeter(groups, tree=frozenset({"postgres"}))
+                meter.start()
+                run = await pipeline(info["websocket"], tokens, n, chats_per_user, stagger, max_tokens)
+                p = {**run.figures(), "cpu_ms_per_chat": meter.per_chat_ms(len(run.chats))}
                 added = {k: round(p["ttft_ms"][k] - d["ttft_ms"][k], 2) for k in ("p50", "p95", "p99")}
                 ratio = round(p["chats_per_s"] / d["chats_per_s"], 3) if d["chats_per_s"] else None
                 results[str(n)][arrival] = {
@@ -368,6 +434,13 @@ def overhead(
                     f" | added p50/p99 {added['p50']:6.1f} {added['p99']:6.1f} ms | posts/stream-s "
                     f"{p['posts_per_stream_s']} per 1k tokens {p['posts_per_1k_tokens']}"
                     f" | failures {d['failures']}/{p['failures']}"
+                )
+                cpu = p["cpu_ms_per_chat"]
+                click.echo(
+                    "       CPU ms per chat, pipeline: "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                    + f" | direct: model {d['cpu_ms_per_chat'].get('model', 0):.1f}, client "
+                    f"{d['cpu_ms_per_chat'].get('client', 0):.1f}"
                 )
         return results
 

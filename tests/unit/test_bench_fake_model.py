@@ -4,6 +4,7 @@ it (chat.completion.chunk JSON lines, finish reason, usage-only last chunk), at 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from starlette.testclient import TestClient
 
@@ -36,3 +37,50 @@ def test_posts_are_counted_per_stream_second_and_per_thousand_tokens() -> None:
     assert figures["posts_per_stream_s"] == 2.0  # 10 deltas over 5 stream-seconds
     assert figures["posts_per_1k_tokens"] == 20.0  # 10 deltas for 500 tokens
     assert figures["chats_per_s"] == 0.4 and figures["failures"] == 1
+
+
+def test_the_cpu_meter_counts_a_group_and_with_tree_its_children(tmp_path: Path) -> None:
+    """The per-chat CPU figures of `bench overhead`: CPU burnt in a child process shows in a group
+    that counts the tree, not in one that counts the parent alone; an idle process costs nothing."""
+    import subprocess
+    import sys
+    import time
+
+    from chatstack.bench.overhead import CpuMeter
+
+    go = tmp_path / "go"
+    child = (
+        "import os, time\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.4: pass\n"
+        "time.sleep(30)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {child!r}])"]
+    )
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        import psutil
+
+        deadline = time.monotonic() + 20
+        while not psutil.Process(parent.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        meter = CpuMeter({"flat": [parent.pid], "tree": [parent.pid], "idle": [idle.pid]},
+                         tree=frozenset({"tree"}))
+        meter.start()
+        go.touch()
+        while time.monotonic() < deadline:  # the child has burnt its 0.4 s
+            kids = psutil.Process(parent.pid).children()
+            if kids and sum(kids[0].cpu_times()[:2]) >= 0.4:
+                break
+            time.sleep(0.05)
+        figures = meter.per_chat_ms(2)
+    finally:
+        for p in psutil.Process(parent.pid).children():
+            p.kill()
+        parent.kill()
+        idle.kill()
+    assert figures["tree"] >= 150  # 0.4 s over 2 chats, less what the child spent before `start`
+    assert figures["flat"] < 50 and figures["idle"] < 50
+    assert figures["total"] == round(figures["flat"] + figures["tree"] + figures["idle"], 2)
