@@ -248,14 +248,25 @@ class HttpTransport:
         return f"HttpTransport({self.url!r})"
 
     def stream(self, body: dict[str, Any]) -> Iterator[bytes]:
-        try:
-            response = self.pool.request(
-                "POST", self.url, body=json.dumps(body).encode("utf-8"),
-                headers=self.headers, preload_content=False, retries=False, timeout=self.timeout,
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            raise ModelUnavailable("The model server cannot be reached.", url=self.url,
-                                   cause=str(exc)) from exc
+        data = json.dumps(body).encode("utf-8")
+        for attempt in (1, 2):
+            try:
+                response = self.pool.request(
+                    "POST", self.url, body=data, headers=self.headers, preload_content=False,
+                    retries=False, timeout=self.timeout,
+                )
+                break
+            except urllib3.exceptions.ProtocolError as exc:
+                # The connection was closed before any answer: most often a pooled keep-alive
+                # connection the server had just timed out (uvicorn closes idle ones after 5 s),
+                # which under load happened to 1 chat in a few hundred. Nothing was generated: try
+                # once more, on a new connection. (A timeout is not retried: it would double a wait.)
+                if attempt == 2:
+                    raise ModelUnavailable("The model server cannot be reached.", url=self.url,
+                                           cause=str(exc)) from exc
+            except urllib3.exceptions.HTTPError as exc:
+                raise ModelUnavailable("The model server cannot be reached.", url=self.url,
+                                       cause=str(exc)) from exc
         finished = False
         try:
             if response.status != 200:

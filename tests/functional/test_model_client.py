@@ -240,3 +240,59 @@ def test_a_whole_answer_with_a_content_length_body_is_read_too(server: ThreadedS
     chunks = [chunk for data in response for chunk in parser.feed(data)]
     chunks += parser.close()
     assert "".join(c.text for c in chunks) == ANSWER and chunks[-1].finish_reason == "stop"
+
+
+def test_a_pooled_connection_the_server_closed_while_idle_is_retried_once_on_a_new_one() -> None:
+    """The keep-alive race: the server closes an idle connection just as the pool hands it out for
+    the next request (uvicorn's 5 s timeout did this to 1 chat in a few hundred under load). The
+    request reached no model, so the client sends it again on a fresh connection. A real TCP server:
+    the first connection answers one request and then closes without answering the second."""
+    import threading
+
+    answer = (b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
+              b"data: [DONE]\n\n")
+    response = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
+                + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    connections: list[int] = []
+
+    def read_request(conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        while len(rest) < length:
+            rest += conn.recv(65536)
+        return True
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(1)
+            with conn:
+                if read_request(conn):
+                    conn.sendall(response)
+                if len(connections) == 1 and read_request(conn):
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    # closed with an RST and no answer: the server's idle timeout, as the client sees it
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        transport = HttpTransport(f"http://127.0.0.1:{listener.getsockname()[1]}/invocations", 10)
+        client = ModelClient(transport)
+        for _ in range(2):
+            chunks = list(client.stream_chat(QUESTION, max_tokens=8))
+            assert "".join(c.text for c in chunks) == "hi"
+        assert len(connections) == 2  # the second request went out again on a new connection
+    finally:
+        listener.close()
