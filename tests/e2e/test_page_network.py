@@ -124,3 +124,40 @@ def test_a_stalled_network_is_noticed_by_the_pong_deadline_and_the_answer_still_
     assert "carbon copy" in stored and same_text(shown, stored), (shown, stored)
     assert json.dumps(page.evaluate("window.__states")).count("online") >= 1
     page.context.close()
+
+
+def test_a_gateway_integration_failure_is_sent_again_and_answered(service: Service, browser: Any) -> None:
+    """API Gateway answers a route whose Lambda failed with its own frame, `{"message": "Internal server
+    error", ...}`, which names no request of ours. Playwright sits on the page's WebSocket: the first
+    sendMessage never reaches the service and the page gets that frame instead. The page sends the
+    same frame again (same requestId) and shows the answer; it does not wait forever."""
+    tenant = f"gw-{uuid.uuid4().hex[:8]}"
+    token = service.token(user="sailor", tenant=tenant)
+    page = browser.new_context(bypass_csp=True).new_page()
+    sends: list[dict[str, Any]] = []
+
+    def route(ws: Any) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            frame = json.loads(message) if isinstance(message, str) else {}
+            if frame.get("action") == "sendMessage":
+                sends.append(frame)
+                if len(sends) == 1:  # the integration failed: the gateway's frame, nothing forwarded
+                    failure = {"message": "Internal server error", "connectionId": "c", "requestId": "r"}
+                    ws.send(json.dumps(failure))
+                    return
+            server.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(lambda message: ws.send(message))
+
+    page.route_web_socket(re.compile(r".*/ws(\?.*)?$"), route)
+    page.goto(f"{service.base}/?token={token}")
+    page.wait_for_selector("#status[data-state=online]", timeout=15_000)
+    page.fill("#text", "Hello there")
+    page.press("#text", "Enter")
+    page.locator("[data-testid=answer][data-done=true]").wait_for(timeout=60_000)
+    assert len(sends) == 2 and sends[0]["requestId"] == sends[1]["requestId"], sends
+    assert page.locator("[data-testid=error]").count() == 0
+    page.context.close()

@@ -224,6 +224,26 @@ function onFrame(frame) {
       }
       showError(frame);
       break;
+    default:
+      // API Gateway's own message when a route's integration failed: it names no request of ours.
+      if (frame.message === "Internal server error") resendUnacknowledged();
+  }
+}
+
+// Send again what was not acknowledged (the same requestId never yields two answers), twice at
+// most; then the answer fails with a message instead of waiting forever.
+function resendUnacknowledged() {
+  for (const a of [...answers.values()]) {
+    if (a.done || a.acked || !a.sendFrame) continue;
+    a.resends = (a.resends || 0) + 1;
+    if (a.resends <= 2) {
+      link.send(a.sendFrame);
+      continue;
+    }
+    a.fail();
+    answers.delete(a.requestId);
+    updateStop();
+    showError({ code: "INTERNAL" });
   }
 }
 
