@@ -16,7 +16,6 @@ is answered in the shape the caller's client understands (AWS's JSON error with 
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import json
@@ -29,14 +28,13 @@ from calendar import timegm
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.utils import normalize_url_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lambdas.adapters import sigv4
 from lambdas.config import INTERNAL_SECRET_HEADER
 
 logger = logging.getLogger("chatstack.security")
@@ -88,15 +86,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
 _STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
 
 
-@functools.lru_cache(maxsize=64)
-def _signing_key(secret_access_key: str, date: str, region: str, service: str) -> bytes:
-    """SigV4's derived key: four HMACs that only change with the day, so computed once per day."""
-    key = ("AWS4" + secret_access_key).encode()
-    for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
-
-
 def _signed_at(stamp: str) -> int:
     match = _STAMP.fullmatch(stamp)
     if match is None:
@@ -113,10 +102,9 @@ def verify_sigv4(
 ) -> None:
     """Raise Refusal unless the request carries a valid SigV4 signature by `access_key_id`.
 
-    The canonical request is built as botocore's SigV4Auth builds it for a non-S3 service (path
-    normalized and encoded again, header values trimmed, repeated headers joined by commas), with
-    botocore's own path and query helpers; tests/security/test_internal_auth.py checks it against
-    signatures botocore makes. Every internal call is a POST, so this is on every @connections post.
+    The canonical request is the one botocore's SigV4Auth builds for a non-S3 service (the same code
+    signs our @connections posts: lambdas/adapters/sigv4.py); tests/security/test_internal_auth.py
+    checks it against signatures botocore makes. It runs on every @connections post.
     """
     auth = next((v for k, v in headers if k.lower() == "authorization"), "")
     if not auth.startswith("AWS4-HMAC-SHA256 "):
@@ -148,21 +136,10 @@ def verify_sigv4(
         # AWS checks the declared hash against the body; trusting it would let a captured signature
         # carry another body.
         raise Refusal(400, "InvalidSignatureException", "The x-amz-content-sha256 does not match the body.")
-    canonical = "\n".join(
-        [
-            method.upper(),
-            quote(normalize_url_path(raw_path), safe="/~"),
-            _canonical_query(query),
-            *(f"{n}:{','.join(' '.join(v.split()) for v in values[n])}" for n in signed),
-            "",
-            ";".join(signed),
-            payload_hash,
-        ]
+    canonical = sigv4.canonical_request(
+        method, raw_path, _canonical_query(query), values, signed, payload_hash
     )
-    scope = f"{date}/{region}/{service}/aws4_request"
-    string_to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = _signing_key(secret_access_key, date, region, service)
-    expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    expected = sigv4.signature(secret_access_key, stamp, region, service, canonical)
     if not hmac.compare_digest(expected, given):
         raise Refusal(
             403,

@@ -8,27 +8,29 @@ about 1.6 ms of CPU per `post_to_connection` here, against about 0.55 ms for the
 made by botocore's own SigV4 signer over one urllib3 connection pool (docs/benchmarks.md, "Hot
 path"): most of boto3's cost is its generic machinery (event hooks, parameter validation, endpoint
 resolution, response parsing), which a fixed `POST /{stage}/@connections/{id}` does not need. So
-`post` builds that request itself and signs it with botocore (the SDK's credentials chain, so the
-Lambda role's session token and its refresh work as with boto3); tests/unit/test_connections_signing.py
-checks that the request is byte-for-byte the one boto3 signs. `disconnect` is rare and stays on boto3.
+`post` builds that request itself and signs it (lambdas/adapters/sigv4.py) with the SDK's credentials
+chain, so the Lambda role's session token and its refresh work as with boto3;
+tests/functional/test_connections_adapter.py checks that the request is byte-for-byte the one boto3
+signs. `disconnect` is rare and stays on boto3.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import boto3
 import urllib3
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 from botocore.session import get_session
 from botocore.utils import percent_encode
+
+from lambdas.adapters.sigv4 import sign_post
 
 SERVICE = "execute-api"  # the signing name of apigatewaymanagementapi
 # Posts are small and idempotent from the client's view (it dedups by seq): retry once, never for
@@ -64,8 +66,12 @@ class Connections:
         parts = urlsplit(self.endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"The @connections endpoint must be an http(s) URL, not {endpoint_url!r}.")
-        self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_path = parts.path  # "/{stage}" in the cloud
+        # The Host header the HTTP client sends, and the signature covers: no default port.
+        default_port = {"http": 80, "https": 443}[parts.scheme]
+        self._host = (parts.hostname or "") + (
+            f":{parts.port}" if parts.port not in (None, default_port) else ""
+        )
         self._credentials = credentials or get_session().get_credentials()
         if self._credentials is None:
             raise ValueError("No AWS credentials to sign @connections posts with.")
@@ -93,12 +99,18 @@ class Connections:
             )
         return self._client
 
-    def signed(self, connection_id: str, body: bytes) -> tuple[str, dict[str, str]]:
+    def signed(
+        self, connection_id: str, body: bytes, now: datetime | None = None
+    ) -> tuple[str, dict[str, str]]:
         """The path and headers of a signed `PostToConnection` request (as boto3 would send it)."""
         path = f"{self._base_path}/@connections/{percent_encode(connection_id)}"
-        request = AWSRequest(method="POST", url=self._origin + path, data=body)
-        SigV4Auth(self._credentials.get_frozen_credentials(), SERVICE, self.region).add_auth(request)
-        return path, dict(request.headers.items())
+        credentials = self._credentials.get_frozen_credentials()
+        headers = sign_post(
+            host=self._host, path=path, body=body, access_key=credentials.access_key,
+            secret_key=credentials.secret_key, token=credentials.token, region=self.region,
+            service=SERVICE, now=now,
+        )
+        return path, headers
 
     def post(self, connection_id: str, data: str) -> bool:
         """Send one frame; False when the connection is gone (410), so the caller can forget it."""
