@@ -7,13 +7,15 @@ authorized and registered by the real `$connect` path), and reports:
   and the Redis memory and keys the connection registry adds (INFO used_memory, DBSIZE);
 - `--chats` answers streamed over held connections on top, with their errors;
 - a soak of `--minutes` with every connection held (each pings once within API Gateway's 10-minute
-  idle timeout): RSS sampled every `--sample-s`, and its growth from the start of the soak to the end.
+  idle timeout; the pings follow one another at an even pace, as independent users' would, not in
+  bursts): RSS sampled every `--sample-s`, and its growth from the start of the soak to the end.
 The file-descriptor limit of this process (inherited by the service) is raised to fit N.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -125,6 +127,32 @@ async def ping(ws: Any) -> str | None:
         return type(exc).__name__
 
 
+async def ping_steadily(
+    sockets: list[Any], every_s: float, failures: dict[str, int], stop: asyncio.Event
+) -> int:
+    """Pings every connection once per `every_s`, one connection after another at an even pace, until
+    `stop` is set; counts what went wrong in `failures` and answers how many pings it sent."""
+    tasks: set[asyncio.Task[str | None]] = set()
+
+    def done(task: asyncio.Task[str | None]) -> None:
+        tasks.discard(task)
+        error = task.result() if not task.cancelled() else "Cancelled"
+        if error is not None:
+            failures[error] = failures.get(error, 0) + 1
+
+    interval, sent, started = every_s / len(sockets), 0, time.monotonic()
+    while not stop.is_set():
+        task = asyncio.create_task(ping(sockets[sent % len(sockets)]))
+        tasks.add(task)
+        task.add_done_callback(done)
+        sent += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, started + sent * interval - time.monotonic()))
+    if tasks:  # the pings in flight get their 60 s to answer
+        await asyncio.wait(list(tasks))
+    return sent
+
+
 async def measure(
     info: dict[str, Any],
     data_dir: Path,
@@ -171,26 +199,26 @@ async def measure(
 
     samples: list[tuple[float, int]] = []
     ping_failures: dict[str, int] = {}
-    pinged = 0
     soak_start = time.monotonic()
+    # Each connection pings once every PING_EVERY_S: within the 10-minute idle timeout, counted from
+    # its opening (which may have taken minutes).
+    stop = asyncio.Event()
+    pinger = asyncio.create_task(ping_steadily(sockets, PING_EVERY_S, ping_failures, stop)) if held else None
     while (elapsed := time.monotonic() - soak_start) < minutes * 60 or not samples:
         samples.append((round(elapsed, 1), rss_bytes(pid)))
-        # Each connection pings once every PING_EVERY_S, spread out: within the 10-minute idle timeout,
-        # counted from its opening (which may have taken minutes).
-        due = int(held * elapsed / PING_EVERY_S) if held else 0
-        results = await asyncio.gather(*(ping(sockets[i % held]) for i in range(pinged, due)))
-        for error in results:
-            if error is not None:
-                ping_failures[error] = ping_failures.get(error, 0) + 1
-        pinged = max(pinged, due)
         await asyncio.sleep(max(0.0, sample_s - (time.monotonic() - soak_start - elapsed)))
+    pinged = 0
+    if pinger is not None:
+        stop.set()
+        pinged = await pinger
     samples.append((round(time.monotonic() - soak_start, 1), rss_bytes(pid)))
     still_open = sum(1 for ws in sockets if ws.state.name == "OPEN")
     rss_end = samples[-1][1]
     growth = (rss_end - samples[0][1]) / samples[0][1]
     click.echo(
         f"soak {minutes:g} min: RSS {samples[0][1] / 2**20:.1f} -> {rss_end / 2**20:.1f} MiB "
-        f"({growth:+.2%}); {still_open} of {held} still open; failed pings: {ping_failures or 'none'}"
+        f"({growth:+.2%}); {still_open} of {held} still open; {pinged} pings, failed: "
+        f"{ping_failures or 'none'}"
     )
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     ttfts = [r for r in chat_results if r is not None]
@@ -212,6 +240,7 @@ async def measure(
             "minutes": minutes,
             "rss_growth": round(growth, 4),
             "still_open": still_open,
+            "pings": pinged,
             "ping_failures": ping_failures,
             "samples": samples,
         },
