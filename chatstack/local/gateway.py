@@ -140,6 +140,7 @@ class GatewayEmulator:
         self._sessions: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._shutting_down = False
+        self._cut_at_shutdown = 0  # sessions the server cancelled when its graceful shutdown timed out
 
     # -- public surface -------------------------------------------------------------------------
 
@@ -161,7 +162,14 @@ class GatewayEmulator:
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "websocket" and scope["path"] == self.ws_path:
-                await self._session(WebSocket(scope, receive, send))
+                try:
+                    await self._session(WebSocket(scope, receive, send))
+                except asyncio.CancelledError:
+                    # uvicorn cancels the sessions still open when its graceful shutdown times out
+                    # (thousands of held sockets whose $disconnect had not run yet). The socket ends
+                    # with the service: counted and reported in one line by aclose(), instead of a
+                    # traceback per socket.
+                    self._cut_at_shutdown += 1
             else:
                 await app(scope, receive, send)
 
@@ -202,6 +210,12 @@ class GatewayEmulator:
     async def aclose(self) -> None:
         """Close every socket with 1001 "Going away" and wait for every `$disconnect` and handler."""
         self._shutting_down = True
+        if self._cut_at_shutdown:
+            logger.warning(
+                "%d WebSocket sessions were still open when the server's graceful shutdown ended; "
+                "they closed without $disconnect",
+                self._cut_at_shutdown,
+            )
         for connection in list(self._connections.values()):
             await self._close(connection, *GOING_AWAY)
         if self._sessions:
