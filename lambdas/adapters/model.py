@@ -259,7 +259,7 @@ class HttpTransport:
             except urllib3.exceptions.ProtocolError as exc:
                 # The connection was closed before any answer: most often a pooled keep-alive
                 # connection the server had just timed out (uvicorn closes idle ones after 5 s),
-                # which under load happened to 1 chat in a few hundred. Nothing was generated: try
+                # which under load happened to 1 chat in 300. Nothing was generated: try
                 # once more, on a new connection. (A timeout is not retried: it would double a wait.)
                 if attempt == 2:
                     raise ModelUnavailable("The model server cannot be reached.", url=self.url,

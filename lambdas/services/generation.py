@@ -311,11 +311,9 @@ class GenerationService:
         `answered`: what the stored request said a moment ago (saves the first query)."""
         lease_s = self.s.generation_lease_s
         deadline = time.monotonic() + lease_s * 1.5 + 1
-        known: bool | None = answered
+        if answered:
+            return False
         while True:
-            if self._answered(job) if known is None else known:
-                return False
-            known = None  # asked again on every later turn
             if self.d.cache.claim_generation(job.request_id, owner, lease_s):
                 if self._answered(job):  # stored between the check and the claim
                     self.d.cache.release_generation(job.request_id, owner)
@@ -325,6 +323,8 @@ class GenerationService:
                 logger.info("generation held by a live worker", extra={"request_id": job.request_id})
                 return False
             time.sleep(min(0.5, lease_s / 4))
+            if self._answered(job):  # the holder finished while this delivery waited
+                return False
 
     def _store_kept(self, job: Job, kept: dict[str, Any]) -> None:
         """Store an answer generated before PostgreSQL failed, then tell whoever watches now."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -75,23 +76,32 @@ def test_the_signed_post_is_the_request_boto3_sends(
     assert set(headers) == signed
 
 
+@dataclass
+class Emulator:
+    gateway: GatewayEmulator
+    base: str
+    run: RunCredentials
+
+    def adapter(self, secret_access_key: str | None = None) -> Connections:
+        """The adapter as a Lambda host builds it, signing with the run's key (or another secret)."""
+        secret = secret_access_key or self.run.secret_access_key
+        return Connections(
+            f"{self.base}/{self.gateway.stage}", region="us-east-1",
+            credentials=Credentials(self.run.access_key_id, secret),
+        )
+
+
 @pytest.fixture
-async def emulator(serve_routes: Any) -> tuple[GatewayEmulator, str, RunCredentials]:
+async def emulator(serve_routes: Any) -> Emulator:
     run = RunCredentials.generate()
     gateway = GatewayEmulator(routes={}, authorizer=None)
     base = await serve_routes(lambda _: [Mount("/", app=guarded(Starlette(routes=gateway.routes), run))])
-    return gateway, base, run
+    return Emulator(gateway, base, run)
 
 
-async def test_a_post_reaches_the_client_and_a_gone_connection_answers_false(
-    emulator: tuple[GatewayEmulator, str, RunCredentials],
-) -> None:
-    gateway, base, run = emulator
-    adapter = Connections(
-        f"{base}/{gateway.stage}", region="us-east-1",
-        credentials=Credentials(run.access_key_id, run.secret_access_key),
-    )
-    async with websockets.connect(base.replace("http", "ws") + gateway.ws_path) as ws:
+async def test_a_post_reaches_the_client_and_a_gone_connection_answers_false(emulator: Emulator) -> None:
+    gateway, adapter = emulator.gateway, emulator.adapter()
+    async with websockets.connect(emulator.base.replace("http", "ws") + gateway.ws_path) as ws:
         for _ in range(100):  # the emulator registers the connection right after the handshake
             if gateway.connection_count:
                 break
@@ -104,14 +114,8 @@ async def test_a_post_reaches_the_client_and_a_gone_connection_answers_false(
     assert await asyncio.to_thread(adapter.post, "never-connected=", "x") is False
 
 
-async def test_a_wrong_signature_raises_instead_of_passing_for_gone(
-    emulator: tuple[GatewayEmulator, str, RunCredentials],
-) -> None:
-    gateway, base, run = emulator
-    adapter = Connections(
-        f"{base}/{gateway.stage}", region="us-east-1",
-        credentials=Credentials(run.access_key_id, "not-the-secret"),
-    )
+async def test_a_wrong_signature_raises_instead_of_passing_for_gone(emulator: Emulator) -> None:
+    adapter = emulator.adapter(secret_access_key="not-the-secret")
     with pytest.raises(PostFailed) as refused:
         await asyncio.to_thread(adapter.post, "abc=", "x")
     assert refused.value.status == 403 and refused.value.error_type == "InvalidSignatureException"
