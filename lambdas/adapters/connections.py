@@ -8,8 +8,8 @@ about 1.6 ms of CPU per `post_to_connection` here, against about 0.55 ms for the
 made by botocore's own SigV4 signer over one urllib3 connection pool (docs/benchmarks.md, "Hot
 path"): most of boto3's cost is its generic machinery (event hooks, parameter validation, endpoint
 resolution, response parsing), which a fixed `POST /{stage}/@connections/{id}` does not need. So
-`post` builds that request itself and signs it (lambdas/adapters/sigv4.py) with the SDK's credentials
-chain, so the Lambda role's session token and its refresh work as with boto3;
+`post` builds that request itself and signs it (lambdas/adapters/signed_http.py) with the SDK's
+credentials chain, so the Lambda role's session token and its refresh work as with boto3;
 tests/functional/test_connections_adapter.py checks that the request is byte-for-byte the one boto3
 signs. `disconnect` is rare and stays on boto3.
 """
@@ -19,18 +19,15 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 import urllib3
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from botocore.httpsession import get_cert_path
-from botocore.session import get_session
 from botocore.utils import percent_encode
 
-from lambdas.adapters.sigv4 import sign_post
+from lambdas.adapters.signed_http import SignedEndpoint
 
 SERVICE = "execute-api"  # the signing name of apigatewaymanagementapi
 # Posts are small and idempotent from the client's view (it dedups by seq): retry once, never for
@@ -61,25 +58,11 @@ class Connections:
     ) -> None:
         if not endpoint_url:
             raise ValueError("No @connections endpoint: set CHATSTACK_CONNECTIONS_URL.")
-        self.endpoint_url = endpoint_url.rstrip("/")
-        self.region = region
-        parts = urlsplit(self.endpoint_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"The @connections endpoint must be an http(s) URL, not {endpoint_url!r}.")
-        self._base_path = parts.path  # "/{stage}" in the cloud
-        # The Host header the HTTP client sends, and the signature covers: no default port.
-        default_port = {"http": 80, "https": 443}[parts.scheme]
-        self._host = (parts.hostname or "") + (
-            f":{parts.port}" if parts.port not in (None, default_port) else ""
+        self._endpoint = SignedEndpoint(
+            endpoint_url, region=region, service=SERVICE, what="@connections", credentials=credentials
         )
-        self._credentials = credentials or get_session().get_credentials()
-        if self._credentials is None:
-            raise ValueError("No AWS credentials to sign @connections posts with.")
-        options: dict[str, Any] = {"maxsize": 64, "block": False, "retries": False}
-        if parts.scheme == "https":
-            options["ca_certs"] = get_cert_path(True)  # the CA bundle boto3 uses
-        self._pool = urllib3.connection_from_url(self.endpoint_url, **options)
-        self._timeout = urllib3.Timeout(connect=2, read=5)
+        self.endpoint_url = self._endpoint.url
+        self.region = region
         self._client = client
 
     @property
@@ -99,28 +82,22 @@ class Connections:
             )
         return self._client
 
+    def path(self, connection_id: str) -> str:
+        return f"{self._endpoint.base_path}/@connections/{percent_encode(connection_id)}"
+
     def signed(
         self, connection_id: str, body: bytes, now: datetime | None = None
     ) -> tuple[str, dict[str, str]]:
         """The path and headers of a signed `PostToConnection` request (as boto3 would send it)."""
-        path = f"{self._base_path}/@connections/{percent_encode(connection_id)}"
-        credentials = self._credentials.get_frozen_credentials()
-        headers = sign_post(
-            host=self._host, path=path, body=body, access_key=credentials.access_key,
-            secret_key=credentials.secret_key, token=credentials.token, region=self.region,
-            service=SERVICE, now=now,
-        )
-        return path, headers
+        path = self.path(connection_id)
+        return path, self._endpoint.sign(path, body, now=now)
 
     def post(self, connection_id: str, data: str) -> bool:
         """Send one frame; False when the connection is gone (410), so the caller can forget it."""
         body = data.encode()
         for attempt in range(1, ATTEMPTS + 1):
-            path, headers = self.signed(connection_id, body)  # signed again: the date is in it
             try:
-                response = self._pool.urlopen(
-                    "POST", path, body=body, headers=headers, timeout=self._timeout, retries=False
-                )
+                response = self._endpoint.post(self.path(connection_id), body)
             except urllib3.exceptions.HTTPError:
                 if attempt == ATTEMPTS:
                     raise

@@ -78,21 +78,24 @@ def sign_post(
     token: str | None,
     region: str,
     service: str,
+    headers: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> dict[str, str]:
     """The headers that sign a POST of `body` to `host` + `path` (Host itself is sent by the HTTP
-    client, and is signed): X-Amz-Date, X-Amz-Security-Token when there is a session token, and
-    Authorization."""
+    client, and is signed): `headers` (signed too, as boto3 signs Content-Type and X-Amz-Target),
+    X-Amz-Date, X-Amz-Security-Token when there is a session token, and Authorization."""
     stamp = (now or datetime.now(UTC)).strftime(TIMESTAMP)
-    headers = {"host": [host], "x-amz-date": [stamp]}
-    if token:
-        headers["x-amz-security-token"] = [token]
-    signed = sorted(headers)
-    canonical = canonical_request("POST", path, "", headers, signed, hashlib.sha256(body).hexdigest())
-    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
-    out = {"X-Amz-Date": stamp}
+    out = dict(headers or {})
+    out["X-Amz-Date"] = stamp
     if token:
         out["X-Amz-Security-Token"] = token
+    canonical_headers = {name.lower(): [value] for name, value in out.items()}
+    canonical_headers["host"] = [host]
+    signed = sorted(canonical_headers)
+    canonical = canonical_request(
+        "POST", path, "", canonical_headers, signed, hashlib.sha256(body).hexdigest()
+    )
+    scope = f"{stamp[:8]}/{region}/{service}/aws4_request"
     out["Authorization"] = (
         f"{ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={';'.join(signed)}, "
         f"Signature={signature(secret_key, stamp, region, service, canonical)}"

@@ -1,0 +1,83 @@
+"""One AWS endpoint that the hot path POSTs to itself: its own SigV4 signature over one urllib3 pool.
+
+boto3's client spends most of a call's CPU in generic machinery (event hooks, parameter validation,
+endpoint resolution, response parsing) that a fixed request does not need: about 1.6 ms per
+`post_to_connection` and 3-4 ms per `send_message` on this project's machine under load, against about
+0.55 ms for the same signed request made here (docs/benchmarks.md, "Hot path"). The adapters that use
+this (`@connections` posts, the job queue's SendMessage) build exactly the request boto3 sends, and
+their tests compare the two byte for byte under the same clock and credentials. Credentials come from
+the SDK's own chain, so a Lambda role's session token and its refresh work as with boto3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from botocore.credentials import Credentials
+from botocore.httpsession import get_cert_path
+from botocore.session import get_session
+
+from lambdas.adapters.sigv4 import sign_post
+
+
+class SignedEndpoint:
+    """`endpoint_url` (scheme, host, optional port and base path), signed for `service` in `region`."""
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        *,
+        region: str,
+        service: str,
+        what: str,
+        credentials: Credentials | None = None,
+        connect_timeout_s: float = 2,
+        read_timeout_s: float = 5,
+    ) -> None:
+        self.url = endpoint_url.rstrip("/")
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"The {what} endpoint must be an http(s) URL, not {endpoint_url!r}.")
+        self.region = region
+        self.service = service
+        self.base_path = parts.path  # "/{stage}" for @connections in the cloud
+        # The Host header the HTTP client sends, and the signature covers: no default port.
+        default_port = {"http": 80, "https": 443}[parts.scheme]
+        port = f":{parts.port}" if parts.port not in (None, default_port) else ""
+        self.host = (parts.hostname or "") + port
+        self._credentials = credentials or get_session().get_credentials()
+        if self._credentials is None:
+            raise ValueError(f"No AWS credentials to sign {what} requests with.")
+        options: dict[str, Any] = {"maxsize": 64, "block": False, "retries": False}
+        if parts.scheme == "https":
+            options["ca_certs"] = get_cert_path(True)  # the CA bundle boto3 uses
+        self._pool = urllib3.connection_from_url(self.url, **options)
+        self._timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
+
+    def sign(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None, now: datetime | None = None
+    ) -> dict[str, str]:
+        """`headers` plus the signature's headers for a POST of `body` to `path`."""
+        credentials = self._credentials.get_frozen_credentials()
+        return sign_post(
+            host=self.host, path=path, body=body, access_key=credentials.access_key,
+            secret_key=credentials.secret_key, token=credentials.token, region=self.region,
+            service=self.service, headers=headers, now=now,
+        )
+
+    def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> urllib3.BaseHTTPResponse:
+        """One signed POST, no retries (the caller decides); raises urllib3's HTTPError when no
+        answer came."""
+        return self.send(path, body, self.sign(path, body, headers))  # signed per attempt: it dates
+
+    def send(self, path: str, body: bytes, signed: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
+        """A POST already signed (`sign`)."""
+        return self._pool.urlopen(
+            "POST", path, body=body, headers=dict(signed), timeout=self._timeout, retries=False
+        )
