@@ -558,25 +558,64 @@ class GatewayEmulator:
         connection.touch()
         return True
 
+    async def _post(self, connection_id: str, body: bytes) -> tuple[int, str, str | None]:
+        """PostToConnection: the status, and the error type and message when it is not 200."""
+        connection = self._connections.get(connection_id)
+        if connection is None or connection.closed_by_server is not None:
+            return 410, "GoneException", None
+        if len(body) > self.max_message_bytes:
+            return 413, "PayloadTooLargeException", "Message too long"
+        if not body:
+            return 400, "BadRequestException", "Invalid request body: Data must not be empty"
+        try:
+            payload: str | bytes = body.decode("utf-8")
+        except UnicodeDecodeError:
+            payload = body
+        try:
+            sent = await self._send(connection, payload)
+        except TimeoutError:
+            return 429, "LimitExceededException", "The client side buffer is full"
+        return (200, "", None) if sent else (410, "GoneException", None)
+
+    def posts_in_front_of(self, app: ASGIApp) -> ASGIApp:
+        """`POST @connections/{id}` as a bare ASGI app, passing every other request to `app`.
+
+        One post per delta per watcher makes this the gateway's busiest route; Starlette's routing,
+        request and middleware layers cost about a seventh of the gateway's CPU under load
+        (docs/benchmarks.md, "Hot path"). The answers are the route's own (`_post`)."""
+        prefixes = ("/@connections/", f"/{self.stage}/@connections/")
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            path = scope.get("path", "")
+            if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(prefixes):
+                await app(scope, receive, send)
+                return
+            chunks = []
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            connection_id = path.split("/@connections/", 1)[1]
+            status, error_type, text = await self._post(connection_id, b"".join(chunks))
+            if status == 200:
+                await send({"type": "http.response.start", "status": 200, "headers": _EMPTY})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await _error(status, error_type, text)(scope, receive, send)
+
+        return dispatch
+
     async def _manage(self, request: Request) -> Response:
+        if request.method == "POST":
+            connection_id = request.path_params["connection_id"]
+            status, error_type, text = await self._post(connection_id, await request.body())
+            return Response(status_code=200) if status == 200 else _error(status, error_type, text)
         connection = self._connections.get(request.path_params["connection_id"])
         if connection is None or connection.closed_by_server is not None:
             return _error(410, "GoneException", None)
-        if request.method == "POST":
-            body = await request.body()
-            if len(body) > self.max_message_bytes:
-                return _error(413, "PayloadTooLargeException", "Message too long")
-            if not body:
-                return _error(400, "BadRequestException", "Invalid request body: Data must not be empty")
-            try:
-                payload: str | bytes = body.decode("utf-8")
-            except UnicodeDecodeError:
-                payload = body
-            try:
-                sent = await self._send(connection, payload)
-            except TimeoutError:
-                return _error(429, "LimitExceededException", "The client side buffer is full")
-            return Response(status_code=200) if sent else _error(410, "GoneException", None)
         if request.method == "GET":
             return JSONResponse(
                 {
@@ -587,6 +626,9 @@ class GatewayEmulator:
             )
         await self._close(connection, 1000, "Connection Closed Normally")
         return Response(status_code=204)
+
+
+_EMPTY = [(b"content-length", b"0")]
 
 
 def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:

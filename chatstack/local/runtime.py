@@ -272,7 +272,8 @@ class LocalRuntime:
         if self.as_deployed is not None:  # --as-deployed: Cognito stand-in; REST behind the HTTP API
             routes[-1] = Mount("/", app=self.as_deployed.rest(create_app(), functions))
             routes[:0] = self.as_deployed.routes()
-        guarded_internal = guarded(Starlette(routes=internal), self.credentials)
+        # @connections posts (the hot path) are served ahead of Starlette, behind the same guard.
+        guarded_internal = guarded(gateway.posts_in_front_of(Starlette(routes=internal)), self.credentials)
         # The socket is served ahead of Starlette: a held connection keeps none of its frames alive.
         public = gateway.in_front_of(Starlette(routes=routes))
         return ByListener(public, guarded_internal, self.internal_port)

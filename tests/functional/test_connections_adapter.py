@@ -95,7 +95,9 @@ class Emulator:
 async def emulator(serve_routes: Any) -> Emulator:
     run = RunCredentials.generate()
     gateway = GatewayEmulator(routes={}, authorizer=None)
-    base = await serve_routes(lambda _: [Mount("/", app=guarded(Starlette(routes=gateway.routes), run))])
+    # As `chatstack up` serves it: posts ahead of Starlette, everything behind the run's SigV4 guard.
+    app = guarded(gateway.posts_in_front_of(Starlette(routes=gateway.routes)), run)
+    base = await serve_routes(lambda _: [Mount("/", app=app)])
     return Emulator(gateway, base, run)
 
 
@@ -119,3 +121,23 @@ async def test_a_wrong_signature_raises_instead_of_passing_for_gone(emulator: Em
     with pytest.raises(PostFailed) as refused:
         await asyncio.to_thread(adapter.post, "abc=", "x")
     assert refused.value.status == 403 and refused.value.error_type == "InvalidSignatureException"
+
+
+async def test_refused_posts_keep_the_management_api_errors(emulator: Emulator) -> None:
+    """The post route's answers through the path `chatstack up` serves (ahead of Starlette): too long
+    (413 PayloadTooLargeException) and empty (400 BadRequestException) frames are refused, not sent."""
+    gateway, adapter = emulator.gateway, emulator.adapter()
+    async with websockets.connect(emulator.base.replace("http", "ws") + gateway.ws_path) as ws:
+        for _ in range(100):
+            if gateway.connection_count:
+                break
+            await asyncio.sleep(0.01)
+        (connection_id,) = list(gateway._connections)
+        with pytest.raises(PostFailed) as too_long:
+            await asyncio.to_thread(adapter.post, connection_id, "x" * (gateway.max_message_bytes + 1))
+        assert (too_long.value.status, too_long.value.error_type) == (413, "PayloadTooLargeException")
+        with pytest.raises(PostFailed) as empty:
+            await asyncio.to_thread(adapter.post, connection_id, "")
+        assert (empty.value.status, empty.value.error_type) == (400, "BadRequestException")
+        assert await asyncio.to_thread(adapter.post, connection_id, "after") is True
+        assert await asyncio.wait_for(ws.recv(), 5) == "after"
