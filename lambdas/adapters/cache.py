@@ -31,6 +31,17 @@ class RequestRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class GenerationStart:
+    """What a generation reads from Redis once it holds the lease (one round trip): an answer kept
+    for it, a cancel, the frames an earlier attempt streamed, and the conversation's recent turns."""
+
+    kept: dict[str, Any] | None
+    cancelled: bool
+    frames: list[str] | None  # None: no stream exists
+    history: list[dict[str, Any]] | None  # None: not cached
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     """What one publish returned: the connections watching and whether a cancel was asked."""
 
@@ -185,6 +196,23 @@ class Cache:
 
     def drop_outcome(self, request_id: str) -> None:
         self.r.delete(_k_outcome(request_id))
+
+    def generation_start(self, request_id: str, conversation_id: str) -> GenerationStart:
+        """`kept_outcome`, `is_cancelled`, `replay` and `history` in one pipeline."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(_k_outcome(request_id))
+        pipe.exists(_k_cancel(request_id))
+        pipe.xrange(_k_stream(request_id))
+        pipe.exists(_k_stream(request_id))
+        pipe.exists(_k_hist(conversation_id))
+        pipe.lrange(_k_hist(conversation_id), 0, -1)
+        kept, cancelled, entries, streamed, cached, turns = pipe.execute()
+        return GenerationStart(
+            kept=cast(dict[str, Any], json.loads(kept)) if kept else None,
+            cancelled=bool(cancelled),
+            frames=[fields["f"] for _, fields in entries] if streamed else None,
+            history=[json.loads(item) for item in turns if item != ""] if cached else None,
+        )
 
     def request_cancel(self, request_id: str, ttl_s: int) -> None:
         self.r.set(_k_cancel(request_id), "1", ex=ttl_s)

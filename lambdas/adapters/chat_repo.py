@@ -115,6 +115,8 @@ class StoredRequest:
     age_s: float
     # Its answer is stored and final (read with the message, so the worker needs no second query).
     answered: bool = False
+    # Its place in the conversation (1: the first message, so there is no history to read).
+    seq: int = 0
 
     @property
     def answer_id(self) -> str:
@@ -122,7 +124,7 @@ class StoredRequest:
 
 
 _STORED_REQUEST = (
-    "SELECT m.id, m.request_id, m.conversation_id, m.tenant_id, c.user_id, m.content, m.options,"
+    "SELECT m.id, m.request_id, m.conversation_id, m.tenant_id, c.user_id, m.content, m.options, m.seq,"
     " EXTRACT(EPOCH FROM now() - m.created_at)::float8 AS age_s,"
     " EXISTS (SELECT 1 FROM messages a WHERE a.request_id = m.request_id AND a.role = 'assistant'"
     "  AND a.finish_reason IS DISTINCT FROM 'error') AS answered"
@@ -141,6 +143,7 @@ def _stored(row: dict[str, Any]) -> StoredRequest:
         options=dict(row["options"] or {}),
         age_s=float(row["age_s"]),
         answered=bool(row["answered"]),
+        seq=int(row["seq"]),
     )
 
 

@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from lambdas import protocol
 from lambdas.adapters import chat_repo
-from lambdas.adapters.cache import Cache
+from lambdas.adapters.cache import Cache, GenerationStart
 from lambdas.core.continuation import Continuation
 from lambdas.core.deltas import DeltaBatcher, Pacing
 from lambdas.core.prompt import build_prompt
@@ -111,6 +111,7 @@ class Job:
     text: str
     options: dict[str, Any]
     enqueued_at: float
+    seq: int = 0  # the message's place in its conversation, from PostgreSQL (0: not read yet)
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> Job:
@@ -223,11 +224,13 @@ class GenerationService:
         keeper = lease_keeper(self.d.cache, self.s.generation_lease_s)
         keeper.hold(job.request_id, owner)
         try:
-            kept = self.d.cache.kept_outcome(job.request_id)
-            if kept is not None:
-                self._store_kept(job, kept)
+            # One round trip for what the generation needs from Redis. A failure here (Redis went down
+            # right after the claim) fails the delivery: it is retried, as a failed claim is.
+            start = self.d.cache.generation_start(job.request_id, job.conversation_id)
+            if start.kept is not None:
+                self._store_kept(job, start.kept)
             else:
-                self._generate(job)
+                self._generate(job, start)
         finally:
             keeper.drop(job.request_id)
             with contextlib.suppress(RedisError):
@@ -296,6 +299,7 @@ class GenerationService:
         return dataclasses.replace(
             job,
             answer_id=stored.answer_id,
+            seq=stored.seq,
             text=stored.text,
             options={**job.options, **stored.options} if stored.options else job.options,
         )
@@ -343,7 +347,7 @@ class GenerationService:
         stream = Stream(self.d, job.request_id, job.connection_id)
         stream.publish(self._done(job, out, text=out.text))
 
-    def _generate(self, job: Job) -> None:
+    def _generate(self, job: Job, start: GenerationStart) -> None:
         started = time.monotonic()
         stream = Stream(self.d, job.request_id, job.connection_id)
         metrics.add_metric(
@@ -351,10 +355,10 @@ class GenerationService:
             unit=MetricUnit.Milliseconds,
             value=max(0.0, (time.time() - job.enqueued_at) * 1000),
         )
-        if self._cancelled(job):
+        if start.cancelled:
             self._finish(job, stream, Outcome(started=started, finish="cancelled"))
             return
-        streamed, last_seq, last_delta = self._streamed(job)
+        streamed, last_seq, last_delta = self._streamed(start.frames or [])
         if last_delta:
             logger.info("taking over a generation", extra={"request_id": job.request_id, "seq": last_seq})
             metrics.add_metric(name="GenerationTakeovers", unit=MetricUnit.Count, value=1)
@@ -369,7 +373,7 @@ class GenerationService:
         prompt = build_prompt(
             system=self.s.system_prompt,
             context_block=context_block,
-            history=self._history(job),
+            history=self._history(job, start.history),
             user_text=job.text,
             max_context_tokens=self.s.model_max_context_tokens,
             max_output_tokens=max_tokens,
@@ -417,19 +421,10 @@ class GenerationService:
             out.output_tokens = estimate_tokens(out.text)
         self._finish(job, stream, out)
 
-    def _cancelled(self, job: Job) -> bool:
-        try:
-            return self.d.cache.is_cancelled(job.request_id)
-        except RedisError:
-            return False
-
-    def _streamed(self, job: Job) -> tuple[str, int, str]:
+    @staticmethod
+    def _streamed(frames: list[str]) -> tuple[str, int, str]:
         """The text, last seq and last delta frame an earlier attempt already streamed for this
         request (a takeover)."""
-        try:
-            frames = self.d.cache.replay(job.request_id) or []
-        except RedisError:
-            return "", 0, ""
         text, last_seq, last_delta = "", 0, ""
         for raw in frames:
             frame = protocol.parse_server_frame(raw)
@@ -444,18 +439,18 @@ class GenerationService:
         shown.restart = False
         stream.publish(protocol.Delta(requestId=job.request_id, seq=due[0], text=due[1], restart=restart))
 
-    def _history(self, job: Job) -> list[dict[str, str]]:
-        try:
-            cached = self.d.cache.history(job.conversation_id)
-        except RedisError:
-            cached = None
+    def _history(self, job: Job, cached: list[dict[str, Any]] | None) -> list[dict[str, str]]:
+        """The turns before this message: Redis's window, else PostgreSQL (then cached)."""
         if cached is not None:
             return [t for t in cached if t.get("requestId") != job.request_id]
-        with self.d.db.transaction() as conn:
-            seq = chat_repo.message_seq(conn, job.message_id)
-            turns = chat_repo.recent_turns(
-                conn, job.conversation_id, before_seq=seq, limit=self.s.history_turns
-            )
+        if job.seq == 1:
+            turns: list[dict[str, str]] = []  # the conversation's first message: nothing came before
+        else:
+            with self.d.db.transaction() as conn:
+                seq = job.seq or chat_repo.message_seq(conn, job.message_id)
+                turns = chat_repo.recent_turns(
+                    conn, job.conversation_id, before_seq=seq, limit=self.s.history_turns
+                )
         with contextlib.suppress(RedisError):
             self.d.cache.set_history(
                 job.conversation_id, turns, keep=self.s.history_turns, ttl_s=self.s.hot_window_ttl_s

@@ -287,7 +287,9 @@ def test_an_answer_postgres_cannot_take_is_kept_and_stored_by_the_redelivery(
     _, job = accept(d)
     db = FailingWrites(pg_url)
     d.__dict__["db"] = db
-    db.down, db.reads = True, 3  # the job's message (with its answer check), the lease check, the history
+    # The job's message (with its answer check and its seq) and the lease check; the conversation's first
+    # message has no history to read.
+    db.down, db.reads = True, 2
     with pytest.raises(Exception, match="not stored"):
         GenerationService(d).run(job)
     frames = posts(d).of(job.connection_id)
@@ -516,3 +518,37 @@ def test_a_message_that_cannot_be_queued_gives_its_reservation_back(pg_url: str,
     queue.send_message = working  # type: ignore[method-assign]
     second = protocol.SendMessage(action="sendMessage", requestId=uuid.uuid4(), text="after the outage")
     assert isinstance(ChatService(d).accept(identity, second, "c1"), protocol.Ack)
+
+
+def test_a_later_message_gets_its_history_from_postgres_when_redis_has_no_window(
+    pg_url: str, redis_url: str
+) -> None:
+    """The first message of a conversation reads no history (its seq is 1); a later one whose window
+    Redis lost reads the turns before its seq from PostgreSQL, and only those."""
+
+    class Recording(Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prompts: list[list[dict[str, str]]] = []
+
+        def stream(self, body: dict[str, Any]) -> Iterator[bytes]:
+            self.prompts.append([m for m in body["messages"] if m["role"] != "system"])
+            return super().stream(body)
+
+    model = Recording()
+    d = make_deps(pg_url, redis_url, model)
+    identity, first = accept(d, text="My cat is called Miso.")
+    GenerationService(d).run(first)
+    assert first.seq == 0 and model.prompts[0] == [{"role": "user", "content": "My cat is called Miso."}]
+    d.cache.drop_history(first.conversation_id)
+    msg = protocol.SendMessage(
+        action="sendMessage", requestId=uuid.uuid4(), text="What is my cat called?",
+        conversationId=first.conversation_id,
+    )
+    assert isinstance(ChatService(d).accept(identity, msg, "c1"), protocol.Ack)
+    GenerationService(d).run(Job.parse(sent(d).jobs[-1]["job"]))
+    assert model.prompts[1] == [
+        {"role": "user", "content": "My cat is called Miso."},
+        {"role": "assistant", "content": ANSWER},
+        {"role": "user", "content": "What is my cat called?"},
+    ]
