@@ -113,6 +113,7 @@ def up(
         extra += ["--adapter", item]
     new_data_dir = not (data_dir / "pg").exists()
 
+    from chatstack.local.process import run_event_loop
     from chatstack.local.runtime import LocalRuntime, RuntimeOptions, Urls
 
     options = RuntimeOptions(
@@ -157,7 +158,7 @@ def up(
         await runtime.serve(on_ready=ready)
 
     try:
-        asyncio.run(main())
+        run_event_loop(main())
     except KeyboardInterrupt:  # a second Ctrl+C during shutdown: no traceback, just the usual status
         raise SystemExit(130) from None
     click.echo("chatstack stopped.", err=True)

@@ -39,6 +39,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from chatstack.local.internal_auth import body_of
 from chatstack.local.lambda_context import Handler, invoke
 from lambdas import wiring
 
@@ -590,16 +591,10 @@ class GatewayEmulator:
             if scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(prefixes):
                 await app(scope, receive, send)
                 return
-            chunks = []
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return  # the client went away
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    break
-            connection_id = path.split("/@connections/", 1)[1]
-            status, error_type, text = await self._post(connection_id, b"".join(chunks))
+            body = await body_of(receive)
+            if body is None:
+                return  # the caller went away
+            status, error_type, text = await self._post(path.split("/@connections/", 1)[1], body)
             if status == 200:
                 await send({"type": "http.response.start", "status": 200, "headers": _EMPTY})
                 await send({"type": "http.response.body", "body": b""})

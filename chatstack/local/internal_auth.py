@@ -156,6 +156,18 @@ def _canonical_query(query: str) -> str:
     return str(signer.canonical_query_string(AWSRequest(method="POST", url=f"http://h/?{query}")))
 
 
+async def body_of(receive: Receive) -> bytes | None:
+    """A request's whole body, for the bare ASGI routes; None when the client went away."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, list[Message]]:
     chunks: list[bytes] = []
     messages: list[Message] = []

@@ -19,9 +19,9 @@ from typing import Any
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError
 
-from chatstack.local.internal_auth import ENV_SECRET, SecretGuard, secret_headers
+from chatstack.local.internal_auth import ENV_SECRET, SecretGuard, body_of, secret_headers
 from chatstack.local.lambda_context import NotInvoked, load_handler
-from chatstack.local.process import ReadyProcess
+from chatstack.local.process import ReadyProcess, run_event_loop
 from lambdas import wiring
 
 INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
@@ -138,6 +138,7 @@ def create_host_app() -> Any:
     routing, request and middleware layers cost a few percent of the hosts' CPU under load."""
     import anyio
     import anyio.to_thread
+    from starlette.types import Receive, Scope, Send
 
     handlers = {f.name: load_handler(f) for f in wiring.FUNCTIONS}
     limiter = anyio.CapacityLimiter(1000)
@@ -152,12 +153,12 @@ def create_host_app() -> Any:
             result, failed = {"errorType": type(exc).__name__, "errorMessage": str(exc)}, True
         return json.dumps(result).encode(), failed
 
-    async def respond(send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
+    async def respond(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers + extra})
         await send({"type": "http.response.body", "body": body})
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
@@ -169,16 +170,11 @@ def create_host_app() -> Any:
         if scope["method"] != "POST":
             await respond(send, 405, b'{"Type": "User", "message": "Method not allowed"}', [])
             return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the caller went away
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        body = await body_of(receive)
+        if body is None:
+            return  # the caller went away
         try:
-            event = json.loads(b"".join(chunks))
+            event = json.loads(body)
         except ValueError:  # what Lambda answers: 400 InvalidRequestContentException
             refusal = {"Type": "User", "message": "Could not parse request body into json"}
             await respond(send, 400, json.dumps(refusal).encode(), [])
@@ -243,7 +239,7 @@ def main() -> None:
         print(f"{READY}http://127.0.0.1:{port}", flush=True)
         await task
 
-    asyncio.run(serve())
+    run_event_loop(serve())
 
 
 if __name__ == "__main__":

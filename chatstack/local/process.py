@@ -9,6 +9,7 @@ child ends, so children are spawned from the event loop's thread (which lives as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -19,11 +20,12 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 PR_SET_PDEATHSIG = 1
+T = TypeVar("T")
 
 
 def die_with_parent(sig: int) -> Callable[[], None] | None:
@@ -207,3 +209,14 @@ def end_process(pid: int, sig: int, timeout_s: float = 15.0) -> None:
         os.kill(pid, signal.SIGKILL)
     while pid_alive(pid) and time.monotonic() < deadline + 5:
         time.sleep(0.1)
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on uvloop when it is installed, as uvicorn's own `loop="auto"` would pick
+    (the servers here call `Server.serve` themselves, so uvicorn's choice never ran). The gateway and
+    the Lambda hosts spend their time in the event loop's socket handling; uvloop does that in C."""
+    try:
+        import uvloop
+    except ImportError:  # Windows, or an install without uvicorn[standard]
+        return asyncio.run(main)
+    return uvloop.run(main)
