@@ -399,7 +399,10 @@ class GenerationService:
                     out.parts.append(chunk.text)
                     if out.ttft_ms is None:
                         out.ttft_ms = int((time.monotonic() - started) * 1000)
-                    due = batcher.add(shown.visible(out.text, chunk.text), time.monotonic())
+                    # The whole text so far only matters during a takeover (joining it per token
+                    # would cost time quadratic in the answer's length).
+                    piece = shown.visible(out.text, chunk.text) if shown.pending else chunk.text
+                    due = batcher.add(piece, time.monotonic())
                     if due:
                         self._delta(job, stream, shown, due)
                         if stream.cancelled:
