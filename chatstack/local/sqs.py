@@ -25,7 +25,7 @@ import re
 import struct
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,7 +142,9 @@ class LocalSqs:
         self._created = int(time.time())
         self._groups: dict[str, _Group] = {}
         self._dead: list[_Message] = []
-        self._deduplication: dict[str, tuple[float, _Message]] = {}
+        # Oldest first (an id is stored once and only after its earlier entry expired), so expiry pops
+        # from the front: constant time per send, however many messages the window holds.
+        self._deduplication: OrderedDict[str, tuple[float, _Message]] = OrderedDict()
         self._sequence = time.time_ns()
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
@@ -328,8 +330,11 @@ class LocalSqs:
     def _deduplicated(self, target: str, deduplication_id: str) -> _Message | None:
         """The message already accepted with this id in the last five minutes, if any."""
         horizon = time.monotonic() - DEDUPLICATION_WINDOW_S
-        for key in [k for k, (at, _) in self._deduplication.items() if at < horizon]:
-            del self._deduplication[key]
+        while self._deduplication:
+            at, _ = next(iter(self._deduplication.values()))
+            if at >= horizon:
+                break
+            self._deduplication.popitem(last=False)
         seen = self._deduplication.get(f"{target}:{deduplication_id}")
         return seen[1] if seen else None
 

@@ -237,6 +237,22 @@ async def test_given_the_same_deduplication_id_within_five_minutes_then_the_mess
     assert [record["body"] for record in batches.records] == ["job", "job"]
 
 
+async def test_given_a_deduplication_id_older_than_the_window_then_it_is_a_new_message(
+    make_sqs: MakeSqs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The window, shortened from five minutes: ids expire oldest first, and only expired ones.
+    monkeypatch.setattr("chatstack.local.sqs.DEDUPLICATION_WINDOW_S", 0.5)
+    h = await make_sqs(recording_worker(Batches()), start=False)
+    first = await h.send("job", "g", dedup="request-1")
+    await asyncio.sleep(0.3)
+    second = await h.send("job", "g", dedup="request-2")
+    await asyncio.sleep(0.3)  # request-1 is 0.6 s old, request-2 0.3 s
+    assert (await h.send("job", "g", dedup="request-2"))["MessageId"] == second["MessageId"]
+    renewed = await h.send("job", "g", dedup="request-1")
+    assert renewed["MessageId"] != first["MessageId"]
+    assert (await h.send("job", "g", dedup="request-1"))["MessageId"] == renewed["MessageId"]
+
+
 # -- delivery --------------------------------------------------------------------------------------
 
 
