@@ -54,8 +54,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     for record in batch.Records:
         groups[record.attributes.MessageGroupId or record.messageId].append(record)
     service = GenerationService(deps())
-    with ThreadPoolExecutor(max_workers=len(groups) or 1, thread_name_prefix="job") as pool:
-        results = list(pool.map(lambda records: _run_group(service, records), groups.values()))
+    if len(groups) <= 1:  # the usual batch here: one conversation, run on the invocation's own thread
+        results = [_run_group(service, records) for records in groups.values()]
+    else:
+        with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="job") as pool:
+            results = list(pool.map(lambda records: _run_group(service, records), groups.values()))
     failures = [message_id for failed in results for message_id in failed]
     metrics.add_metric(name="JobsFailed", unit="Count", value=len(failures))
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
