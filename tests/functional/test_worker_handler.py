@@ -71,3 +71,12 @@ def test_an_unparseable_job_is_reported_failed(deps: Deps) -> None:
     event["Records"][0]["body"] = "not json"
     result = worker.handler(event, LocalLambdaContext(wiring.WORKER))
     assert result["batchItemFailures"] == [{"itemIdentifier": event["Records"][0]["messageId"]}]
+
+
+def test_a_batch_of_two_conversations_runs_both_and_reports_each_failure(deps: Deps) -> None:
+    first, second = sqs_event(uncommitted_job(), 1), sqs_event(uncommitted_job(), 1)
+    second["Records"][0]["messageId"] = str(uuid.uuid4())
+    event = {"Records": first["Records"] + second["Records"]}
+    result = worker.handler(event, LocalLambdaContext(wiring.WORKER))
+    failed = sorted(item["itemIdentifier"] for item in result["batchItemFailures"])
+    assert failed == sorted(record["messageId"] for record in event["Records"])
