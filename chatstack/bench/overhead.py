@@ -213,6 +213,20 @@ class CpuMeter:
         return figures
 
 
+SERVICES = ("gateway", "lambda hosts", "postgres", "redis")
+
+
+def services_per_model(cpu_ms_per_chat: dict[str, float]) -> float | None:
+    """The service's CPU per chat as a multiple of the model server's. The fake model does the same
+    work for every chat, so its CPU per chat says how fast the machine ran during the run; this ratio
+    compares runs taken at different speeds (identical runs here differ by up to a quarter in CPU per
+    chat). None when the model's CPU was not measured (an external `--model-url` on another host)."""
+    model = cpu_ms_per_chat.get("model", 0.0)
+    if model <= 0:
+        return None
+    return round(sum(cpu_ms_per_chat.get(name, 0.0) for name in SERVICES) / model, 2)
+
+
 def service_processes(info: dict[str, Any], model: ServerUrl | str) -> dict[str, list[int]]:
     """The processes of the local service and its model, grouped as the report names them."""
     children = info.get("children", {})
@@ -418,6 +432,7 @@ def overhead(
                 meter.start()
                 run = await pipeline(info["websocket"], tokens, n, chats_per_user, stagger, max_tokens)
                 p = {**run.figures(), "cpu_ms_per_chat": meter.per_chat_ms(len(run.chats))}
+                p["services_per_model_cpu"] = services_per_model(p["cpu_ms_per_chat"])
                 added = {k: round(p["ttft_ms"][k] - d["ttft_ms"][k], 2) for k in ("p50", "p95", "p99")}
                 ratio = round(p["chats_per_s"] / d["chats_per_s"], 3) if d["chats_per_s"] else None
                 results[str(n)][arrival] = {
@@ -436,9 +451,11 @@ def overhead(
                     f" | failures {d['failures']}/{p['failures']}"
                 )
                 cpu = p["cpu_ms_per_chat"]
+                ratio_of_model = p["services_per_model_cpu"]
                 click.echo(
                     "       CPU ms per chat, pipeline: "
                     + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                    + (f" (services / model {ratio_of_model})" if ratio_of_model is not None else "")
                     + f" | direct: model {d['cpu_ms_per_chat'].get('model', 0):.1f}, client "
                     f"{d['cpu_ms_per_chat'].get('client', 0):.1f}"
                 )

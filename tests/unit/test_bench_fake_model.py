@@ -84,3 +84,14 @@ def test_the_cpu_meter_counts_a_group_and_with_tree_its_children(tmp_path: Path)
     assert figures["tree"] >= 150  # 0.4 s over 2 chats, less what the child spent before `start`
     assert figures["flat"] < 50 and figures["idle"] < 50
     assert figures["total"] == round(figures["flat"] + figures["tree"] + figures["idle"], 2)
+
+
+def test_services_per_model_counts_the_services_and_not_the_client() -> None:
+    """The column docs/benchmarks.md compares runs by: the service's processes over the model's."""
+    from chatstack.bench.overhead import services_per_model
+
+    cpu = {"gateway": 8.0, "lambda hosts": 28.0, "postgres": 3.5, "redis": 0.5, "model": 5.0,
+           "client": 2.0, "total": 47.0}
+    assert services_per_model(cpu) == 8.0
+    assert services_per_model({**cpu, "client": 50.0}) == 8.0
+    assert services_per_model({**cpu, "model": 0.0}) is None  # an external model on another host
