@@ -133,9 +133,23 @@ class LimitStore:
             self.r.delete(*keys)
 
 
+# Adds `amount` to a float counter, creating it at 0, keeping its TTL: what INCRBYFLOAT does, without
+# calling it. Redis 6.2 (the embedded local server) corrupts its heap when a script calls INCRBYFLOAT:
+# the command rewrites its own argv for replication (SET ... KEEPTTL, one argument more), realloc
+# may keep the pointer while shrinking the script engine's cached argv, and a later call with more
+# arguments writes past it (a crash in `rewriteClientCommandArgument`, seen in this project's test
+# run; upstream redis/redis#11652 fixed the cache in 7.0). 17 significant digits read back exactly.
+_INCR_FLOAT_FN = """
+local function incr_float(key, amount)
+  local value = tonumber(redis.call('GET', key) or '0') + tonumber(amount)
+  redis.call('SET', key, string.format('%.17g', value), 'KEEPTTL')
+  return value
+end
+"""
+
 # Releases one hold: subtract each reservation from its counter's sum, drop the in-flight slot.
 # Shared by the admission script (expired holds, and a retried requestId's earlier hold) and settle.
-_RELEASE_FN = """
+_RELEASE_FN = _INCR_FLOAT_FN + """
 local function release(ledger, hold, rid)
   local fields = redis.call('HGETALL', hold)
   if #fields == 0 then
@@ -147,7 +161,7 @@ local function release(ledger, hold, rid)
     if name == '~fly' then
       redis.call('ZREM', value, rid)
     else
-      local left = tonumber(redis.call('INCRBYFLOAT', name .. ':res', -tonumber(value)))
+      local left = incr_float(name .. ':res', -tonumber(value))
       if left <= 1e-9 then redis.call('DEL', name .. ':res') end
     end
   end
@@ -231,7 +245,7 @@ if holding then
   for j = 1, nc do
     local want = tonumber(ARGV[first + (j - 1) * 2 + 1])
     if want > 0 then
-      redis.call('INCRBYFLOAT', KEYS[nb + nc + j], ARGV[first + (j - 1) * 2 + 1])
+      incr_float(KEYS[nb + nc + j], ARGV[first + (j - 1) * 2 + 1])
       redis.call('PEXPIRE', KEYS[nb + nc + j], ttl + 60000)
       redis.call('HSET', hold, KEYS[nb + j], ARGV[first + (j - 1) * 2 + 1])
     end
@@ -248,8 +262,8 @@ return {1, 0, 0, 0}
 
 # Spend from buckets (below zero if need be) and add to counters that exist (a missing counter is
 # seeded from the ledger, which already holds this spend). ARGV: now, nb, (cap, win, cost) per bucket,
-# then one amount per counter (INCRBYFLOAT, so dollars work too).
-_SPEND = """
+# then one amount per counter (a float, so dollars work too).
+_SPEND = _INCR_FLOAT_FN + """
 local now = tonumber(ARGV[1])
 local nb = tonumber(ARGV[2])
 for i = 1, nb do
@@ -266,7 +280,7 @@ end
 local first = 2 + nb * 3
 for j = 1, #KEYS - nb do
   if redis.call('EXISTS', KEYS[nb + j]) == 1 then
-    redis.call('INCRBYFLOAT', KEYS[nb + j], ARGV[first + j])
+    incr_float(KEYS[nb + j], ARGV[first + j])
   end
 end
 return 1

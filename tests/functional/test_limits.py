@@ -220,3 +220,25 @@ def _ledger(d: Deps, identity: Identity, *, tokens: tuple[int, int], cost: Decim
             " 'stop', %s)",
             (uuid.uuid4(), identity.tenant_id, identity.user_id, tokens[0], tokens[1], cost),
         )
+
+
+def test_float_counters_add_keep_their_ttl_and_no_script_calls_incrbyfloat(redis_url: str) -> None:
+    """Counters add like INCRBYFLOAT (dollars too) and keep their TTL. No limits script may call
+    INCRBYFLOAT itself: in Redis 6.2, the local server, the command rewrites its argv from inside a
+    script and corrupted the server's heap (a crash in `rewriteClientCommandArgument`, found in this
+    project's test run; redis/redis#11652)."""
+    import redis
+
+    from lambdas.adapters import limits
+
+    for name in ("_TAKE", "_SPEND", "_RELEASE"):
+        assert "'INCRBYFLOAT'" not in getattr(limits, name).upper().replace('"', "'"), name
+    store = limits.LimitStore(redis.Redis.from_url(redis_url))
+    key = f"cs:test:{uuid.uuid4().hex}"
+    store.put(key, "1.5", ttl_ms=60_000)
+    store.add_float_if_exists(key, 0.25)
+    store.add_float_if_exists(key, -0.05)
+    assert float(store.get(key) or "nan") == pytest.approx(1.7)
+    assert 55_000 < store.r.pttl(key) <= 60_000
+    store.add_float_if_exists(f"{key}:absent", 1.0)  # only counters that exist
+    assert store.get(f"{key}:absent") is None
