@@ -1,7 +1,8 @@
 """SQS FIFO: the generation queue between sendMessage and the worker (one group per conversation).
 
-`enqueue` runs once per chat message inside sendMessage's transaction. boto3's `send_message` cost 3-4
-ms of CPU there under load, the largest single item of the handler (docs/benchmarks.md, "Hot path").
+`enqueue` runs once per chat message inside sendMessage's transaction. boto3's `send_message` was the
+largest single item of that handler under load (14.5 % of the Lambda hosts' samples; alone, 1.43-1.59
+ms of CPU per send against 0.62-0.74 ms now: docs/benchmarks.md, "Hot path").
 So the first attempt is the request boto3 would send (AWS JSON 1.0, `X-Amz-Target:
 AmazonSQS.SendMessage`, the same body and SigV4 headers; tests/functional/test_queue_adapter.py checks
 them byte for byte), made over one urllib3 pool to the endpoint boto3 itself resolved. Any other answer

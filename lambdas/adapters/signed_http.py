@@ -1,9 +1,10 @@
 """One AWS endpoint that the hot path POSTs to itself: its own SigV4 signature over one urllib3 pool.
 
 boto3's client spends most of a call's CPU in generic machinery (event hooks, parameter validation,
-endpoint resolution, response parsing) that a fixed request does not need: about 1.6 ms per
-`post_to_connection` and 3-4 ms per `send_message` on this project's machine under load, against about
-0.55 ms for the same signed request made here (docs/benchmarks.md, "Hot path"). The adapters that use
+endpoint resolution, response parsing) that a fixed request does not need. Measured alone on this
+project's machine: 1.2-2.3 ms per `post_to_connection` against 0.55 ms, and 1.43-1.59 ms per
+`send_message` against 0.62-0.74 ms, for the same signed request made here (docs/benchmarks.md,
+"Hot path"). The adapters that use
 this (`@connections` posts, the job queue's SendMessage) build exactly the request boto3 sends, and
 their tests compare the two byte for byte under the same clock and credentials. Credentials come from
 the SDK's own chain, so a Lambda role's session token and its refresh work as with boto3.
