@@ -16,13 +16,11 @@ import threading
 import traceback
 from typing import Any
 
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError
-
 from chatstack.local.internal_auth import ENV_SECRET, SecretGuard, body_of, secret_headers
 from chatstack.local.lambda_context import NotInvoked, load_handler
 from chatstack.local.process import ReadyProcess, run_event_loop
 from lambdas import wiring
+from lambdas.adapters.http1 import NoAnswer, Origin
 
 INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
 READY = "lambda host ready on "
@@ -50,10 +48,12 @@ class HostPool:
 
     def __init__(self, urls: list[str]) -> None:
         self.urls = list(urls)
+        # One kept connection per calling thread and host (lambdas/adapters/http1.py, the client the
+        # handlers' own hot path uses): two invocations per chat pass here.
+        self.origins = [Origin(url, connect_timeout_s=5) for url in urls]
         self.up = [True] * len(urls)
         self.in_flight = [0] * len(urls)
         self.lock = threading.Lock()
-        self.http = urllib3.PoolManager(maxsize=256, block=False, retries=False)
 
     def acquire(self, tried: set[int] | frozenset[int] = frozenset()) -> int:
         with self.lock:
@@ -78,6 +78,7 @@ class HostPool:
         """The host at `index` was restarted and listens on `url`."""
         with self.lock:
             self.urls[index] = url
+            self.origins[index] = Origin(url, connect_timeout_s=5)
             self.up[index] = True
 
 
@@ -92,21 +93,19 @@ class RemoteFunction:
     def __call__(self, event: dict[str, Any], context: Any = None) -> Any:
         body = json.dumps(event).encode()
         tried: set[int] = set()
+        headers = {"Content-Type": "application/json", **_internal_headers()}
         while True:
             index = self.pool.acquire(tried)
             try:
-                response = self.pool.http.request(
-                    "POST",
-                    self.pool.urls[index] + self.path,
-                    body=body,
-                    headers={"Content-Type": "application/json", **_internal_headers()},
-                    timeout=urllib3.Timeout(connect=5, read=self.function.timeout_s + 5),
+                response = self.pool.origins[index].request(
+                    "POST", self.path, body, headers, read_timeout_s=self.function.timeout_s + 5,
+                    retry_dropped=False,
                 )
                 break
-            except ConnectTimeoutError:
-                # Refused or never connected (NewConnectionError is one): the handler never ran, so
-                # another host may run it. A connection dropped mid-invocation is not retried: like
-                # Lambda, it surfaces as a failed invocation (the handler may have run).
+            except NoAnswer as exc:
+                if exc.sent:  # dropped mid-invocation: like Lambda, a failed invocation (it may have run)
+                    raise
+                # Refused or never connected: the handler never ran, so another host may run it.
                 self.pool.mark_down(index)
                 tried.add(index)
             finally:
@@ -114,7 +113,7 @@ class RemoteFunction:
         payload = json.loads(response.data or b"null")
         if response.status != 200:
             raise RuntimeError(f"Lambda invoke of {self.function.name} answered {response.status}: {payload}")
-        if response.headers.get("X-Amz-Function-Error"):
+        if response.headers.get("x-amz-function-error"):
             # API Gateway's authorizer contract hinges on the message ("Unauthorized" -> 401).
             raise FunctionError(str(payload.get("errorType")), str(payload.get("errorMessage")))
         return payload

@@ -21,12 +21,12 @@ from datetime import datetime
 from typing import Any
 
 import boto3
-import urllib3
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from botocore.utils import percent_encode
 
+from lambdas.adapters.http1 import NoAnswer
 from lambdas.adapters.signed_http import SignedEndpoint
 
 SERVICE = "execute-api"  # the signing name of apigatewaymanagementapi
@@ -95,10 +95,11 @@ class Connections:
     def post(self, connection_id: str, data: str) -> bool:
         """Send one frame; False when the connection is gone (410), so the caller can forget it."""
         body = data.encode()
+        path = self.path(connection_id)
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                response = self._endpoint.post(self.path(connection_id), body)
-            except urllib3.exceptions.HTTPError:
+                response = self._endpoint.send(path, body, self._endpoint.sign(path, body))
+            except NoAnswer:
                 if attempt == ATTEMPTS:
                     raise
                 time.sleep(RETRY_PAUSE_S)
@@ -110,7 +111,7 @@ class Connections:
             if response.status in RETRY_STATUS and attempt < ATTEMPTS:
                 time.sleep(RETRY_PAUSE_S)
                 continue
-            error_type = str(response.headers.get("x-amzn-ErrorType", "")).split(":")[0]
+            error_type = response.headers.get("x-amzn-errortype", "").split(":")[0]
             message = response.data[:500].decode("utf-8", "replace")
             raise PostFailed(response.status, error_type or "Unknown", message)
         raise AssertionError("unreachable")

@@ -22,15 +22,18 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 import boto3
 import urllib3
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.httpsession import get_cert_path
 from redis.exceptions import RedisError
 
 from lambdas.adapters.cache import Cache
+from lambdas.adapters.http1 import NoAnswer, Origin
 from lambdas.config import INTERNAL_SECRET_HEADER, Settings
 from lambdas.errors import BadRequest, ModelUnavailable
 
@@ -229,67 +232,49 @@ class SageMakerTransport:
 
 
 class HttpTransport:
-    """POST to a container's `/invocations` URL directly (urllib3, already in the bundle via boto3)."""
+    """POST to a container's `/invocations` URL directly, over a kept connection per thread
+    (lambdas/adapters/http1.py: the chunked coding is decoded from one buffer filled by one socket
+    read, where urllib3 made several reads and Python calls per chunk, that is per token)."""
 
-    def __init__(
-        self, url: str, timeout_s: float, pool: urllib3.PoolManager | None = None, secret: str = ""
-    ) -> None:
-        if not url.startswith(("http://", "https://")):
+    def __init__(self, url: str, timeout_s: float, secret: str = "") -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"The model URL must be http(s), not {url!r}.")
         self.url = url
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         # The local model server answers only the run's processes (chatstack/local/internal_auth.py).
         self.headers = {"Content-Type": "application/json", "Accept": JSONLINES}
         if secret:
             self.headers[INTERNAL_SECRET_HEADER] = secret
-        self.timeout = urllib3.Timeout(connect=min(timeout_s, 5.0), read=timeout_s)
-        self.pool = pool or urllib3.PoolManager(maxsize=64)
+        self.origin = Origin(url, connect_timeout_s=min(timeout_s, 5.0), read_timeout_s=timeout_s,
+                             ca_certs=get_cert_path(True) if parts.scheme == "https" else None)
 
     def __repr__(self) -> str:
         return f"HttpTransport({self.url!r})"
 
     def stream(self, body: dict[str, Any]) -> Iterator[bytes]:
-        data = json.dumps(body).encode("utf-8")
-        for attempt in (1, 2):
-            try:
-                response = self.pool.request(
-                    "POST", self.url, body=data, headers=self.headers, preload_content=False,
-                    retries=False, timeout=self.timeout,
-                )
-                break
-            except urllib3.exceptions.ProtocolError as exc:
-                # The connection was closed before any answer: most often a pooled keep-alive
-                # connection the server had just timed out (uvicorn closes idle ones after 5 s),
-                # which under load happened to 1 chat in 300. Nothing was generated: try
-                # once more, on a new connection. (A timeout is not retried: it would double a wait.)
-                if attempt == 2:
-                    raise ModelUnavailable("The model server cannot be reached.", url=self.url,
-                                           cause=str(exc)) from exc
-            except urllib3.exceptions.HTTPError as exc:
-                raise ModelUnavailable("The model server cannot be reached.", url=self.url,
-                                       cause=str(exc)) from exc
-        finished = False
+        # A kept connection the server closed while idle (uvicorn closes idle ones after 5 s) is
+        # replaced, and a request it drops as it closes is sent once more on a new connection: that
+        # request reached no model (under load, 1 chat in 300 met this before the retry). A timeout
+        # is not retried: it would double a wait.
         try:
-            if response.status != 200:
-                detail = response.read(4096).decode("utf-8", "replace")
+            exchange = self.origin.open("POST", self.path, json.dumps(body).encode("utf-8"), self.headers)
+        except NoAnswer as exc:
+            raise ModelUnavailable("The model server cannot be reached.", url=self.url,
+                                   cause=str(exc)) from exc
+        try:
+            if exchange.status != 200:
+                detail = exchange.read(4096).decode("utf-8", "replace")
                 # 4xx is the model refusing this body (bad field, unknown adapter); 408/429 are transient.
-                if 400 <= response.status < 500 and response.status not in (408, 429):
+                if 400 <= exchange.status < 500 and exchange.status not in (408, 429):
                     raise BadRequest("The model server rejected the request.", url=self.url, cause=detail)
-                raise ModelUnavailable("The model server failed.", url=self.url, status=response.status,
+                raise ModelUnavailable("The model server failed.", url=self.url, status=exchange.status,
                                        cause=detail)
-            if response.chunked:
-                yield from response.read_chunked()
-            else:
-                while data := response.read1(65536):
-                    yield data
-            finished = True
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            yield from exchange.pieces()  # the connection goes back for reuse once read whole
+        except NoAnswer as exc:
             raise ModelUnavailable("The model stream broke.", url=self.url, cause=str(exc)) from exc
         finally:
-            # A half-read response must not go back to the pool: its connection is mid-body.
-            if finished:
-                response.release_conn()
-            else:
-                response.close()
+            exchange.close()  # a half-read answer's connection is mid-body: never reused
 
 
 State = Literal["closed", "open", "half-open"]

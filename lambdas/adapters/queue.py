@@ -5,9 +5,10 @@ largest single item of that handler under load (14.5 % of the Lambda hosts' samp
 ms of CPU per send against 0.62-0.74 ms now: docs/benchmarks.md, "Hot path").
 So the first attempt is the request boto3 would send (AWS JSON 1.0, `X-Amz-Target:
 AmazonSQS.SendMessage`, the same body and SigV4 headers; tests/functional/test_queue_adapter.py checks
-them byte for byte), made over one urllib3 pool to the endpoint boto3 itself resolved. Any other answer
-than 200, or none, hands the same call to boto3, which retries as configured and raises SQS's own
-exceptions: the deduplication id makes a send that did arrive harmless for five minutes.
+them byte for byte), made over a kept connection (lambdas/adapters/http1.py) to the endpoint boto3
+itself resolved. Any other answer than 200, or none, hands the same call to boto3, which retries as
+configured and raises SQS's own exceptions: the deduplication id makes a send that did arrive harmless
+for five minutes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 import boto3
-import urllib3
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from lambdas.adapters.http1 import NoAnswer
 from lambdas.adapters.signed_http import SignedEndpoint
 
 SERVICE = "sqs"
@@ -84,7 +85,7 @@ class JobQueue:
             path, body, headers = self.signed_send(params)
             try:
                 response = self._direct.send(path, body, headers)
-            except urllib3.exceptions.HTTPError:
+            except NoAnswer:
                 response = None
             if response is not None and response.status == 200:
                 return str(json.loads(response.data)["MessageId"])

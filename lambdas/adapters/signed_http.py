@@ -1,4 +1,4 @@
-"""One AWS endpoint that the hot path POSTs to itself: its own SigV4 signature over one urllib3 pool.
+"""One AWS endpoint that the hot path POSTs to itself: its own SigV4 signature over kept connections.
 
 boto3's client spends most of a call's CPU in generic machinery (event hooks, parameter validation,
 endpoint resolution, response parsing) that a fixed request does not need. Measured alone on this
@@ -7,21 +7,22 @@ project's machine: 1.2-2.3 ms per `post_to_connection` against 0.55 ms, and 1.43
 "Hot path"). The adapters that use
 this (`@connections` posts, the job queue's SendMessage) build exactly the request boto3 sends, and
 their tests compare the two byte for byte under the same clock and credentials. Credentials come from
-the SDK's own chain, so a Lambda role's session token and its refresh work as with boto3.
+the SDK's own chain, so a Lambda role's session token and its refresh work as with boto3. The
+exchange itself goes over one kept connection per thread (lambdas/adapters/http1.py): through urllib3
+it cost several times the CPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 
-import urllib3
 from botocore.credentials import Credentials
 from botocore.httpsession import get_cert_path
 from botocore.session import get_session
 
+from lambdas.adapters.http1 import Origin, Response
 from lambdas.adapters.sigv4 import sign_post
 
 
@@ -46,18 +47,14 @@ class SignedEndpoint:
         self.region = region
         self.service = service
         self.base_path = parts.path  # "/{stage}" for @connections in the cloud
-        # The Host header the HTTP client sends, and the signature covers: no default port.
-        default_port = {"http": 80, "https": 443}[parts.scheme]
-        port = f":{parts.port}" if parts.port not in (None, default_port) else ""
-        self.host = (parts.hostname or "") + port
         self._credentials = credentials or get_session().get_credentials()
         if self._credentials is None:
             raise ValueError(f"No AWS credentials to sign {what} requests with.")
-        options: dict[str, Any] = {"maxsize": 64, "block": False, "retries": False}
-        if parts.scheme == "https":
-            options["ca_certs"] = get_cert_path(True)  # the CA bundle boto3 uses
-        self._pool = urllib3.connection_from_url(self.url, **options)
-        self._timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
+        self._origin = Origin(
+            self.url, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+            ca_certs=get_cert_path(True) if parts.scheme == "https" else None,  # the CA bundle boto3 uses
+        )
+        self.host = self._origin.host  # what the Host header says and the signature covers
 
     def sign(
         self, path: str, body: bytes, headers: Mapping[str, str] | None = None, now: datetime | None = None
@@ -70,15 +67,7 @@ class SignedEndpoint:
             service=self.service, headers=headers, now=now,
         )
 
-    def post(
-        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
-    ) -> urllib3.BaseHTTPResponse:
-        """One signed POST, no retries (the caller decides); raises urllib3's HTTPError when no
-        answer came."""
-        return self.send(path, body, self.sign(path, body, headers))  # signed per attempt: it dates
-
-    def send(self, path: str, body: bytes, signed: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
-        """A POST already signed (`sign`)."""
-        return self._pool.urlopen(
-            "POST", path, body=body, headers=dict(signed), timeout=self._timeout, retries=False
-        )
+    def send(self, path: str, body: bytes, signed: Mapping[str, str]) -> Response:
+        """One POST already signed (`sign`; sign again for another attempt: a signature dates), no
+        retries (the caller decides); raises http1.NoAnswer when no answer came."""
+        return self._origin.request("POST", path, body, signed)

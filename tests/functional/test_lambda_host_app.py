@@ -50,13 +50,11 @@ async def test_an_invocation_answers_the_result_or_the_function_error(host: str)
 
 
 async def test_an_unknown_function_and_a_body_that_is_not_json_are_refused(host: str) -> None:
-    http = HostPool([host]).http
-    unknown = await asyncio.to_thread(
-        http.request, "POST", host + INVOKE_PATH.format(name="nope"), body=b"{}"
-    )
+    origin = HostPool([host]).origins[0]
+    unknown = await asyncio.to_thread(origin.request, "POST", INVOKE_PATH.format(name="nope"), b"{}")
     assert unknown.status == 404
     assert json.loads(unknown.data) == {"Type": "User", "message": "Function not found: nope"}
     garbled = await asyncio.to_thread(
-        http.request, "POST", host + INVOKE_PATH.format(name="pre_token"), body=b"{not json"
+        origin.request, "POST", INVOKE_PATH.format(name="pre_token"), b"{not json"
     )
     assert garbled.status == 400 and "json" in json.loads(garbled.data)["message"]
