@@ -225,7 +225,8 @@ def main() -> None:
     # request then met a reset, and the invocation failed (the SQS mapping retried it after a backoff,
     # a WebSocket route answered "Internal server error"). An hour outlives any pause in the traffic.
     config = uvicorn.Config(
-        create_host_app(), log_level="warning", lifespan="off", timeout_keep_alive=HOST_KEEP_ALIVE_S
+        create_host_app(), log_level="warning", lifespan="off", timeout_keep_alive=HOST_KEEP_ALIVE_S,
+        access_log=False,  # at "warning" none is printed, but uvicorn formats one per invocation
     )
     server = uvicorn.Server(config)
 

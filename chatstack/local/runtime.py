@@ -366,7 +366,9 @@ class LocalRuntime:
         )
         app = self._app(gateway, sqs, functions)
         config = uvicorn.Config(
-            app, log_level=o.log_level, lifespan="off", timeout_graceful_shutdown=5, **gateway.server_options
+            app, log_level=o.log_level, lifespan="off", timeout_graceful_shutdown=5,
+            # Below "info" uvicorn prints no access line, but still formats one for every request.
+            access_log=o.log_level in ("trace", "debug", "info"), **gateway.server_options,
         )
         self.server = server = uvicorn.Server(config)
         # The page's user may chat and add documents to its own tenant (the upload button).
