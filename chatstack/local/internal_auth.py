@@ -156,35 +156,27 @@ def _canonical_query(query: str) -> str:
     return str(signer.canonical_query_string(AWSRequest(method="POST", url=f"http://h/?{query}")))
 
 
-async def body_of(receive: Receive) -> bytes | None:
-    """A request's whole body, for the bare ASGI routes; None when the client went away."""
+async def body_of(
+    receive: Receive, *, limit: int | None = None, messages: list[Message] | None = None
+) -> bytes | None:
+    """A request's whole body; None when the client went away first. A body over `limit` is refused
+    (413); `messages` collects every message read, for a guard to replay them to the app behind it."""
     chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, list[Message]]:
-    chunks: list[bytes] = []
-    messages: list[Message] = []
     size = 0
     while True:
         message = await receive()
-        messages.append(message)
+        if messages is not None:
+            messages.append(message)
         if message["type"] != "http.request":
-            break
+            return None
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise Refusal(413, "PayloadTooLargeException", "Request body too large")
+        if limit is not None:
+            size += len(chunk)
+            if size > limit:
+                raise Refusal(413, "PayloadTooLargeException", "Request body too large")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks), messages
+            return b"".join(chunks)
 
 
 async def _refuse(send: Send, refusal: Refusal, scope: Scope) -> None:
@@ -216,8 +208,11 @@ class SigV4Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        messages: list[Message] = []
         try:
-            body, messages = await _read_body(receive, MAX_SIGNED_BODY)
+            body = await body_of(receive, limit=MAX_SIGNED_BODY, messages=messages)
+            if body is None:
+                return  # the caller went away
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
             verify_sigv4(
                 method=scope["method"],

@@ -89,6 +89,21 @@ def _k_breaker(endpoint: str) -> str:
     return f"{P}breaker:{endpoint}"
 
 
+# Replies read both alone and in `generation_start`'s pipeline, parsed one way.
+def _outcome(raw: Any) -> dict[str, Any] | None:
+    return cast(dict[str, Any], json.loads(raw)) if raw else None
+
+
+def _frames(entries: list[tuple[str, dict[str, str]]], exists: Any) -> list[str] | None:
+    """The frames of a stream's entries; None when the stream does not exist."""
+    return [fields["f"] for _, fields in entries] if exists else None
+
+
+def _turns(items: list[str], exists: Any) -> list[dict[str, Any]] | None:
+    """The history window's turns without its "" marker (known empty); None when not cached."""
+    return [json.loads(item) for item in items if item != ""] if exists else None
+
+
 class Cache:
     """Typed operations over one redis-py client (thread-safe, pooled)."""
 
@@ -191,8 +206,7 @@ class Cache:
         self.r.set(_k_outcome(request_id), json.dumps(outcome), ex=ttl_s)
 
     def kept_outcome(self, request_id: str) -> dict[str, Any] | None:
-        raw = self.r.get(_k_outcome(request_id))
-        return cast(dict[str, Any], json.loads(cast(str, raw))) if raw else None
+        return _outcome(self.r.get(_k_outcome(request_id)))
 
     def drop_outcome(self, request_id: str) -> None:
         self.r.delete(_k_outcome(request_id))
@@ -208,10 +222,10 @@ class Cache:
         pipe.lrange(_k_hist(conversation_id), 0, -1)
         kept, cancelled, entries, streamed, cached, turns = pipe.execute()
         return GenerationStart(
-            kept=cast(dict[str, Any], json.loads(kept)) if kept else None,
+            kept=_outcome(kept),
             cancelled=bool(cancelled),
-            frames=[fields["f"] for _, fields in entries] if streamed else None,
-            history=[json.loads(item) for item in turns if item != ""] if cached else None,
+            frames=_frames(entries, streamed),
+            history=_turns(turns, cached),
         )
 
     def request_cancel(self, request_id: str, ttl_s: int) -> None:
@@ -246,9 +260,7 @@ class Cache:
     def replay(self, request_id: str) -> list[str] | None:
         """Every frame published for the request, in order; None when no stream exists."""
         entries = cast(list[tuple[str, dict[str, str]]], self.r.xrange(_k_stream(request_id)))
-        if not entries and not self.r.exists(_k_stream(request_id)):
-            return None
-        return [fields["f"] for _, fields in entries]
+        return _frames(entries, bool(entries) or self.r.exists(_k_stream(request_id)))
 
     # ---- recent-turns window ------------------------------------------------------------------
     def history(self, conversation_id: str) -> list[dict[str, Any]] | None:
@@ -257,9 +269,7 @@ class Cache:
         pipe.exists(key)
         pipe.lrange(key, 0, -1)
         exists, items = pipe.execute()
-        if not exists:
-            return None
-        return [json.loads(item) for item in items if item != ""]
+        return _turns(items, exists)
 
     def set_history(
         self, conversation_id: str, turns: list[dict[str, Any]], *, keep: int, ttl_s: int
