@@ -48,9 +48,9 @@ class HostPool:
 
     def __init__(self, urls: list[str]) -> None:
         self.urls = list(urls)
-        # One kept connection per calling thread and host (lambdas/adapters/http1.py, the client the
+        # Kept connections to each host (lambdas/adapters/http1.py, the client the
         # handlers' own hot path uses): two invocations per chat pass here.
-        self.origins = [Origin(url, connect_timeout_s=5) for url in urls]
+        self.origins = [Origin(url, connect_timeout_s=5, max_idle=256) for url in urls]
         self.up = [True] * len(urls)
         self.in_flight = [0] * len(urls)
         self.lock = threading.Lock()
@@ -78,7 +78,7 @@ class HostPool:
         """The host at `index` was restarted and listens on `url`."""
         with self.lock:
             self.urls[index] = url
-            self.origins[index] = Origin(url, connect_timeout_s=5)
+            self.origins[index] = Origin(url, connect_timeout_s=5, max_idle=256)
             self.up[index] = True
 
 

@@ -1,4 +1,4 @@
-"""A keep-alive HTTP/1.1 client for the hot path's fixed requests: one connection per thread, reused.
+"""A keep-alive HTTP/1.1 client for the hot path's fixed requests over kept connections.
 
 Every chat makes about a dozen small HTTP exchanges from the Lambda code (the `@connections` posts,
 the SQS send) and reads its model stream token by token. Through urllib3 each exchange cost about
@@ -7,7 +7,8 @@ the SQS send) and reads its model stream token by token. Through urllib3 each ex
 (the same request, interleaved, a throwaway loop against a uvicorn server; docs/benchmarks.md, "Hot
 path"). The requests here are always the same shape, so the general machinery buys nothing:
 
-- one origin (scheme, host, port) per `Origin`; TLS with the CA bundle the caller gives (boto3's);
+- one origin (scheme, host, port) per `Origin`, whose idle connections any thread may take;
+- TLS with the CA bundle the caller gives (boto3's);
 - a request is the head and a bytes body with `Content-Length`, written with one `sendall`;
 - a response body is delimited by `Content-Length`, by chunked transfer coding, or by the close of
   the connection (RFC 9112, section 6.3); 1xx heads are skipped, 204 and 304 have no body;
@@ -94,7 +95,7 @@ class _Connection:
 
 class Exchange:
     """A response whose head has been read; its body is read with `body`, `pieces` or `read`.
-    The connection goes back to its thread's slot once the body is read whole and the server keeps
+    The connection goes back to the idle ones once the body is read whole and the server keeps
     it open; `close` (or an error) discards it."""
 
     def __init__(self, origin: Origin, conn: _Connection, status: int, headers: dict[str, str],
@@ -220,7 +221,7 @@ class Origin:
     """`url`'s scheme, host and port; `base_path` is its path (requests give their own)."""
 
     def __init__(self, url: str, *, connect_timeout_s: float = 2.0, read_timeout_s: float = 5.0,
-                 ca_certs: str | None = None) -> None:
+                 ca_certs: str | None = None, max_idle: int = 64) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"Not an http(s) URL: {url!r}.")
@@ -234,7 +235,11 @@ class Origin:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self._tls = ssl.create_default_context(cafile=ca_certs) if parts.scheme == "https" else None
-        self._local = threading.local()
+        # Idle connections, the most recently used last: any thread takes one (a Lambda worker's batch
+        # threads live for one invocation; their connections outlive them here).
+        self._idle: list[_Connection] = []
+        self._lock = threading.Lock()
+        self.max_idle = max_idle
 
     def request(self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None,
                 *, read_timeout_s: float | None = None, retry_dropped: bool = True) -> Response:
@@ -277,10 +282,10 @@ class Origin:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Close this thread's kept connection."""
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
+        """Close the idle connections (those in use close when their exchange ends)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
             conn.close()
 
     def _encode(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
@@ -294,20 +299,22 @@ class Origin:
         return head.encode("latin-1") + body
 
     def _take(self) -> _Connection | None:
-        conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            return None
-        self._local.conn = None
-        if conn.idle_but_closed():
+        """The most recently used idle connection the server has not closed, if any."""
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+            if not conn.idle_but_closed():
+                return conn
             conn.close()
-            return None
-        return conn
 
     def _give_back(self, conn: _Connection) -> None:
-        old = getattr(self._local, "conn", None)
-        self._local.conn = conn
-        if old is not None:  # this thread had opened a second one meanwhile: keep one
-            old.close()
+        with self._lock:
+            if len(self._idle) < self.max_idle:
+                self._idle.append(conn)
+                return
+        conn.close()
 
     def _connect(self) -> _Connection:
         try:

@@ -232,7 +232,7 @@ class SageMakerTransport:
 
 
 class HttpTransport:
-    """POST to a container's `/invocations` URL directly, over a kept connection per thread
+    """POST to a container's `/invocations` URL directly, over kept connections
     (lambdas/adapters/http1.py: the chunked coding is decoded from one buffer filled by one socket
     read, where urllib3 made several reads and Python calls per chunk, that is per token)."""
 

@@ -8,7 +8,7 @@ project's machine: 1.2-2.3 ms per `post_to_connection` against 0.55 ms, and 1.43
 this (`@connections` posts, the job queue's SendMessage) build exactly the request boto3 sends, and
 their tests compare the two byte for byte under the same clock and credentials. Credentials come from
 the SDK's own chain, so a Lambda role's session token and its refresh work as with boto3. The
-exchange itself goes over one kept connection per thread (lambdas/adapters/http1.py): through urllib3
+exchange itself goes over kept connections (lambdas/adapters/http1.py): through urllib3
 it cost several times the CPU.
 """
 

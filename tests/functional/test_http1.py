@@ -4,7 +4,7 @@ Contracts checked (RFC 9112, HTTP/1.1):
 - a response body is delimited by Content-Length, by chunked transfer coding (section 7.1, chunk
   extensions and trailer fields included) or by the close of the connection (section 6.3); 1xx
   interim responses come before the final one (RFC 9110, section 15.2); 204 has no body;
-- a persistent connection is reused for the next request on the same thread, and not after
+- a persistent connection is reused for the next request, from any thread, and not after
   `Connection: close`, an HTTP/1.0 answer or a body left unread;
 - a kept connection the server has closed while idle is replaced, and a request the server drops on a
   reused connection before answering is made once more on a new one (never on a fresh one);
@@ -311,7 +311,7 @@ def test_line_breaks_in_a_header_or_the_path_are_refused_before_sending() -> Non
     assert len(seen) == 1
 
 
-def test_each_thread_keeps_its_own_connection() -> None:
+def test_threads_share_the_idle_connections_and_at_most_max_idle_are_kept() -> None:
     connections: list[int] = []
     seen: list[bytes] = []
     base = answer_each(lambda r: OK, seen)
@@ -321,7 +321,7 @@ def test_each_thread_keeps_its_own_connection() -> None:
         base(sock, number)
 
     with scripted(script) as (url, _):
-        origin = Origin(url)
+        origin = Origin(url, max_idle=3)
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
@@ -330,17 +330,27 @@ def test_each_thread_keeps_its_own_connection() -> None:
                 barrier.wait()
                 for _ in range(20):
                     assert origin.request("POST", "/", b"x").data == b"ok"
-            except BaseException as exc:
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-    assert not errors
-    assert len(seen) == 80
-    assert len(connections) == 4
+        def run_threads() -> None:
+            threads = [threading.Thread(target=work) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(10)
+
+        run_threads()
+        assert not errors
+        opened = len(connections)
+        barrier.reset()
+        for _ in range(10):  # threads that never ran before take the connections the others left
+            threading.Thread(target=lambda: origin.request("POST", "/", b"x")).start()
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert len(connections) == opened
+        assert len(origin._idle) <= 3
+    assert len(seen) == 90
 
 
 def _certificate(tmp: Path) -> tuple[Path, Path]:
