@@ -1,11 +1,11 @@
-"""A keep-alive HTTP/1.1 client for the hot path's fixed requests over kept connections.
+"""A keep-alive HTTP/1.1 client for the hot path's requests of one known shape.
 
 Every chat makes about a dozen small HTTP exchanges from the Lambda code (the `@connections` posts,
-the SQS send) and reads its model stream token by token. Through urllib3 each exchange cost about
-450-700 us of the calling thread's CPU on this project's machine, through `http.client` alone
-280-450 us (its response headers go through the `email` parser), and through this module 70-100 us
-(the same request, interleaved, a throwaway loop against a uvicorn server; docs/benchmarks.md, "Hot
-path"). The requests here are always the same shape, so the general machinery buys nothing:
+the SQS send) and reads its model stream token by token. Through urllib3 each exchange cost 329-704
+us of the calling thread's CPU on this project's machine, through `http.client` alone 278-452 us
+(its response headers go through the `email` parser), and through this module 84-104 us (the same
+request, the clients interleaved, a throwaway loop against a uvicorn server; docs/benchmarks.md,
+"Hot path"). The requests here are always the same shape, so the general machinery buys nothing:
 
 - one origin (scheme, host, port) per `Origin`, whose idle connections any thread may take;
 - TLS with the CA bundle the caller gives (boto3's);
