@@ -48,9 +48,7 @@ class HostPool:
 
     def __init__(self, urls: list[str]) -> None:
         self.urls = list(urls)
-        # Kept connections to each host (lambdas/adapters/http1.py, the client the
-        # handlers' own hot path uses): two invocations per chat pass here.
-        self.origins = [Origin(url, connect_timeout_s=5, max_idle=256) for url in urls]
+        self.origins = [_origin(url) for url in urls]
         self.up = [True] * len(urls)
         self.in_flight = [0] * len(urls)
         self.lock = threading.Lock()
@@ -78,8 +76,14 @@ class HostPool:
         """The host at `index` was restarted and listens on `url`."""
         with self.lock:
             self.urls[index] = url
-            self.origins[index] = Origin(url, connect_timeout_s=5, max_idle=256)
+            self.origins[index] = _origin(url)
             self.up[index] = True
+
+
+def _origin(url: str) -> Origin:
+    """Kept connections to one host (lambdas/adapters/http1.py, the client the handlers' own hot path
+    uses): two invocations per chat pass here."""
+    return Origin(url, connect_timeout_s=5, max_idle=256)
 
 
 class RemoteFunction:

@@ -218,20 +218,19 @@ class Exchange:
 
 
 class Origin:
-    """`url`'s scheme, host and port; `base_path` is its path (requests give their own)."""
+    """`url`'s scheme, host and port (requests give their own path). `ca_certs` is the bundle TLS
+    verifies an https server against; an http origin ignores it."""
 
     def __init__(self, url: str, *, connect_timeout_s: float = 2.0, read_timeout_s: float = 5.0,
                  ca_certs: str | None = None, max_idle: int = 64) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"Not an http(s) URL: {url!r}.")
-        self.scheme = parts.scheme
         self.hostname = parts.hostname
         default_port = 443 if parts.scheme == "https" else 80
         self.port = parts.port or default_port
         # The Host header (and what a signature covers): no default port.
         self.host = self.hostname + (f":{self.port}" if self.port != default_port else "")
-        self.base_path = parts.path.rstrip("/")
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self._tls = ssl.create_default_context(cafile=ca_certs) if parts.scheme == "https" else None

@@ -247,7 +247,7 @@ class HttpTransport:
         if secret:
             self.headers[INTERNAL_SECRET_HEADER] = secret
         self.origin = Origin(url, connect_timeout_s=min(timeout_s, 5.0), read_timeout_s=timeout_s,
-                             ca_certs=get_cert_path(True) if parts.scheme == "https" else None)
+                             ca_certs=get_cert_path(True))
 
     def __repr__(self) -> str:
         return f"HttpTransport({self.url!r})"

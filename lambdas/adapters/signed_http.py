@@ -52,7 +52,7 @@ class SignedEndpoint:
             raise ValueError(f"No AWS credentials to sign {what} requests with.")
         self._origin = Origin(
             self.url, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
-            ca_certs=get_cert_path(True) if parts.scheme == "https" else None,  # the CA bundle boto3 uses
+            ca_certs=get_cert_path(True),  # the CA bundle boto3 uses
         )
         self.host = self._origin.host  # what the Host header says and the signature covers
 

@@ -116,16 +116,20 @@ def answer_each(responses: Callable[[bytes], bytes], seen: list[bytes], close_af
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Amzn-RequestId: abc\r\n\r\nok"
 
 
+def counting(script: Script, connections: list[int]) -> Script:
+    """`script`, noting the number of each connection it serves in `connections`."""
+
+    def counted(sock: socket.socket, number: int) -> None:
+        connections.append(number)
+        script(sock, number)
+
+    return counted
+
+
 def test_a_body_by_content_length_and_one_connection_for_many_requests() -> None:
     connections: list[int] = []
     seen: list[bytes] = []
-    base = answer_each(lambda r: OK, seen)
-
-    def script(sock: socket.socket, number: int) -> None:
-        connections.append(number)
-        base(sock, number)
-
-    with scripted(script) as (url, _):
+    with scripted(counting(answer_each(lambda r: OK, seen), connections)) as (url, _):
         origin = Origin(url)
         for i in range(5):
             response = origin.request("POST", f"/dev/@connections/c{i}", b"{}", {"X-Amz-Date": "x"})
@@ -314,13 +318,7 @@ def test_line_breaks_in_a_header_or_the_path_are_refused_before_sending() -> Non
 def test_threads_share_the_idle_connections_and_at_most_max_idle_are_kept() -> None:
     connections: list[int] = []
     seen: list[bytes] = []
-    base = answer_each(lambda r: OK, seen)
-
-    def script(sock: socket.socket, number: int) -> None:
-        connections.append(number)
-        base(sock, number)
-
-    with scripted(script) as (url, _):
+    with scripted(counting(answer_each(lambda r: OK, seen), connections)) as (url, _):
         origin = Origin(url, max_idle=3)
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
