@@ -13,9 +13,43 @@ from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
+from lambdas.adapters import sockets
+
 P = "cs:"  # key prefix, so one Redis can be shared with other applications
+SOCKET_TIMEOUT_S = 2.0
+
+
+class _KernelTimeouts:
+    """A redis-py connection whose reads and writes time out in the kernel (sockets.py): one GIL
+    hand-off per read instead of two. redis-py sees a blocking socket (`socket_timeout` None, which
+    its parser restores after each non-blocking check); a call the kernel timed out surfaces as
+    redis.ConnectionError, as a reset connection does, instead of redis.TimeoutError."""
+
+    def __init__(self, *args: Any, socket_timeout: float | None = SOCKET_TIMEOUT_S, **kwargs: Any) -> None:
+        super().__init__(*args, socket_timeout=None, **kwargs)  # type: ignore[call-arg]
+        self.kernel_timeout_s = socket_timeout or SOCKET_TIMEOUT_S
+
+    def _connect(self) -> Any:
+        sock = super()._connect()  # type: ignore[misc]
+        sockets.set_kernel_timeouts(sock, self.kernel_timeout_s)
+        return sock
+
+
+class _TcpConnection(_KernelTimeouts, redis.Connection):
+    pass
+
+
+class _UnixConnection(_KernelTimeouts, redis.UnixDomainSocketConnection):
+    pass
+
+
+_KERNEL_TIMEOUT_CLASSES: dict[type, type] = {
+    redis.Connection: _TcpConnection,
+    redis.UnixDomainSocketConnection: _UnixConnection,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +156,20 @@ class Cache:
         # A blocking pool: under a burst, threads wait for a connection instead of failing; short
         # connect and socket timeouts, so a dead Redis fails a request in about a second (the caller
         # answers with an error frame) instead of hanging it. redis-py reconnects by itself.
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=64,
-            timeout=2,
-            decode_responses=True,
-            health_check_interval=30,
-            socket_connect_timeout=1,
-            socket_timeout=2,
-            retry_on_timeout=False,
-        )
+        options: dict[str, Any] = {
+            "max_connections": 64,
+            "timeout": 2,
+            "decode_responses": True,
+            "health_check_interval": 30,
+            "socket_connect_timeout": 1,
+            "socket_timeout": SOCKET_TIMEOUT_S,
+            "retry_on_timeout": False,
+            **parse_url(url),  # type: ignore[no-untyped-call]  # the URL (its query may set timeouts) wins
+        }
+        connection_class = options.pop("connection_class", redis.Connection)
+        if sockets.SUPPORTED:  # TLS (rediss://, ElastiCache in the cloud) keeps Python's timeouts
+            connection_class = _KERNEL_TIMEOUT_CLASSES.get(connection_class, connection_class)
+        pool = redis.BlockingConnectionPool(connection_class=connection_class, **options)  # type: ignore[no-untyped-call]
         # One quick retry (a connection dropped by a restarted server), not redis-py's default of three
         # with backoff: a caller waits about a second at most before it can answer with an error frame.
         return cls(redis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1)))

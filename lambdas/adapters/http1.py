@@ -26,7 +26,6 @@ server that closes an idle connection has not read the request on it.
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import ssl
 import threading
@@ -34,10 +33,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from lambdas.adapters import sockets
+
 MAX_HEAD_BYTES = 64 * 1024
 _RECV = 65536
 _NO_BODY_STATUS = frozenset({204, 304})
-_poll = getattr(select, "poll", None)  # select() cannot watch a descriptor above 1023
 
 
 class NoAnswer(Exception):
@@ -61,17 +61,31 @@ class _Closed(Exception):
 
 
 class _Connection:
-    __slots__ = ("buf", "sock")
+    __slots__ = ("buf", "kernel_timeouts", "sock", "timeout")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.kernel_timeouts = sockets.applies(sock)  # one GIL hand-off per read (sockets.py)
+        self.timeout: float | None = None
+
+    def set_timeout(self, seconds: float) -> None:
+        """At most `seconds` for each read and for each write of the request."""
+        if seconds == self.timeout:
+            return
+        if self.kernel_timeouts:
+            sockets.set_kernel_timeouts(self.sock, seconds)
+        else:
+            self.sock.settimeout(seconds)
+        self.timeout = seconds
 
     def fill(self) -> None:
         try:
             data = self.sock.recv(_RECV)
         except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError) as exc:
             raise _Closed() from exc
+        except BlockingIOError:  # the kernel's receive timeout (sockets.py)
+            raise TimeoutError("timed out") from None
         if not data:
             raise _Closed()
         self.buf += data
@@ -82,11 +96,7 @@ class _Connection:
             return True
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return True
-        if _poll is None:  # no poll() (Windows): select() takes the few sockets a laptop run has
-            return bool(select.select([self.sock], [], [], 0)[0])
-        poller = _poll()
-        poller.register(self.sock, select.POLLIN)
-        return bool(poller.poll(0))
+        return sockets.readable(self.sock)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -262,8 +272,8 @@ class Origin:
                 except NoAnswer as exc:
                     exc.sent = sent  # a retry that cannot connect: the first attempt was sent
                     raise
-            conn.sock.settimeout(timeout)
             try:
+                conn.set_timeout(timeout)
                 sent = True
                 conn.sock.sendall(data)
                 return self._head(conn, method)
@@ -272,6 +282,9 @@ class Origin:
                 if retry_dropped and reused and attempt == 1 and not conn.buf:  # closed while idle
                     continue
                 raise NoAnswer("The server closed the connection before answering.", sent=True) from exc
+            except BlockingIOError as exc:  # the kernel's send timeout: the server reads nothing
+                conn.close()
+                raise NoAnswer(f"No answer from {self.host}: timed out", sent=True) from exc
             except (TimeoutError, OSError) as exc:
                 conn.close()
                 raise NoAnswer(f"No answer from {self.host}: {exc}", sent=True) from exc

@@ -393,6 +393,43 @@ def test_tls_verifies_the_server_against_the_given_bundle(tmp_path: Path) -> Non
     assert len(seen) == 3
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_a_server_that_stalls_mid_answer_or_stops_reading_times_out(tmp_path: Path, tls: bool) -> None:
+    """Each read and each write waits at most the read timeout, on plain TCP (where the kernel keeps
+    the timeout, SO_RCVTIMEO and SO_SNDTIMEO) as over TLS (Python's timeouts)."""
+    server: ssl.SSLContext | None = None
+    ca: str | None = None
+    if tls:
+        cert, key = _certificate(tmp_path)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert, key)
+        ca = str(cert)
+
+    def stalls(sock: socket.socket, number: int) -> None:
+        read_request(sock)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")
+        time.sleep(1.5)
+
+    with scripted(stalls, tls=server) as (url, _):
+        exchange = Origin(url, read_timeout_s=0.3, ca_certs=ca).open("POST", "/", b"")
+        pieces = exchange.pieces()
+        assert next(pieces) == b"one"  # the first chunk, then nothing more
+        started = time.monotonic()
+        with pytest.raises(NoAnswer, match="timed out"):
+            next(pieces)
+        assert 0.25 < time.monotonic() - started < 1.2
+
+    def deaf(sock: socket.socket, number: int) -> None:
+        time.sleep(2.5)  # reads nothing: the request fills the socket buffers and the write stalls
+
+    with scripted(deaf, tls=server) as (url, _):
+        started = time.monotonic()
+        with pytest.raises(NoAnswer, match="timed out") as stopped:
+            Origin(url, read_timeout_s=0.3, ca_certs=ca).request("POST", "/", b"x" * (64 << 20))
+        assert time.monotonic() - started < 2.0
+        assert stopped.value.sent is True
+
+
 def test_against_uvicorn_with_its_idle_timeout() -> None:
     import uvicorn
 
