@@ -18,6 +18,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
+from lambdas.adapters import sockets
+
 MIGRATION_LOCK_ID = 0x63686174  # "chat"
 CONNECT_TIMEOUT_S = 2
 POOL_TIMEOUT_S = 2.0
@@ -27,6 +29,18 @@ RECONNECT_TIMEOUT_S = 60.0
 # brings it back within a second of the server's return.
 AttemptWithBackoff.DELAY_BACKOFF = 1.0
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def _check(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check of a connection before it hands it out, without a round trip in the usual
+    case. A connection idle in the pool has nothing to read unless the server closed it or said why it
+    is going away (a restart, a crash, an administrator's terminate): only then is it asked (the query
+    fails, and the pool replaces the connection). psycopg's own check asked every time: a round trip
+    for each transaction, four of them per chat."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("The connection is closed.")
+    if sockets.readable(conn.fileno()):
+        ConnectionPool.check_connection(conn)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -67,7 +81,7 @@ class Database:
         }
         # Fail fast and heal fast: a request waits at most POOL_TIMEOUT_S for a connection (then the
         # client gets an error with retryAfter), each connection is checked before use (a restarted
-        # server leaves broken ones behind), and reconnection retries at a steady pace (below).
+        # server leaves broken ones behind: `_check`), and reconnection retries at a steady pace.
         self.pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             url,
             min_size=min_size,
@@ -77,7 +91,7 @@ class Database:
             name="chatstack",
             connection_class=psycopg.Connection[dict[str, Any]],
             timeout=POOL_TIMEOUT_S,
-            check=ConnectionPool.check_connection,
+            check=_check,
             reconnect_timeout=RECONNECT_TIMEOUT_S,
         )
 
@@ -86,6 +100,19 @@ class Database:
         """A connection in a transaction: committed on success, rolled back on any error."""
         with self.pool.connection() as conn:
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A connection for reads that need no transaction (each statement sees what was committed
+        when it ran): one round trip per query, where a transaction adds BEGIN and COMMIT. The
+        worker's reads of each chat go here."""
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                if not (conn.closed or conn.broken):  # a broken one is discarded by the pool
+                    conn.autocommit = False
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied now."""

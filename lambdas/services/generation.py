@@ -270,7 +270,7 @@ class GenerationService:
         deadline = time.monotonic() + COMMIT_WAIT_S
         pause = 0.005
         while True:
-            with self.d.db.transaction() as conn:
+            with self.d.db.read() as conn:
                 stored = chat_repo.stored_request(conn, message_id=job.message_id)
             if stored is not None:
                 return stored
@@ -306,7 +306,7 @@ class GenerationService:
 
     def _answered(self, job: Job) -> bool:
         """Stored and final: a failed answer is generated again when its request is retried."""
-        with self.d.db.transaction() as conn:
+        with self.d.db.read() as conn:
             return chat_repo.answer_final(conn, job.answer_id)
 
     def _acquire(self, job: Job, owner: str, *, answered: bool) -> bool:
@@ -449,7 +449,7 @@ class GenerationService:
         if job.seq == 1:
             turns: list[dict[str, str]] = []  # the conversation's first message: nothing came before
         else:
-            with self.d.db.transaction() as conn:
+            with self.d.db.read() as conn:
                 seq = job.seq or chat_repo.message_seq(conn, job.message_id)
                 turns = chat_repo.recent_turns(
                     conn, job.conversation_id, before_seq=seq, limit=self.s.history_turns

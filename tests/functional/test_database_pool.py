@@ -1,0 +1,66 @@
+"""The pool of lambdas/adapters/db.py against real PostgreSQL: a connection the server ended while it
+sat idle in the pool is replaced before use (the caller never sees it), and `read()` runs each
+statement on its own (no transaction) and gives the connection back as `transaction()` expects it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from lambdas.adapters.db import Database
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[Database]:
+    database = Database(pg_url, max_size=1, min_size=1)  # one connection: every test reuses it
+    yield database
+    database.close()
+
+
+def _backend(db: Database) -> int:
+    with db.transaction() as conn:
+        row = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
+    assert row is not None
+    return int(row["pid"])
+
+
+def test_a_connection_the_server_ended_while_idle_is_replaced_before_use(db: Database, pg_url: str) -> None:
+    first = _backend(db)
+    with psycopg.connect(pg_url, autocommit=True) as admin:  # an administrator's terminate (or a restart)
+        admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+    time.sleep(0.2)  # the server's goodbye reaches the idle connection's socket
+    second = _backend(db)  # no error: the pool's check saw the ended connection and replaced it
+    assert second != first
+    assert _backend(db) == second  # a healthy idle connection is handed out again
+
+
+def test_reads_run_outside_a_transaction_and_the_connection_goes_back_as_it_was(db: Database) -> None:
+    with db.read() as conn:
+        assert conn.autocommit
+        row = conn.execute("SELECT now() = statement_timestamp() AS own").fetchone()
+        assert row is not None and row["own"]  # no transaction began (now() is its start)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with db.transaction() as conn:
+        assert not conn.autocommit
+        conn.execute("SELECT 1")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+
+    with pytest.raises(psycopg.errors.UndefinedTable), db.read() as conn:
+        conn.execute("SELECT * FROM no_such_table")
+    with db.transaction() as conn:  # the failed read left nothing behind
+        assert not conn.autocommit
+        assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+
+
+def test_a_read_whose_connection_the_server_ends_fails_with_the_servers_error(
+    db: Database, pg_url: str
+) -> None:
+    with pytest.raises(psycopg.errors.AdminShutdown), db.read() as conn:  # not "the connection is lost"
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        time.sleep(0.2)
+        conn.execute("SELECT 1")
+    assert _backend(db) > 0  # the pool replaced the broken connection
