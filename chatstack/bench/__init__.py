@@ -14,6 +14,7 @@ from chatstack.cli import LazyGroup
         "model": "chatstack.bench.model:model",
         "rag": "chatstack.bench.rag:rag",
         "connections": "chatstack.bench.connections:connections",
+        "hotpath": "chatstack.bench.hotpath:hotpath",
     },
 )
 def bench() -> None:
