@@ -123,7 +123,7 @@ def _k_breaker(endpoint: str) -> str:
     return f"{P}breaker:{endpoint}"
 
 
-# Replies read both alone and in `generation_start`'s pipeline, parsed one way.
+# Replies read both alone and in `claim_generation_and_start`'s pipeline, parsed one way.
 def _outcome(raw: Any) -> dict[str, Any] | None:
     return cast(dict[str, Any], json.loads(raw)) if raw else None
 
@@ -249,16 +249,22 @@ class Cache:
     def drop_outcome(self, request_id: str) -> None:
         self.r.delete(_k_outcome(request_id))
 
-    def generation_start(self, request_id: str, conversation_id: str) -> GenerationStart:
-        """`kept_outcome`, `is_cancelled`, `replay` and `history` in one pipeline."""
+    def claim_generation_and_start(
+        self, request_id: str, owner: str, lease_s: float, conversation_id: str
+    ) -> GenerationStart | None:
+        """`claim_generation`, then (when it took the lease) `kept_outcome`, `is_cancelled`, `replay`
+        and `history`, all in one pipeline: None while another owner holds the lease."""
         pipe = self.r.pipeline(transaction=False)
+        pipe.set(_k_claim(request_id), owner, nx=True, px=int(lease_s * 1000))
         pipe.get(_k_outcome(request_id))
         pipe.exists(_k_cancel(request_id))
         pipe.xrange(_k_stream(request_id))
         pipe.exists(_k_stream(request_id))
         pipe.exists(_k_hist(conversation_id))
         pipe.lrange(_k_hist(conversation_id), 0, -1)
-        kept, cancelled, entries, streamed, cached, turns = pipe.execute()
+        claimed, kept, cancelled, entries, streamed, cached, turns = pipe.execute()
+        if not claimed:  # what was read belongs to the holder's generation
+            return None
         return GenerationStart(
             kept=_outcome(kept),
             cancelled=bool(cancelled),

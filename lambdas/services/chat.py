@@ -76,7 +76,9 @@ class ChatService:
         except BaseException:
             if admitted:  # give back the quota this message reserved (best effort: Redis may be down)
                 with contextlib.suppress(Exception):
-                    LimitService(self.d).settle(rid, 0, Decimal(0))
+                    LimitService(self.d).settle(
+                        rid, 0, Decimal(0), tenant_id=identity.tenant_id, user_id=identity.user_id
+                    )
             with contextlib.suppress(Exception):
                 cache.forget_request(rid)  # let the client retry the same requestId
             raise

@@ -219,14 +219,12 @@ class GenerationService:
             return
         job = trusted
         owner = uuid.uuid4().hex
-        if not self._acquire(job, owner, answered=stored.answered):
+        start = self._acquire(job, owner, answered=stored.answered)
+        if start is None:
             return
         keeper = lease_keeper(self.d.cache, self.s.generation_lease_s)
         keeper.hold(job.request_id, owner)
         try:
-            # One round trip for what the generation needs from Redis. A failure here (Redis went down
-            # right after the claim) fails the delivery: it is retried, as a failed claim is.
-            start = self.d.cache.generation_start(job.request_id, job.conversation_id)
             if start.kept is not None:
                 self._store_kept(job, start.kept)
             else:
@@ -309,26 +307,31 @@ class GenerationService:
         with self.d.db.read() as conn:
             return chat_repo.answer_final(conn, job.answer_id)
 
-    def _acquire(self, job: Job, owner: str, *, answered: bool) -> bool:
-        """Take the lease, waiting out a lease whose holder may be dead. False when the answer is
-        stored, or when the holder keeps renewing (it is alive: this delivery is a duplicate).
-        `answered`: what the stored request said a moment ago (saves the first query)."""
+    def _acquire(self, job: Job, owner: str, *, answered: bool) -> GenerationStart | None:
+        """Take the lease, waiting out a lease whose holder may be dead, and read with the claim what
+        the generation needs from Redis (one round trip; a failure fails the delivery, which is
+        retried). None when the answer is stored, or when the holder keeps renewing (it is alive:
+        this delivery is a duplicate). `answered`: what the stored request said a moment ago (saves
+        the first query)."""
         lease_s = self.s.generation_lease_s
         deadline = time.monotonic() + lease_s * 1.5 + 1
         if answered:
-            return False
+            return None
         while True:
-            if self.d.cache.claim_generation(job.request_id, owner, lease_s):
+            start = self.d.cache.claim_generation_and_start(
+                job.request_id, owner, lease_s, job.conversation_id
+            )
+            if start is not None:
                 if self._answered(job):  # stored between the check and the claim
                     self.d.cache.release_generation(job.request_id, owner)
-                    return False
-                return True
+                    return None
+                return start
             if time.monotonic() >= deadline:
                 logger.info("generation held by a live worker", extra={"request_id": job.request_id})
-                return False
+                return None
             time.sleep(min(0.5, lease_s / 4))
             if self._answered(job):  # the holder finished while this delivery waited
-                return False
+                return None
 
     def _store_kept(self, job: Job, kept: dict[str, Any]) -> None:
         """Store an answer generated before PostgreSQL failed, then tell whoever watches now."""

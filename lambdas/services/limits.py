@@ -119,11 +119,6 @@ def _id(value: str) -> str:
     return quote(value, safe="")
 
 
-def _hold_pointer(request_id: str) -> str:
-    # Who holds a reservation, so that the worker settles with the requestId alone.
-    return f"cs:hold:{_id(request_id)}"
-
-
 def reserved_tokens(settings: Settings, msg: protocol.SendMessage) -> int:
     """The most tokens one message can cost: its prompt's input bound plus its output cap.
 
@@ -265,30 +260,15 @@ class LimitService:
         self._raise_for(verdict, [why for _, why in live], quotas, now)
         if verdict.missing:  # seeded three times and still missing: Redis is evicting our keys
             raise RateLimited("The service is busy; please retry.", retry_after=1)
-        if hold is not None:
-            pointer = json.dumps({"tenantId": tenant, "userId": user})
-            self.store.put(_hold_pointer(hold.request_id), pointer, hold.ttl_ms + 60_000)
 
     def settle(
-        self,
-        request_id: str,
-        tokens: int,
-        cost_usd: Decimal,
-        *,
-        tenant_id: str | None = None,
-        user_id: str | None = None,
+        self, request_id: str, tokens: int, cost_usd: Decimal, *, tenant_id: str, user_id: str
     ) -> None:
-        """When an answer ends (done, cancelled or failed): release what its admission reserved and
-        charge what it used. The hold names its tenant and user; `tenant_id`/`user_id` are used only
-        when the hold has expired (the answer is still charged)."""
-        found = self.store.get(_hold_pointer(request_id))
-        if found is not None:
-            owner = json.loads(found)
-            tenant_id, user_id = str(owner["tenantId"]), str(owner["userId"])
+        """When an answer ends (done, cancelled or failed): release what its admission reserved (if its
+        hold has not expired) and charge what it used. `tenant_id` and `user_id` are the request's as
+        PostgreSQL stored them (the worker checks its job against them), so they name the hold."""
+        if self.s.limits_enabled:
             self.store.release(f"{_tag(tenant_id)}:holds", request_id)
-            self.store.delete(_hold_pointer(request_id))
-        if tenant_id is None or user_id is None:
-            return
         self.charge(tenant_id, user_id, tokens, cost_usd)
 
     def charge(self, tenant_id: str, user_id: str, tokens: int, cost_usd: Decimal) -> None:

@@ -141,18 +141,28 @@ def test_recent_turns_window_keeps_the_last_turns_and_knows_empty_from_missing(c
     assert [t["content"] for t in cache.history(conv) or []] == ["2", "3", "4"]
 
 
-def test_generation_start_reads_what_the_separate_reads_return(cache: Cache) -> None:
+def test_the_claim_reads_what_the_separate_reads_return_and_nothing_while_another_holds_it(
+    cache: Cache,
+) -> None:
     rid, conv = str(uuid.uuid4()), str(uuid.uuid4())
-    empty = cache.generation_start(rid, conv)
+    empty = cache.claim_generation_and_start(rid, "me", 30, conv)
+    assert empty is not None
     assert (empty.kept, empty.cancelled, empty.frames, empty.history) == (None, False, None, None)
+    assert cache.generation_owner(rid) == "me"
+    assert cache.claim_generation_and_start(rid, "another", 30, conv) is None  # held: nothing read
+    assert cache.generation_owner(rid) == "me"
+    cache.release_generation(rid, "me")
     cache.keep_outcome(rid, {"finish": "stop", "text": "kept"}, ttl_s=60)
     cache.request_cancel(rid, ttl_s=60)
     cache.publish(rid, '{"seq":1}', ttl_s=60)
     cache.set_history(conv, [{"role": "user", "content": "hi"}], keep=3, ttl_s=60)
-    start = cache.generation_start(rid, conv)
+    start = cache.claim_generation_and_start(rid, "me", 30, conv)
+    assert start is not None
     assert start.kept == cache.kept_outcome(rid) == {"finish": "stop", "text": "kept"}
     assert start.cancelled is cache.is_cancelled(rid) is True
     assert start.frames == cache.replay(rid) == ['{"seq":1}']
     assert start.history == cache.history(conv) == [{"role": "user", "content": "hi"}]
+    cache.release_generation(rid, "me")
     cache.set_history(conv, [], keep=3, ttl_s=60)
-    assert cache.generation_start(rid, conv).history == []  # known empty, not missing
+    again = cache.claim_generation_and_start(rid, "me", 30, conv)
+    assert again is not None and again.history == []  # known empty, not missing

@@ -429,6 +429,22 @@ def test_the_breaker_is_shared_by_worker_processes_and_closes_on_the_first_chunk
     chunks.close()
 
 
+def test_a_success_resets_the_shared_breaker_only_when_its_call_began_after_a_failure(redis_url: str) -> None:
+    """A call let through while Redis held no breaker state skips the reset when it succeeds (one
+    round trip less per answer); a failure recorded meanwhile is reset by the next success."""
+    endpoint = f"http://model-{uuid.uuid4().hex[:8]}/invocations"
+    cache = Cache.from_url(redis_url)
+    a = SharedCircuitBreaker(Cache.from_url(redis_url), endpoint, failure_threshold=3)
+    b = SharedCircuitBreaker(Cache.from_url(redis_url), endpoint, failure_threshold=3)
+    assert a.allow()  # clean: nothing recorded
+    b.record_failure()  # another worker's call fails while a's streams
+    a.record_success()
+    assert cache.breaker_state(endpoint).get("failures") == "1"
+    assert a.allow()  # this call begins after the failure
+    a.record_success()
+    assert cache.breaker_state(endpoint) == {}
+
+
 def test_a_job_that_failed_for_the_last_time_has_an_error_outcome_and_a_resume_returns_it(
     deps: Deps,
 ) -> None:

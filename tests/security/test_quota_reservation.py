@@ -87,7 +87,8 @@ def test_settling_charges_what_was_used_and_frees_the_rest(make_deps: Any) -> No
     assert admit(limits, identity, first) is None
     assert admit(limits, identity, second) is None
     assert admit(limits, identity, third) == "QUOTA_EXCEEDED"  # both reservations are held
-    limits.settle(str(first.request_id), 50, Decimal(0))  # the answer used 50 of its reservation
+    limits.settle(str(first.request_id), 50, Decimal(0),  # the answer used 50 of its reservation
+                  tenant_id=identity.tenant_id, user_id=identity.user_id)
     assert admit(limits, identity, third) is None  # the rest of the first hold came back
     key = f"cs:{{{identity.tenant_id}}}:qu:alice:d:20310505"
     assert float(d.cache.r.get(key)) == 50.0
@@ -111,7 +112,8 @@ def test_the_in_flight_cap_admits_one_more_when_an_answer_settles(make_deps: Any
     assert admit(limits, identity, message()) is None
     with pytest.raises(RateLimited, match="2 answers in progress"):
         limits.admit_message(identity, "c", request=message())
-    limits.settle(str(first.request_id), 10, Decimal(0))
+    limits.settle(str(first.request_id), 10, Decimal(0),
+                  tenant_id=identity.tenant_id, user_id=identity.user_id)
     assert admit(limits, identity, message()) is None
 
 
