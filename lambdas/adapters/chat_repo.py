@@ -34,7 +34,8 @@ def accept_user_message(
     text: str,
     options: dict[str, Any] | None = None,
 ) -> Accepted:
-    """Store the user's message (creating the conversation if needed) inside the caller's transaction."""
+    """Store the user's message (creating the conversation if needed) inside the caller's transaction.
+    The writes go together (psycopg's pipeline mode): one round trip, not two or three."""
     existing = conn.execute(
         "SELECT m.id, m.conversation_id, m.tenant_id, c.user_id FROM messages m"
         " JOIN conversations c ON c.id = m.conversation_id WHERE m.request_id = %s AND m.role = 'user'",
@@ -49,6 +50,7 @@ def accept_user_message(
             str(uuid.uuid5(existing["id"], "answer")),
             created=False,
         )
+    new = not conversation_id
     if conversation_id:
         row = conn.execute(
             "SELECT id, message_count FROM conversations WHERE id = %s AND tenant_id = %s AND user_id = %s"
@@ -59,22 +61,25 @@ def accept_user_message(
             raise NotFound("No such conversation.")
         seq = row["message_count"] + 1
     else:
-        conversation_id = str(uuid.uuid4())
-        conn.execute(
-            "INSERT INTO conversations (id, tenant_id, user_id, title) VALUES (%s, %s, %s, %s)",
-            (conversation_id, tenant_id, user_id, _title(text)),
-        )
-        seq = 1
+        conversation_id, seq = str(uuid.uuid4()), 1
     message_id = uuid.uuid4()
-    conn.execute(
-        "INSERT INTO messages (id, conversation_id, tenant_id, seq, role, content, request_id, options)"
-        " VALUES (%s, %s, %s, %s, 'user', %s, %s, %s)",
-        (message_id, conversation_id, tenant_id, seq, text, request_id, json.dumps(options or {})),
-    )
-    conn.execute(
-        "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
-        (seq, conversation_id),
-    )
+    with conn.pipeline():  # sent together; an error of either is raised here
+        if new:
+            conn.execute(
+                "INSERT INTO conversations (id, tenant_id, user_id, title, message_count)"
+                " VALUES (%s, %s, %s, %s, 1)",
+                (conversation_id, tenant_id, user_id, _title(text)),
+            )
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, tenant_id, seq, role, content, request_id, options)"
+            " VALUES (%s, %s, %s, %s, 'user', %s, %s, %s)",
+            (message_id, conversation_id, tenant_id, seq, text, request_id, json.dumps(options or {})),
+        )
+        if not new:
+            conn.execute(
+                "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
+                (seq, conversation_id),
+            )
     # The answer's id is derived from the user message's id, so every retry names the same answer.
     return Accepted(conversation_id, str(message_id), str(uuid.uuid5(message_id, "answer")), created=True)
 
@@ -244,7 +249,7 @@ def record_answer(conn: Conn, a: Answer) -> bool:
     seq_row = conn.execute(
         "SELECT message_count FROM conversations WHERE id = %s FOR UPDATE", (a.conversation_id,)
     ).fetchone()
-    stored_message = False
+    stored_message, count = False, None
     if seq_row is not None:  # the conversation may have been deleted while the answer streamed
         inserted = conn.execute(
             "INSERT INTO messages (id, conversation_id, tenant_id, seq, role, content, request_id,"
@@ -271,39 +276,43 @@ def record_answer(conn: Conn, a: Answer) -> bool:
         if inserted:
             stored_message = True
             if inserted["inserted"]:  # not a failed answer replaced in place
-                conn.execute(
-                    "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
-                    (inserted["seq"], a.conversation_id),
-                )
-    usage = conn.execute(
-        "INSERT INTO usage_records (request_id, tenant_id, user_id, conversation_id, message_id,"
-        " model_profile, region, input_tokens, output_tokens, ttft_ms, duration_ms, finish_reason, cost_usd)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (request_id) DO UPDATE SET"
-        " input_tokens = usage_records.input_tokens + EXCLUDED.input_tokens,"
-        " output_tokens = usage_records.output_tokens + EXCLUDED.output_tokens,"
-        " cost_usd = usage_records.cost_usd + EXCLUDED.cost_usd,"
-        " duration_ms = usage_records.duration_ms + EXCLUDED.duration_ms,"
-        " ttft_ms = EXCLUDED.ttft_ms, finish_reason = EXCLUDED.finish_reason"
-        " WHERE usage_records.finish_reason = 'error'"
-        " RETURNING id",
-        (
-            a.request_id,
-            a.tenant_id,
-            a.user_id,
-            a.conversation_id,
-            a.answer_id,
-            a.model_profile,
-            a.region,
-            a.input_tokens,
-            a.output_tokens,
-            a.ttft_ms,
-            a.duration_ms,
-            a.finish_reason,
-            a.cost_usd,
-        ),
-    ).fetchone()
-    return stored_message or usage is not None
+                count = inserted["seq"]
+    with conn.pipeline():  # the conversation's count and the usage row in one round trip
+        if count is not None:
+            conn.execute(
+                "UPDATE conversations SET message_count = %s, updated_at = now() WHERE id = %s",
+                (count, a.conversation_id),
+            )
+        usage = conn.execute(
+            "INSERT INTO usage_records (request_id, tenant_id, user_id, conversation_id, message_id,"
+            " model_profile, region, input_tokens, output_tokens, ttft_ms, duration_ms, finish_reason,"
+            " cost_usd)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (request_id) DO UPDATE SET"
+            " input_tokens = usage_records.input_tokens + EXCLUDED.input_tokens,"
+            " output_tokens = usage_records.output_tokens + EXCLUDED.output_tokens,"
+            " cost_usd = usage_records.cost_usd + EXCLUDED.cost_usd,"
+            " duration_ms = usage_records.duration_ms + EXCLUDED.duration_ms,"
+            " ttft_ms = EXCLUDED.ttft_ms, finish_reason = EXCLUDED.finish_reason"
+            " WHERE usage_records.finish_reason = 'error'"
+            " RETURNING id",
+            (
+                a.request_id,
+                a.tenant_id,
+                a.user_id,
+                a.conversation_id,
+                a.answer_id,
+                a.model_profile,
+                a.region,
+                a.input_tokens,
+                a.output_tokens,
+                a.ttft_ms,
+                a.duration_ms,
+                a.finish_reason,
+                a.cost_usd,
+            ),
+        )
+    return stored_message or usage.fetchone() is not None
 
 
 # ---- reads for the REST API ---------------------------------------------------------------------

@@ -3,6 +3,7 @@ the recent-turns window and per-request delta streams."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from decimal import Decimal
 
@@ -166,3 +167,44 @@ def test_the_claim_reads_what_the_separate_reads_return_and_nothing_while_anothe
     cache.set_history(conv, [], keep=3, ttl_s=60)
     again = cache.claim_generation_and_start(rid, "me", 30, conv)
     assert again is not None and again.history == []  # known empty, not missing
+
+def test_the_conversation_counts_follow_ups_and_replaced_failures_and_outlives_nothing(db: Database) -> None:
+    """What the writes sent together (pipeline mode) leave behind: message_count and seq follow every
+    stored message, a failed answer replaced in place counts once, and an answer whose conversation
+    was deleted while it streamed still leaves its usage row."""
+    tenant, rids = f"t-{uuid.uuid4()}", [str(uuid.uuid4()) for _ in range(3)]
+    with db.transaction() as conn:
+        first = chat_repo.accept_user_message(
+            conn, tenant_id=tenant, user_id="u", conversation_id=None, request_id=rids[0], text="one"
+        )
+        assert chat_repo.record_answer(conn, _answer(first, rids[0], tenant, "a1"))
+        second = chat_repo.accept_user_message(
+            conn, tenant_id=tenant, user_id="u", conversation_id=first.conversation_id, request_id=rids[1],
+            text="two",
+        )
+        failed = dataclasses.replace(_answer(second, rids[1], tenant, "cut"), finish_reason="error")
+        assert chat_repo.record_answer(conn, failed)
+        assert chat_repo.record_answer(conn, _answer(second, rids[1], tenant, "a2"))  # the retry replaces it
+        count = conn.execute(
+            "SELECT message_count FROM conversations WHERE id = %s", (first.conversation_id,)
+        ).fetchone()
+        rows = chat_repo.list_messages(
+            conn, tenant_id=tenant, user_id="u", conversation_id=first.conversation_id, after_seq=0, limit=10
+        )
+    assert count == {"message_count": 4}
+    assert [(r["role"], r["seq"], r["content"]) for r in rows] == [
+        ("user", 1, "one"), ("assistant", 2, "a1"), ("user", 3, "two"), ("assistant", 4, "a2")
+    ]
+    with db.transaction() as conn:
+        third = chat_repo.accept_user_message(
+            conn, tenant_id=tenant, user_id="u", conversation_id=first.conversation_id, request_id=rids[2],
+            text="three",
+        )
+        conn.execute("DELETE FROM conversations WHERE id = %s", (first.conversation_id,))
+        assert chat_repo.record_answer(conn, _answer(third, rids[2], tenant, "a3"))  # its usage is kept
+        usage = conn.execute(
+            "SELECT count(*) AS n FROM usage_records WHERE request_id = %s", (rids[2],)
+        ).fetchone()
+        left = conn.execute("SELECT count(*) AS n FROM messages WHERE conversation_id = %s",
+                            (first.conversation_id,)).fetchone()
+    assert usage == {"n": 1} and left == {"n": 0}
