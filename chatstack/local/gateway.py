@@ -31,8 +31,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import anyio
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -41,6 +39,7 @@ from starlette.websockets import WebSocket
 
 from chatstack.local.internal_auth import body_of
 from chatstack.local.lambda_context import Handler, invoke
+from chatstack.local.threads import Threads
 from lambdas import wiring
 
 logger = logging.getLogger(__name__)
@@ -134,9 +133,8 @@ class GatewayEmulator:
         self.max_message_bytes = max_message_bytes
         # A client that stops reading fills its buffer; API Gateway then answers 429 LimitExceeded.
         self.send_timeout_s = send_timeout_s
-        self._thread_tokens = thread_tokens
         self._new_connection_id = new_connection_id
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._threads = Threads(thread_tokens, "gateway")
         self._connections: dict[str, _Connection] = {}
         self._sessions: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -227,9 +225,7 @@ class GatewayEmulator:
     # -- invocation -----------------------------------------------------------------------------
 
     async def _invoke(self, handler: Handler, event: dict[str, Any]) -> Any:
-        if self._limiter is None:  # created lazily: it must belong to the running event loop
-            self._limiter = anyio.CapacityLimiter(self._thread_tokens)
-        return await anyio.to_thread.run_sync(invoke, handler, event, limiter=self._limiter)
+        return await self._threads.run(invoke, handler, event)
 
     # -- the WebSocket session ------------------------------------------------------------------
 

@@ -139,12 +139,12 @@ def create_host_app() -> Any:
 
     A bare ASGI app, not a Starlette route: two invocations per chat pass here, and Starlette's
     routing, request and middleware layers cost a few percent of the hosts' CPU under load."""
-    import anyio
-    import anyio.to_thread
     from starlette.types import Receive, Scope, Send
 
+    from chatstack.local.threads import Threads
+
     handlers = {f.name: load_handler(f) for f in wiring.FUNCTIONS}
-    limiter = anyio.CapacityLimiter(1000)
+    threads = Threads(1000, "lambda")
     prefix, suffix = INVOKE_PATH.split("{name}")
 
     def run(name: str, event: Any) -> tuple[bytes, bool]:
@@ -182,7 +182,7 @@ def create_host_app() -> Any:
             refusal = {"Type": "User", "message": "Could not parse request body into json"}
             await respond(send, 400, json.dumps(refusal).encode(), [])
             return
-        result, failed = await anyio.to_thread.run_sync(run, name, event, limiter=limiter)
+        result, failed = await threads.run(run, name, event)
         await respond(send, 200, result, [(b"x-amz-function-error", b"Unhandled")] if failed else [])
 
     secret = os.environ.get(ENV_SECRET)

@@ -32,12 +32,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from chatstack.local.lambda_context import Handler, NotInvoked, invoke
+from chatstack.local.threads import Threads
 from lambdas.wiring import Queue
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class LocalSqs:
         self._wake: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._invocations: set[asyncio.Task[None]] = set()
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._threads = Threads(self.max_concurrency, "sqs")
 
     # -- public surface -------------------------------------------------------------------------
 
@@ -173,7 +173,6 @@ class LocalSqs:
         """Start delivering to the worker (messages sent before this wait in the queue)."""
         if self._dispatcher is None:
             self._wake = asyncio.Event()
-            self._limiter = anyio.CapacityLimiter(self.max_concurrency)
             self._dispatcher = asyncio.create_task(self._dispatch())
 
     async def stop(self) -> None:
@@ -447,7 +446,7 @@ class LocalSqs:
         event = {"Records": [self._record(message, self.queue_arn) for message in batch]}
         failed: set[str] | None
         try:
-            response = await anyio.to_thread.run_sync(invoke, self.worker, event, limiter=self._limiter)
+            response = await self._threads.run(invoke, self.worker, event)
             failed = _batch_item_failures(response, {message.message_id for message in batch})
             if failed is None:
                 logger.error(
