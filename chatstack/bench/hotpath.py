@@ -10,7 +10,10 @@ measured against the way it was done before, alternated in one run (docs/benchma
   by a query (psycopg_pool's check: BEGIN, the query, COMMIT and the check, four round trips) or
   through `Database.read()` (the statement alone, the connection checked by a poll);
 - `http`: one small POST on a kept connection from one thread, through urllib3 or the hot path's
-  own client (lambdas/adapters/http1.py).
+  own client (lambdas/adapters/http1.py);
+- `handoff`: one call of a sync function from an event loop to a thread and back, many at once (how
+  the local gateway, SQS mapping and Lambda hosts run each invocation), through anyio's
+  `to_thread.run_sync` or the emulators' own threads (chatstack/local/threads.py).
 
 The servers are real (an embedded Redis and PostgreSQL, a loopback HTTP server, a feeding process);
 only the calling process's CPU is counted (getrusage, or the thread's own for `http`). Linux and
@@ -19,6 +22,7 @@ macOS: the feeding and answering servers are forked.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -36,7 +40,7 @@ from typing import Any
 
 import click
 
-CASES = ("reads", "redis", "postgres", "http")
+CASES = ("reads", "redis", "postgres", "http", "handoff")
 
 
 def _cpu() -> float:
@@ -257,10 +261,44 @@ def http_posts(requests: int) -> dict[str, float]:
         os.waitpid(server, 0)
 
 
+def handoffs(concurrent: int, rounds: int) -> dict[str, float]:
+    import anyio
+    import anyio.to_thread
+
+    from chatstack.local.process import run_event_loop
+    from chatstack.local.threads import Threads
+
+    def call() -> None:
+        time.sleep(0.001)  # a handler that waits a moment, as one blocked on a socket does
+
+    async def through_anyio() -> float:
+        limiter = anyio.CapacityLimiter(1000)
+        started = _cpu()
+        for _ in range(rounds):
+            await asyncio.gather(
+                *(anyio.to_thread.run_sync(call, limiter=limiter) for _ in range(concurrent))
+            )
+        return _cpu() - started
+
+    async def through_threads() -> float:
+        threads = Threads(1000)
+        started = _cpu()
+        for _ in range(rounds):
+            await asyncio.gather(*(threads.run(call) for _ in range(concurrent)))
+        return _cpu() - started
+
+    figures: dict[str, float] = {}
+    for variant, main in (("anyio to_thread", through_anyio), ("own threads", through_threads)):
+        run_event_loop(main())  # warm: the threads exist before the clock starts
+        figures[variant] = run_event_loop(main()) * 1e6 / (concurrent * rounds)
+    return figures
+
+
 @click.command()
 @click.option("--case", "cases", multiple=True, type=click.Choice(CASES),
               help="Only these cases (repeatable); all by default.")
-@click.option("--threads", default=50, show_default=True, help="Threads at once (reads, redis, postgres).")
+@click.option("--threads", default=50, show_default=True,
+              help="Threads (or calls) at once: reads, redis, postgres, handoff.")
 @click.option("--rounds", default=3, show_default=True, help="Runs of every case; each figure's median.")
 @click.option("--quick", is_flag=True, help="A short run (checks that it works; figures are rough).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write JSON here.")
@@ -276,8 +314,9 @@ def hotpath(cases: tuple[str, ...], threads: int, rounds: int, quick: bool, out:
         "redis": lambda: redis_publish(threads, max(5, int(200 * scale))),
         "postgres": lambda: postgres_reads(min(threads, 16), max(5, int(200 * scale))),
         "http": lambda: http_posts(max(30, int(1500 * scale))),
+        "handoff": lambda: handoffs(threads, max(5, int(100 * scale))),
     }
-    units = {"reads": "read", "redis": "publish", "postgres": "read", "http": "POST"}
+    units = {"reads": "read", "redis": "publish", "postgres": "read", "http": "POST", "handoff": "call"}
     results: dict[str, Any] = {"threads": threads, "rounds": rounds, "python": sys.version.split()[0]}
     for case in cases or CASES:
         runs = [runners[case]() for _ in range(rounds)]

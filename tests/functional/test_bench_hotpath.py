@@ -22,6 +22,7 @@ def test_every_case_reports_both_variants(tmp_path: Path) -> None:
         "redis": ["python timeout", "kernel timeout"],
         "postgres": ["transaction, checked by a query", "read, checked by a poll"],
         "http": ["urllib3", "http1"],
+        "handoff": ["anyio to_thread", "own threads"],
     }
     for case, names in variants.items():
         assert list(figures[case]["us_per_op"]) == names
