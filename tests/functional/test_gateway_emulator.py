@@ -669,3 +669,32 @@ def test_load_handler_imports_nothing_until_the_first_call() -> None:
     handler = load_handler(Function("missing", "chatstack_no_such_module:handler"))
     with pytest.raises(ModuleNotFoundError):
         handler({})
+
+
+async def test_a_held_connection_keeps_nothing_of_the_messages_it_has_handled(
+    make_harness: MakeHarness,
+) -> None:
+    """Between messages a session waits for minutes; what it holds then is what every held connection
+    costs. It keeps no reference to the last message, its text or its route's finished task (about 1.4
+    KiB per connection that had spoken: docs/benchmarks.md, "Memory per held connection")."""
+    import gc
+    import types
+
+    h = await make_harness()
+    async with connect(h.url()) as websocket:
+        connection_id = await h.connection_id(websocket)
+        await websocket.send(json.dumps({"action": "echo", "n": 1}))
+        await h.until(lambda: len(h.calls.events("echo")) >= 2)
+        await asyncio.sleep(0.05)  # the route's task has finished; the session waits for the next
+        gc.collect()
+        serving = [
+            obj.cr_frame.f_locals
+            for obj in gc.get_objects()
+            if isinstance(obj, types.CoroutineType)
+            and obj.__qualname__ == "GatewayEmulator._serve"
+            and obj.cr_frame
+        ]
+        assert serving, "the session's loop was not found"
+        for held in serving:
+            assert not {"message", "text", "data", "task"} & set(held), sorted(held)
+        assert connection_id
