@@ -2,10 +2,10 @@
 
 The handlers are sync Python, as in Lambda, so every invocation leaves the event loop for a thread:
 the gateway's routes and the SQS mapping call the Lambda hosts from one, and the hosts run each
-handler on one, four hand-offs per chat. anyio's `to_thread.run_sync` did this at 171-185 us of the
-process's CPU per call with fifty calls at once (its capacity limiter, a cancel scope and a task per
-call); a queue, a future and `call_soon_threadsafe` do it at 42-53 us (docs/benchmarks.md, "Hot
-path"). The rules kept from anyio:
+handler on one, four hand-offs per chat. anyio's `to_thread.run_sync` does this with a capacity
+limiter, a cancel scope and a task per call; a queue, a future and `call_soon_threadsafe` take less
+than half its CPU per call with fifty at once (`chatstack bench hotpath --case handoff`;
+docs/benchmarks.md, "Hot path"). The rules kept from anyio:
 
 - at most `limit` threads run at once; further calls wait in the queue for the next free one;
 - threads are daemons: a process that exits does not wait for a call still running (an invocation
