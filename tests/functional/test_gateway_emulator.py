@@ -127,6 +127,11 @@ def build_handlers(calls: Calls) -> tuple[Callable[..., Any], dict[str, Callable
         calls.add("fail", event)
         raise RuntimeError("handler bug")
 
+    def slow(event: dict[str, Any], context: LocalLambdaContext) -> None:
+        started = time.monotonic()
+        time.sleep(0.15)
+        calls.notes.append((json.loads(event["body"])["n"], started, time.monotonic()))
+
     def default(event: dict[str, Any], context: LocalLambdaContext) -> None:
         calls.add("$default", event)
 
@@ -135,6 +140,7 @@ def build_handlers(calls: Calls) -> tuple[Callable[..., Any], dict[str, Callable
         "$disconnect": on_disconnect,
         "echo": echo,
         "fail": fail,
+        "slow": slow,
         "$default": default,
     }
     return authorizer, routes
@@ -698,3 +704,21 @@ async def test_a_held_connection_keeps_nothing_of_the_messages_it_has_handled(
         for held in serving:
             assert not {"message", "text", "data", "task"} & set(held), sorted(held)
         assert connection_id
+
+
+async def test_message_routes_run_a_few_at_a_time_in_arrival_order(make_harness: MakeHarness) -> None:
+    """Fifty invocations interleaved on a laptop's cores all finish late together; the gateway runs
+    `route_concurrency` message routes at once and queues the rest first come, first served."""
+    h = await make_harness(route_concurrency=2)
+    async with connect(h.url()) as websocket:
+        await h.connection_id(websocket)
+        for n in range(6):
+            await websocket.send(json.dumps({"action": "slow", "n": n}))
+            await asyncio.sleep(0.01)  # arrival order
+        await h.until(lambda: len(h.calls.notes) == 6, timeout=10)
+    runs: list[tuple[int, float, float]] = sorted(h.calls.notes, key=lambda run: run[1])
+    assert [n for n, _, _ in runs] == [0, 1, 2, 3, 4, 5]  # started in the order they arrived
+    for _, started, _ in runs:
+        running = sum(1 for _, s, e in runs if s <= started < e)
+        assert running <= 2
+    assert runs[2][1] >= min(runs[0][2], runs[1][2]) - 0.01  # the third waited for one of the first two
