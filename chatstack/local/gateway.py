@@ -126,9 +126,9 @@ class GatewayEmulator:
         self.handlers = dict(routes)
         # Message routes (sendMessage, ping, cancel...) invoked at once; later messages wait their turn
         # in arrival order. In the cloud every invocation has a CPU of its own; here they share a
-        # laptop's few cores, and fifty invocations run interleaved all finish late together: under
-        # a burst of 50 chats, the first token came +255 to +352 ms after the model's; run a few at a
-        # time in arrival order, +88 to +115 ms, with less CPU per chat (docs/benchmarks.md).
+        # laptop's few cores, and fifty invocations run interleaved all finish late together. Under a
+        # burst of 50 chats, run a few at a time in arrival order, the median added time to first
+        # token fell by about a third in alternated runs (docs/benchmarks.md, "Pipeline overhead").
         # $connect, $disconnect and the authorizer are not held back.
         self._route_gate = asyncio.Semaphore(route_concurrency or ROUTES_PER_CORE * (os.cpu_count() or 1))
         self.authorizer = authorizer
