@@ -61,14 +61,16 @@ class Threads:
     def _serve(self) -> None:
         while True:
             fn, args, loop, future = self._jobs.get()
+            settle: Callable[[asyncio.Future[Any], Any], None]
             try:
-                result = fn(*args)
+                outcome, settle = fn(*args), _succeed
             except BaseException as exc:  # handed to the caller, as anyio does
-                _call_soon(loop, _fail, future, exc)
-            else:
-                _call_soon(loop, _succeed, future, result)
-            del fn, args, future  # nothing of a finished call outlives it here
+                outcome, settle = exc, _fail
+            # Idle before the caller learns the outcome: a caller that calls again at once finds this
+            # thread instead of starting another.
             self._idle.release()
+            _call_soon(loop, settle, future, outcome)
+            del fn, args, future, outcome  # nothing of a finished call outlives it here
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
