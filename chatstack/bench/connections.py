@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import os
 import platform
 import resource
 import sys
@@ -30,7 +29,8 @@ from typing import Any
 
 import click
 
-from chatstack.bench.overhead import fake_model, service, summary
+from chatstack.bench.overhead import fake_model, redis_socket, service, summary
+from chatstack.local.process import usable_cores
 
 KIB = 1024
 PING_EVERY_S = 480.0
@@ -52,13 +52,6 @@ def rss_bytes(pid: int) -> int:
     import psutil
 
     return int(psutil.Process(pid).memory_info().rss)
-
-
-def redis_socket(data_dir: Path) -> str:
-    for line in (data_dir / "redis" / "redis.conf").read_text().splitlines():
-        if line.startswith("unixsocket "):
-            return line.split(" ", 1)[1].strip()
-    raise click.ClickException("The embedded Redis's socket was not found.")
 
 
 def redis_figures(socket_path: str) -> dict[str, int]:
@@ -153,6 +146,17 @@ async def ping_steadily(
     return sent
 
 
+def first_message_bytes(samples: list[tuple[float, int]], held: int, sample_s: float) -> float | None:
+    """What each connection's first message left in the gateway: the RSS change from the soak's start
+    to the first sample taken after every connection had pinged once (they ping in turn over
+    PING_EVERY_S, so that sample comes one interval after it; a ping is answered in milliseconds),
+    over the connections held. None when the soak ended before that (shorter than PING_EVERY_S)."""
+    after = next((rss for elapsed, rss in samples if elapsed >= PING_EVERY_S + sample_s), None)
+    if after is None or not held:
+        return None
+    return round((after - samples[0][1]) / held, 1)
+
+
 async def measure(
     info: dict[str, Any],
     data_dir: Path,
@@ -167,6 +171,8 @@ async def measure(
     pid = int(info["pid"])
     url = info["websocket"]
     rsock = redis_socket(data_dir)
+    if rsock is None:
+        raise click.ClickException("The embedded Redis's socket was not found.")
     identity = DevIdentity(data_dir / "identity")
     tokens = [identity.mint(user=f"conn-{i}", tenant="bench", ttl_s=24 * 3600) for i in range(n)]
     # Warm up every code path (authorizer, $connect, a chat, $disconnect) so that what is measured
@@ -220,6 +226,12 @@ async def measure(
         f"({growth:+.2%}); {still_open} of {held} still open; {pinged} pings, failed: "
         f"{ping_failures or 'none'}"
     )
+    first_message = first_message_bytes(samples, held, sample_s)
+    if first_message is not None:
+        click.echo(
+            f"each connection's first message left {first_message:.0f} bytes in the gateway (RSS once "
+            f"every connection had pinged once, minus at the soak's start, over {held})"
+        )
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
     ttfts = [r for r in chat_results if r is not None]
     return {
@@ -242,6 +254,7 @@ async def measure(
             "still_open": still_open,
             "pings": pinged,
             "ping_failures": ping_failures,
+            "first_message_bytes_per_connection": first_message,
             "samples": samples,
         },
     }
@@ -278,7 +291,7 @@ def connections(
         "command": "chatstack bench connections " + " ".join(sys.argv[3:]),
         "fd_limit": limit,
         "machine": {
-            "cpus": os.cpu_count(),
+            "cpus": usable_cores(),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },

@@ -37,7 +37,7 @@ import click
 import httpx
 
 from chatstack.client import ChatClient
-from chatstack.local.process import die_with_parent
+from chatstack.local.process import die_with_parent, usable_cores
 
 QUESTION = "Latency budgets matter for chat. What matters for chat?"
 ARRIVALS = ("burst", "spread")
@@ -211,6 +211,49 @@ class CpuMeter:
         figures = {n: round((end[n] - self._start.get(n, 0.0)) * 1000 / max(chats, 1), 2) for n in end}
         figures["total"] = round(sum(figures.values()), 2)
         return figures
+
+
+def redis_socket(data_dir: Path) -> str | None:
+    """The Unix socket of the embedded Redis `chatstack up` started in `data_dir`; None without one."""
+    conf = data_dir / "redis" / "redis.conf"
+    if not conf.exists():
+        return None
+    for line in conf.read_text().splitlines():
+        if line.startswith("unixsocket "):
+            return line.split(" ", 1)[1].strip()
+    return None
+
+
+class RedisCounter:
+    """Round trips and commands the Redis server handled between `start` and `per_chat`, from its own
+    counters (INFO stats): `total_reads_processed` counts the requests it read off client sockets,
+    one per round trip (a pipeline arrives as one), `total_commands_processed` the commands in them.
+    Whatever else talks to Redis meanwhile counts too; the counter's own INFO calls do not."""
+
+    FIELDS = {"round_trips": "total_reads_processed", "commands": "total_commands_processed"}
+
+    def __init__(self, socket_path: str) -> None:
+        import redis
+
+        self.client = redis.Redis(unix_socket_path=socket_path, socket_timeout=10)
+        self._start: dict[str, int] = {}
+
+    def _read(self) -> dict[str, int]:
+        stats = self.client.info("stats")
+        return {name: int(stats[key]) for name, key in self.FIELDS.items()}
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def per_chat(self, chats: int) -> dict[str, float]:
+        end = self._read()
+        # The INFO that read `end` is one round trip and one command, counted before it answered.
+        return {
+            name: round((end[name] - self._start[name] - 1) / max(chats, 1), 1) for name in self.FIELDS
+        }
+
+    def close(self) -> None:
+        self.client.close()
 
 
 SERVICES = ("gateway", "lambda hosts", "postgres", "redis")
@@ -417,6 +460,8 @@ def overhead(
         identity = DevIdentity(data_dir / "identity")
         tokens = [identity.mint(user=f"bench-{i}", tenant="bench", ttl_s=3600) for i in range(max(counts))]
         results: dict[str, Any] = {}
+        socket_path = redis_socket(data_dir)
+        redis_counter = RedisCounter(socket_path) if socket_path else None
         await pipeline(info["websocket"], tokens, min(max(counts), 5), 1, 0.0, max_tokens)  # warm-up
         for n in counts:
             results[str(n)] = {}
@@ -430,8 +475,12 @@ def overhead(
                 d = {**direct_run.figures(), "cpu_ms_per_chat": direct_cpu}
                 meter = CpuMeter(groups, tree=frozenset({"postgres"}))
                 meter.start()
+                if redis_counter is not None:
+                    redis_counter.start()
                 run = await pipeline(info["websocket"], tokens, n, chats_per_user, stagger, max_tokens)
                 p = {**run.figures(), "cpu_ms_per_chat": meter.per_chat_ms(len(run.chats))}
+                if redis_counter is not None:
+                    p["redis_per_chat"] = redis_counter.per_chat(len(run.chats))
                 p["services_per_model_cpu"] = services_per_model(p["cpu_ms_per_chat"])
                 added = {k: round(p["ttft_ms"][k] - d["ttft_ms"][k], 2) for k in ("p50", "p95", "p99")}
                 ratio = round(p["chats_per_s"] / d["chats_per_s"], 3) if d["chats_per_s"] else None
@@ -459,6 +508,13 @@ def overhead(
                     + f" | direct: model {d['cpu_ms_per_chat'].get('model', 0):.1f}, client "
                     f"{d['cpu_ms_per_chat'].get('client', 0):.1f}"
                 )
+                if "redis_per_chat" in p:
+                    click.echo(
+                        f"       Redis per chat: {p['redis_per_chat']['round_trips']:g} round trips, "
+                        f"{p['redis_per_chat']['commands']:g} commands"
+                    )
+        if redis_counter is not None:
+            redis_counter.close()
         return results
 
     with ExitStack() as stack:
@@ -477,7 +533,7 @@ def overhead(
         "max_tokens": max_tokens,
         "chats_per_user": chats_per_user,
         "machine": {
-            "cpus": os.cpu_count(),
+            "cpus": usable_cores(),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
@@ -487,7 +543,7 @@ def overhead(
     Path(out).write_text(json.dumps(report, indent=2))
     click.echo(f"wrote {out}")
     if plot is not None:
-        plot_ttft(results, plot, f"{command}\n{model_label}, {os.cpu_count()} CPUs")
+        plot_ttft(results, plot, f"{command}\n{model_label}, {usable_cores()} CPUs")
         click.echo(f"wrote {plot}")
 
 

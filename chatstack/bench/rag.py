@@ -13,7 +13,6 @@ It runs against a throw-away embedded PostgreSQL unless --database-url is given.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import random
 import shutil
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from chatstack.bench.overhead import summary
+from chatstack.local.process import usable_cores
 
 if TYPE_CHECKING:
     from chatstack.local.embedded import EmbeddedPostgres
@@ -151,7 +151,7 @@ def rag(sizes: str, queries: int, embed_chunks: int, batch: int, database_url: s
     levels = [int(s) for s in sizes.split(",") if s.strip()]
     report: dict[str, Any] = {
         "machine": {
-            "cpus": os.cpu_count(),
+            "cpus": usable_cores(),
             "platform": platform.platform(),
             "python": platform.python_version(),
         },

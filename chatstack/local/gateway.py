@@ -39,6 +39,7 @@ from starlette.websockets import WebSocket
 
 from chatstack.local.internal_auth import body_of
 from chatstack.local.lambda_context import Handler, invoke
+from chatstack.local.process import usable_cores
 from chatstack.local.threads import Threads
 from lambdas import wiring
 
@@ -130,7 +131,7 @@ class GatewayEmulator:
         # burst of 50 chats, run a few at a time in arrival order, the median added time to first
         # token fell by about a third in alternated runs (docs/benchmarks.md, "Pipeline overhead").
         # $connect, $disconnect and the authorizer are not held back.
-        self._route_gate = asyncio.Semaphore(route_concurrency or ROUTES_PER_CORE * (os.cpu_count() or 1))
+        self._route_gate = asyncio.Semaphore(route_concurrency or ROUTES_PER_CORE * usable_cores())
         self.authorizer = authorizer
         self.api_id = api_id
         self.stage = stage

@@ -160,6 +160,14 @@ def stop_all(children: list[Child], timeout_s: float = 10.0) -> None:
         child.stop(timeout_s=max(0.1, deadline - time.monotonic()))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the platform has one (a container's
+    or `taskset`'s limit), else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def pid_alive(pid: int) -> bool:
     """True if `pid` runs (a zombie does not count: it has exited and waits to be reaped)."""
     try:

@@ -722,3 +722,20 @@ async def test_message_routes_run_a_few_at_a_time_in_arrival_order(make_harness:
         running = sum(1 for _, s, e in runs if s <= started < e)
         assert running <= 2
     assert runs[2][1] >= min(runs[0][2], runs[1][2]) - 0.01  # the third waited for one of the first two
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is a Linux call")
+def test_the_route_limit_counts_the_cores_the_gateway_may_use_not_the_machines() -> None:
+    """A container's or `taskset`'s CPU limit sets how many message routes run at once: four per core
+    the gateway may run on."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from chatstack.local.gateway import GatewayEmulator; "
+        "g = GatewayEmulator(routes={}, authorizer=None); print(g._route_gate._value)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "4"
