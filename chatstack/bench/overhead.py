@@ -213,6 +213,21 @@ class CpuMeter:
         return figures
 
 
+def pin_to_cores(n: int) -> set[int]:
+    """Restrict this process, and so every process it starts from now on, to the first `n` cores it
+    may use (Linux's CPU affinity); the cores chosen. One sentence when that cannot be done."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise click.ClickException("--cores needs Linux's CPU affinity, which this platform lacks.")
+    allowed = sorted(os.sched_getaffinity(0))
+    if not 1 <= n <= len(allowed):
+        raise click.ClickException(
+            f"--cores must be between 1 and {len(allowed)}, the cores this process may use."
+        )
+    chosen = set(allowed[:n])
+    os.sched_setaffinity(0, chosen)
+    return chosen
+
+
 def redis_socket(data_dir: Path) -> str | None:
     """The Unix socket of the embedded Redis `chatstack up` started in `data_dir`; None without one."""
     conf = data_dir / "redis" / "redis.conf"
@@ -423,6 +438,13 @@ def plot_ttft(results: dict[str, Any], path: Path, title: str) -> None:
     show_default=True,
     help="Replace the adaptive delta pacing with one delta every N ms (the old rule; 0: adaptive).",
 )
+@click.option(
+    "--cores",
+    type=int,
+    default=None,
+    help="Run everything (the service, the model, this client) on the first N of the cores this "
+    "process may use; Linux. Default: all of them.",
+)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
 @click.option("--out", default=".bench/overhead.json", show_default=True, type=click.Path(dir_okay=False))
 def overhead(
@@ -437,6 +459,7 @@ def overhead(
     chats_per_user: int,
     lambda_processes: int,
     fixed_flush_ms: int,
+    cores: int | None,
     plot: Path | None,
     out: str,
 ) -> None:
@@ -446,6 +469,8 @@ def overhead(
     counts = [int(x) for x in levels.split(",") if x.strip()]
     if not counts or min(counts) < 1:
         raise click.BadParameter("give positive integers, e.g. 1,50,500", param_hint="--concurrency")
+    if cores is not None:
+        pin_to_cores(cores)
     patterns = ARRIVALS if arrivals == "both" else (arrivals,)
     data_dir = Path(tempfile.mkdtemp(prefix="chatstack-bench-"))
     if model_url:
