@@ -228,6 +228,13 @@ def pin_to_cores(n: int) -> set[int]:
     return chosen
 
 
+def lambda_hosts(asked: int | None) -> int:
+    """The Lambda host processes a run starts: as asked, else one per core this process may use, at
+    least two. Each host runs Python code on about one core at a time, so a run on more cores needs
+    more hosts to use them."""
+    return asked if asked is not None else max(2, usable_cores())
+
+
 def redis_socket(data_dir: Path) -> str | None:
     """The Unix socket of the embedded Redis `chatstack up` started in `data_dir`; None without one."""
     conf = data_dir / "redis" / "redis.conf"
@@ -430,7 +437,11 @@ def plot_ttft(results: dict[str, Any], path: Path, title: str) -> None:
     "--chats", "chats_per_user", default=4, show_default=True, help="Chats each user asks in a row."
 )
 @click.option(
-    "--lambda-processes", default=2, show_default=True, help="Lambda host processes of `chatstack up`."
+    "--lambda-processes",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Lambda host processes of `chatstack up`. Default: one per core used, at least 2 (each host "
+    "runs Python code on about one core at a time).",
 )
 @click.option(
     "--fixed-flush-ms",
@@ -457,7 +468,7 @@ def overhead(
     token_rate: float,
     max_tokens: int,
     chats_per_user: int,
-    lambda_processes: int,
+    lambda_processes: int | None,
     fixed_flush_ms: int,
     cores: int | None,
     plot: Path | None,
@@ -471,6 +482,7 @@ def overhead(
         raise click.BadParameter("give positive integers, e.g. 1,50,500", param_hint="--concurrency")
     if cores is not None:
         pin_to_cores(cores)
+    lambda_processes = lambda_hosts(lambda_processes)
     patterns = ARRIVALS if arrivals == "both" else (arrivals,)
     data_dir = Path(tempfile.mkdtemp(prefix="chatstack-bench-"))
     if model_url:

@@ -41,3 +41,13 @@ def test_more_cores_than_allowed_or_none_get_one_sentence(cores: str) -> None:
     assert result.exit_code != 0
     assert f"--cores must be between 1 and {ALLOWED}" in result.output
     assert os.sched_getaffinity(0) == before  # refused before anything was pinned
+
+
+def test_the_lambda_hosts_follow_the_cores_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatstack.bench import overhead as bench
+
+    monkeypatch.setattr(bench, "usable_cores", lambda: 8)
+    assert bench.lambda_hosts(None) == 8
+    assert bench.lambda_hosts(3) == 3
+    monkeypatch.setattr(bench, "usable_cores", lambda: 1)
+    assert bench.lambda_hosts(None) == 2  # never fewer than two, as `chatstack up` starts by default
