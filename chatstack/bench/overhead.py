@@ -11,8 +11,10 @@ The model is a fake LMI server (`chatstack/bench/fake_model.py`: `--ttft-ms` to 
 a token every `--token-ms`), the extractive backend at `--token-rate`, or any LMI-compatible server
 (`--model-url`); direct and pipeline calls use the same one in the same run. Reported per level and
 pattern: TTFT p50/p95/p99 of both and their difference, chats/s of both and their ratio, and the
-deltas the pipeline posted per stream-second and per 1,000 output tokens. Connections are opened
-before the clock starts, as a chat app keeps its socket open.
+deltas the pipeline posted per stream-second and per 1,000 output tokens, the CPU each process spent
+per chat, and the Redis round trips and commands per chat (the embedded Redis's own counters).
+Connections are opened before the clock starts, as a chat app keeps its socket open. `--cores N` runs
+all of it on N cores, to see how the figures scale with them.
 """
 
 from __future__ import annotations
