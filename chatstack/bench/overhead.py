@@ -239,13 +239,10 @@ def lambda_hosts(asked: int | None) -> int:
 
 def redis_socket(data_dir: Path) -> str | None:
     """The Unix socket of the embedded Redis `chatstack up` started in `data_dir`; None without one."""
-    conf = data_dir / "redis" / "redis.conf"
-    if not conf.exists():
-        return None
-    for line in conf.read_text().splitlines():
-        if line.startswith("unixsocket "):
-            return line.split(" ", 1)[1].strip()
-    return None
+    from chatstack.local.embedded import redis_socket_path
+
+    socket_path = redis_socket_path(data_dir / "redis")
+    return str(socket_path) if socket_path.exists() else None
 
 
 class RedisCounter:

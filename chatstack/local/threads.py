@@ -51,11 +51,11 @@ class Threads:
         self._jobs.put((fn, args, loop, future))
         if not self._idle.acquire(blocking=False):
             with self._lock:
-                start = self._started < self.limit
-                if start:
-                    self._started += 1
-            if start:
-                threading.Thread(target=self._serve, name=f"{self.name}-{self._started}", daemon=True).start()
+                number = self._started + 1 if self._started < self.limit else None
+                if number is not None:
+                    self._started = number
+            if number is not None:
+                threading.Thread(target=self._serve, name=f"{self.name}-{number}", daemon=True).start()
         return await future
 
     def _serve(self) -> None:

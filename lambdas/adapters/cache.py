@@ -123,6 +123,11 @@ def _k_breaker(endpoint: str) -> str:
     return f"{P}breaker:{endpoint}"
 
 
+def _claim(client: Any, request_id: str, owner: str, lease_s: float) -> Any:
+    """The generation lease's claim, alone or in a pipeline (its reply, or the pipeline)."""
+    return client.set(_k_claim(request_id), owner, nx=True, px=int(lease_s * 1000))
+
+
 # Replies read both alone and in `claim_generation_and_start`'s pipeline, parsed one way.
 def _outcome(raw: Any) -> dict[str, Any] | None:
     return cast(dict[str, Any], json.loads(raw)) if raw else None
@@ -216,7 +221,7 @@ class Cache:
     def claim_generation(self, request_id: str, owner: str, lease_s: float) -> bool:
         """Take the generation lease of a request; False while another owner holds it. The lease is
         short and renewed while the generation runs, so a dead worker's request is free in seconds."""
-        return bool(self.r.set(_k_claim(request_id), owner, nx=True, px=int(lease_s * 1000)))
+        return bool(_claim(self.r, request_id, owner, lease_s))
 
     def generation_owner(self, request_id: str) -> str | None:
         return cast(str | None, self.r.get(_k_claim(request_id)))
@@ -255,7 +260,7 @@ class Cache:
         """`claim_generation`, then (when it took the lease) `kept_outcome`, `is_cancelled`, `replay`
         and `history`, all in one pipeline: None while another owner holds the lease."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.set(_k_claim(request_id), owner, nx=True, px=int(lease_s * 1000))
+        _claim(pipe, request_id, owner, lease_s)
         pipe.get(_k_outcome(request_id))
         pipe.exists(_k_cancel(request_id))
         pipe.xrange(_k_stream(request_id))
