@@ -51,6 +51,16 @@ class NotFound(ChatError):
     status = 404
 
 
+class RequestGone(NotFound):
+    """An accepted request whose message is no longer stored: its conversation was deleted."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This request is no longer stored: its conversation was deleted. Send the message again "
+            "with a new requestId."
+        )
+
+
 class TooLarge(ChatError):
     code = "TOO_LARGE"
     status = 413

@@ -15,6 +15,7 @@ from lambdas.errors import TooLarge
 
 Turn = dict[str, str]  # {"role": "user" | "assistant", "content": str}
 PER_MESSAGE_OVERHEAD = 4  # role markers and separators in chat templates
+PROMPT_JOINS = 8  # what joining the instructions and the context block may add to their estimates
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,34 @@ class Prompt:
     messages: list[Turn]
     input_tokens: int
     dropped_turns: int
+
+
+def answer_cap(requested: int | None, limit: int) -> int:
+    """The most tokens an answer may have: what the request asks for (`maxTokens`), never above the
+    deployment's limit."""
+    return min(requested or limit, limit)
+
+
+def room_left(
+    *,
+    system: str,
+    user_text: str,
+    max_context_tokens: int,
+    max_output_tokens: int,
+    count: Callable[[str], int] = estimate_tokens,
+) -> int:
+    """The tokens left for retrieved context and earlier turns once the system text and the new
+    message are in. TooLarge when those two alone leave no room for the answer: dropping turns or
+    context cannot help then, so sendMessage refuses such a message before storing it."""
+    budget = max_context_tokens - max_output_tokens
+    fixed = count(system) + count(user_text) + 2 * PER_MESSAGE_OVERHEAD
+    if fixed > budget:
+        raise TooLarge(
+            f"The message needs about {fixed} tokens with the instructions; the model takes {budget} "
+            f"besides the {max_output_tokens} it may answer with. Send a shorter message"
+            + (" or ask for fewer maxTokens." if max_output_tokens > 1 else ".")
+        )
+    return budget - fixed
 
 
 def build_prompt(
@@ -36,14 +65,14 @@ def build_prompt(
 ) -> Prompt:
     system_text = f"{system}\n\n{context_block}".strip() if context_block else system
     budget = max_context_tokens - max_output_tokens
-    fixed = count(system_text) + count(user_text) + 2 * PER_MESSAGE_OVERHEAD
-    if fixed > budget:
-        raise TooLarge(
-            f"The message needs about {fixed} tokens with its context; the model takes {budget} "
-            f"besides the {max_output_tokens} it may answer with."
-        )
+    used = budget - room_left(
+        system=system_text,
+        user_text=user_text,
+        max_context_tokens=max_context_tokens,
+        max_output_tokens=max_output_tokens,
+        count=count,
+    )
     kept: list[Turn] = []
-    used = fixed
     for turn in reversed(history):
         cost = count(turn["content"]) + PER_MESSAGE_OVERHEAD
         if used + cost > budget:

@@ -12,7 +12,8 @@ from lambdas import protocol
 from lambdas.adapters import chat_repo
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.cache import RequestRecord
-from lambdas.errors import BadRequest, Forbidden, Internal, NotFound
+from lambdas.core.prompt import answer_cap, room_left
+from lambdas.errors import BadRequest, Forbidden, Internal, NotFound, RequestGone
 from lambdas.observability import logger
 from lambdas.runtime import Deps
 from lambdas.services import models
@@ -51,6 +52,14 @@ class ChatService:
         try:
             # A refused message leaves nothing behind, not even its requestId (released below).
             models.choose(self.s, msg.options.model)  # an unknown model is refused before it is stored
+            # So is a message that could never be answered: with the instructions it leaves no room
+            # for the answer (TOO_LARGE), where the worker could only fail it after storing it.
+            room_left(
+                system=self.s.system_prompt,
+                user_text=msg.text,
+                max_context_tokens=self.s.model_max_context_tokens,
+                max_output_tokens=answer_cap(msg.options.max_tokens, self.s.max_output_tokens),
+            )
             LimitService(self.d).admit_message(identity, connection_id, request=msg)
             admitted = True
             with self.d.db.transaction() as conn:
@@ -151,6 +160,10 @@ class ChatService:
             stored = None
         if answer is not None:  # finished: its stored outcome, with the whole text, says it all
             return int(self.send(connection_id, _outcome_frame(rid, answer)))
+        if stored is None and record.state == "accepted":
+            # Accepted, so committed once, and now gone: its conversation was deleted (or lost with a
+            # region). No answer will come; what Redis still holds of it is not replayed.
+            return int(self.send(connection_id, protocol.error_frame(RequestGone(), rid)))
         # In progress: replay the deltas; the outcome is what the generation publishes live to this
         # watching connection.
         sent = 0
@@ -177,7 +190,6 @@ class ChatService:
             "tenantId": identity.tenant_id,
             "userId": identity.user_id,
             "connectionId": connection_id,
-            "text": msg.text,
             "options": msg.options.model_dump(by_alias=True, exclude_none=True),
             "enqueuedAt": time.time(),
         }

@@ -27,9 +27,9 @@ from lambdas.adapters import chat_repo
 from lambdas.adapters.cache import Cache, GenerationStart
 from lambdas.core.continuation import Continuation
 from lambdas.core.deltas import DeltaBatcher, Pacing
-from lambdas.core.prompt import build_prompt
+from lambdas.core.prompt import PROMPT_JOINS, answer_cap, build_prompt, room_left
 from lambdas.core.tokens import estimate_tokens
-from lambdas.errors import ChatError, Internal
+from lambdas.errors import ChatError, Internal, RequestGone, TooLarge
 from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps
 from lambdas.services import models
@@ -123,7 +123,9 @@ class Job:
             tenant_id=str(body["tenantId"]),
             user_id=str(body["userId"]),
             connection_id=str(body["connectionId"]),
-            text=str(body["text"]),
+            # Read from PostgreSQL before use (GenerationService._trusted); jobs carry no text, so a
+            # message's size and its characters' escapes never reach SQS's limit on a message body.
+            text=str(body.get("text") or ""),
             options=dict(body.get("options") or {}),
             enqueued_at=float(body.get("enqueuedAt") or time.time()),
         )
@@ -276,10 +278,30 @@ class GenerationService:
                 break
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
+        if self._deleted(job):
+            logger.info("job for a deleted message dropped", extra={"request_id": job.request_id})
+            Stream(self.d, job.request_id, job.connection_id).publish(
+                protocol.error_frame(RequestGone(), job.request_id)
+            )
+            return None
         if time.time() - job.enqueued_at < UNCOMMITTED_GRACE_S:
             raise MessageNotCommitted(f"message {job.message_id} is not committed yet")
         logger.warning("job without a stored message dropped", extra={"request_id": job.request_id})
         return None
+
+    def _deleted(self, job: Job) -> bool:
+        """The message was committed (sendMessage marks its request accepted only after the commit)
+        and is gone: its conversation was deleted while the job waited. Unknown when Redis is down."""
+        try:
+            record = self.d.cache.request(job.request_id)
+        except RedisError:
+            return False
+        return (
+            record is not None
+            and record.state == "accepted"
+            and (record.tenant_id, record.user_id, record.message_id)
+            == (job.tenant_id, job.user_id, job.message_id)
+        )
 
     @staticmethod
     def _trusted(job: Job, stored: chat_repo.StoredRequest) -> Job | None:
@@ -369,10 +391,24 @@ class GenerationService:
             # again (clients drop a seq they already have), so no seq goes missing.
             stream.repost(last_delta)
         shown = Continuation(streamed)
-        max_tokens = min(
-            int(job.options.get("maxTokens") or self.s.max_output_tokens), self.s.max_output_tokens
-        )
-        citations, context_block = self._retrieve(job)
+        max_tokens = answer_cap(job.options.get("maxTokens"), self.s.max_output_tokens)
+        out = Outcome(started=started)
+        batcher = DeltaBatcher(Pacing.from_settings(self.s), seq=last_seq)
+        try:
+            room = room_left(
+                system=self.s.system_prompt,
+                user_text=job.text,
+                max_context_tokens=self.s.model_max_context_tokens,
+                max_output_tokens=max_tokens,
+            )
+        except TooLarge as exc:
+            # sendMessage refuses such a message; this is one queued before a smaller limit was set.
+            # Another delivery would fail alike: the answer is stored as failed, the client told why.
+            self._fail(job, stream, batcher, shown, out, exc)
+            return
+        # The retrieved context takes what the message leaves (up to its own budget), never more: a
+        # message that fits is answered, with fewer passages when it is long.
+        out.citations, context_block = self._retrieve(job, room - PROMPT_JOINS)
         prompt = build_prompt(
             system=self.s.system_prompt,
             context_block=context_block,
@@ -381,8 +417,7 @@ class GenerationService:
             max_context_tokens=self.s.model_max_context_tokens,
             max_output_tokens=max_tokens,
         )
-        out = Outcome(started=started, citations=citations, input_tokens=prompt.input_tokens)
-        batcher = DeltaBatcher(Pacing.from_settings(self.s), seq=last_seq)
+        out.input_tokens = prompt.input_tokens
         usage: tuple[int, int] | None = None
         try:
             # options.model picks an offered model (BAD_REQUEST names the choices); the tenant's LoRA
@@ -463,16 +498,17 @@ class GenerationService:
             )
         return turns
 
-    def _retrieve(self, job: Job) -> tuple[list[protocol.Citation], str]:
+    def _retrieve(self, job: Job, room: int) -> tuple[list[protocol.Citation], str]:
+        """The passages for the prompt's context block, within `room` tokens and the context budget."""
         retriever = self.d.retriever if job.options.get("rag", True) else None
-        if retriever is None or self.s.rag_top_k == 0:
+        if retriever is None or self.s.rag_top_k == 0 or room <= 0:
             return [], ""
         from lambdas.rag.retriever import fit_passages, format_context
 
         passages = retriever.retrieve(
             tenant_id=job.tenant_id, query=job.text, k=self.s.rag_top_k, min_score=self.s.rag_min_score
         )
-        passages = fit_passages(passages, self.s.rag_context_tokens, estimate_tokens)
+        passages = fit_passages(passages, min(self.s.rag_context_tokens, room), estimate_tokens)
         citations = [
             protocol.Citation(
                 index=i,

@@ -34,7 +34,7 @@ from lambdas.adapters import identity_repo, usage_repo
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.limits import Bucket, Counter, Hold, LimitStore, Verdict
 from lambdas.config import Settings
-from lambdas.core.prompt import PER_MESSAGE_OVERHEAD
+from lambdas.core.prompt import PER_MESSAGE_OVERHEAD, PROMPT_JOINS, answer_cap
 from lambdas.core.tokens import estimate_tokens
 from lambdas.errors import QuotaExceeded, RateLimited
 from lambdas.runtime import Deps
@@ -126,13 +126,13 @@ def reserved_tokens(settings: Settings, msg: protocol.SendMessage) -> int:
     (at most `rag_context_tokens`) and the text; a follow-up may fill the model's whole input budget
     with history (build_prompt does), so it reserves that budget.
     """
-    max_tokens = min(msg.options.max_tokens or settings.max_output_tokens, settings.max_output_tokens)
+    max_tokens = answer_cap(msg.options.max_tokens, settings.max_output_tokens)
     budget = max(0, settings.model_max_context_tokens - max_tokens)
     if msg.conversation_id is not None:
         return budget + max_tokens
     context = settings.rag_context_tokens if msg.options.rag and settings.rag_top_k else 0
     fixed = estimate_tokens(settings.system_prompt) + estimate_tokens(msg.text) + context
-    return min(budget, fixed + 2 * PER_MESSAGE_OVERHEAD + 8) + max_tokens  # 8: the joins of the prompt
+    return min(budget, fixed + 2 * PER_MESSAGE_OVERHEAD + PROMPT_JOINS) + max_tokens
 
 
 def token_cost_usd(settings: Settings, input_tokens: int, output_tokens: int) -> Decimal:
@@ -241,7 +241,7 @@ class LimitService:
         tokens, dollars = 0, 0.0
         if request is not None:
             tokens = reserved_tokens(self.s, request)
-            max_out = min(request.options.max_tokens or self.s.max_output_tokens, self.s.max_output_tokens)
+            max_out = answer_cap(request.options.max_tokens, self.s.max_output_tokens)
             dollars = float(token_cost_usd(self.s, tokens - max_out, max_out))
             hold = Hold(
                 request_id=str(request.request_id),

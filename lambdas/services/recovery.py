@@ -36,7 +36,6 @@ def job_for(stored: chat_repo.StoredRequest, connection_id: str) -> dict[str, An
         "tenantId": stored.tenant_id,
         "userId": stored.user_id,
         "connectionId": connection_id,
-        "text": stored.text,
         "options": stored.options,
         "enqueuedAt": time.time(),
     }
