@@ -7,10 +7,19 @@ Client frames are routed on `action`; server frames carry `type`. Parsing never 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from lambdas.errors import BadRequest, ChatError, ErrorCode, TooLarge
 from lambdas.validation import MAX_JSON_DEPTH, first_control, json_too_deep
@@ -26,7 +35,10 @@ class _Frame(BaseModel):
 
 
 class ChatOptions(_Frame):
-    """Per-message generation options. All optional; the server applies its defaults."""
+    """Per-message generation options. All optional; the server applies its defaults. Strict: "5" is
+    not a number of tokens nor "yes" a boolean (a client that sends them has a bug to hear about)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
 
     max_tokens: int | None = Field(default=None, alias="maxTokens", ge=1, le=8192)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -38,23 +50,44 @@ class ChatOptions(_Frame):
 # ---- client -> server ----------------------------------------------------------------------------
 
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _canonical_uuid(value: Any) -> Any:
+    """A requestId as the server's frames will carry it: lowercase, hyphenated. Another spelling of the
+    same UUID (uppercase, braces, no hyphens) is refused rather than echoed back changed, which a
+    client matching frames by its own string would never recognise."""
+    if isinstance(value, str) and not _UUID.fullmatch(value):
+        raise ValueError("must be a UUID in lowercase with hyphens (8-4-4-4-12 hex digits)")
+    return value
+
+
+RequestId = Annotated[UUID, BeforeValidator(_canonical_uuid)]
+
+
+def _has_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must contain visible text")
+    return value
+
+
 class SendMessage(_Frame):
     action: Literal["sendMessage"]
-    request_id: UUID = Field(alias="requestId")
+    request_id: RequestId = Field(alias="requestId")
     conversation_id: UUID | None = Field(default=None, alias="conversationId")
-    text: str = Field(min_length=1)
+    text: Annotated[str, AfterValidator(_has_text)] = Field(min_length=1)
     options: ChatOptions = ChatOptions()
 
 
 class Resume(_Frame):
     action: Literal["resume"]
-    request_id: UUID = Field(alias="requestId")
+    request_id: RequestId = Field(alias="requestId")
     after_seq: int = Field(default=0, alias="afterSeq", ge=0)
 
 
 class Cancel(_Frame):
     action: Literal["cancel"]
-    request_id: UUID = Field(alias="requestId")
+    request_id: RequestId = Field(alias="requestId")
 
 
 class Ping(_Frame):
@@ -180,9 +213,8 @@ def parse_client_frame(body: str | None) -> SendMessage | Resume | Cancel | Ping
         raise BadRequest(
             f"Unknown action {str(action)[:40]!r}; expected sendMessage, resume, cancel or ping."
         )
-    text = value.get("text")
-    if action == "sendMessage" and isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
-        raise TooLarge(f"The message text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")
+    if action == "sendMessage":
+        check_text_size(value.get("text"))
     where = first_control(value)
     if where:
         raise BadRequest(f"Invalid {action} frame: {where}: control characters such as NUL are not allowed.")
@@ -190,6 +222,23 @@ def parse_client_frame(body: str | None) -> SendMessage | Resume | Cancel | Ping
         return _client_frame.validate_python(value)
     except ValidationError as exc:
         raise BadRequest(f"Invalid {action} frame: {_describe(exc)}.") from None
+
+
+def check_text_size(text: Any) -> None:
+    """TOO_LARGE for a user turn over MAX_TEXT_CHARS; checked before validation so that the error is
+    TOO_LARGE rather than BAD_REQUEST."""
+    if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+        raise TooLarge(f"The message text has {len(text)} characters; the limit is {MAX_TEXT_CHARS}.")
+
+
+def send_message(value: dict[str, Any]) -> SendMessage:
+    """A sendMessage that came by another door (the OpenAI-compatible route), held to the same limits
+    as a frame and refused with the same one-sentence errors."""
+    check_text_size(value.get("text"))
+    try:
+        return SendMessage.model_validate(value)
+    except ValidationError as exc:
+        raise BadRequest(f"Invalid message: {_describe(exc)}.") from None
 
 
 def parse_server_frame(data: str | bytes) -> ServerFrame:

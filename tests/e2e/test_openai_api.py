@@ -166,3 +166,21 @@ def test_the_tenants_adapter_reaches_the_model(service: Service) -> None:
             model="local-extractive", messages=[{"role": "user", "content": f"hello {uuid.uuid4()}"}]
         )
     assert "model" in str(refused.value).lower()
+
+
+def test_the_text_limit_and_bad_text_are_refused_with_a_reason(service: Service) -> None:
+    """The same limits as a sendMessage frame (docs/protocol.md): 32,001 characters are TOO_LARGE (the
+    route stored 100,000), a lone surrogate a 400 (it was a 500)."""
+    headers = {"Authorization": f"Bearer {service.token(user='limits', tenant=TENANT)}",
+               "Content-Type": "application/json"}
+    url = f"{service.base}/v1/chat/completions"
+
+    def post(content: str) -> httpx.Response:
+        # The text as raw JSON, so that a lone surrogate's escape reaches the service as sent.
+        body = '{"model": "local-extractive", "messages": [{"role": "user", "content": "' + content + '"}]}'
+        return httpx.post(url, headers=headers, content=body, timeout=60)
+
+    too_long = post("x" * 32_001)
+    assert too_long.status_code == 413 and too_long.json()["error"]["code"] == "TOO_LARGE"
+    surrogate = post("hi \\ud800")
+    assert surrogate.status_code == 400 and surrogate.json()["error"]["code"] == "BAD_REQUEST"

@@ -90,3 +90,59 @@ def test_a_citation_snippet_is_one_line_cut_at_a_word_within_the_limit() -> None
     assert "\n" not in snippet and len(snippet) <= protocol.SNIPPET_CHARS and snippet.endswith("…")
     assert snippet.startswith("First line word word") and not snippet[:-1].endswith(" wor")
     assert _snippet("short  passage") == "short passage"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [RID.upper(), "{" + RID + "}", RID.replace("-", ""), "urn:uuid:" + RID],
+)
+@pytest.mark.parametrize("action", ["sendMessage", "resume", "cancel"])
+def test_a_request_id_in_another_spelling_is_refused_not_echoed_changed(spelling: str, action: str) -> None:
+    """The server's frames carry the canonical form; a client matching them against an uppercase or
+    braced id would wait for ever, so such an id is a BAD_REQUEST that says which form to send."""
+    frame = {"action": action, "requestId": spelling, "text": "hi", "afterSeq": 0}
+    frame = {k: v for k, v in frame.items() if k in {"action", "requestId"} | _FIELDS[action]}
+    with pytest.raises(BadRequest, match="lowercase with hyphens"):
+        protocol.parse_client_frame(json.dumps(frame))
+
+
+_FIELDS = {"sendMessage": {"text"}, "resume": {"afterSeq"}, "cancel": set()}
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"maxTokens": "5"}, "maxTokens"),
+        ({"maxTokens": 5.0}, "maxTokens"),
+        ({"rag": "yes"}, "rag"),
+        ({"rag": 1}, "rag"),
+        ({"temperature": "0.5"}, "temperature"),
+    ],
+)
+def test_options_are_not_coerced(options: dict[str, object], fragment: str) -> None:
+    frame = {"action": "sendMessage", "requestId": RID, "text": "hi", "options": options}
+    with pytest.raises(BadRequest, match=fragment):
+        protocol.parse_client_frame(json.dumps(frame))
+
+
+def test_options_of_the_right_types_pass_and_an_integer_temperature_is_a_number() -> None:
+    frame = {"action": "sendMessage", "requestId": RID, "text": "hi",
+             "options": {"maxTokens": 5, "temperature": 1, "topP": 0.9, "rag": False, "model": "m"}}
+    parsed = protocol.parse_client_frame(json.dumps(frame))
+    assert isinstance(parsed, protocol.SendMessage) and parsed.options.temperature == 1.0
+
+
+def test_text_of_only_whitespace_is_refused() -> None:
+    with pytest.raises(BadRequest, match="visible text"):
+        protocol.parse_client_frame(json.dumps({"action": "sendMessage", "requestId": RID, "text": " \n\t "}))
+
+
+def test_a_message_by_another_door_has_the_frames_limits_and_errors() -> None:
+    """The OpenAI-compatible route builds its sendMessage with `send_message`: 32,001 characters are
+    TOO_LARGE (it stored 100,000), a lone surrogate a BAD_REQUEST (it was a 500)."""
+    base = {"action": "sendMessage", "requestId": RID}
+    with pytest.raises(TooLarge, match="32000"):
+        protocol.send_message({**base, "text": "x" * (protocol.MAX_TEXT_CHARS + 1)})
+    with pytest.raises(BadRequest, match="text"):
+        protocol.send_message({**base, "text": "hi \ud800"})
+    assert protocol.send_message({**base, "text": "x" * protocol.MAX_TEXT_CHARS}).text

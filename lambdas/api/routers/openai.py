@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -111,7 +112,7 @@ def chat_completions(
     connection_id = f"openai-{rid}"
     options = {"maxTokens": body.max_tokens or body.max_completion_tokens, "temperature": body.temperature,
                "topP": body.top_p, "model": model}
-    msg = protocol.SendMessage.model_validate({
+    msg = protocol.send_message({
         "action": "sendMessage",
         "requestId": rid,
         "conversationId": str(body.conversation_id) if body.conversation_id else None,
@@ -121,12 +122,13 @@ def chat_completions(
     conversation_id = _accept(d, caller, msg, connection_id, body)
     head = {"id": f"chatcmpl-{rid.replace('-', '')}", "created": int(time.time()), "model": model,
             "conversation_id": conversation_id}
-    frames = _frames(d, rid, deadline_s=d.settings.model_timeout_s * 2 + 60)
+    deadline_s = d.settings.model_timeout_s * 2 + 60
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_sse(d, rid, head, frames, usage), media_type="text/event-stream",
+        chunks = _sse(d, rid, head, _frames_async(d, rid, deadline_s), usage)
+        return StreamingResponse(chunks, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    return JSONResponse(_whole(head, frames))
+    return JSONResponse(_whole(head, _frames(d, rid, deadline_s)))
 
 
 def _accept(
@@ -149,20 +151,43 @@ def _accept(
     return record.conversation_id
 
 
+def _new_frames(d: Deps, rid: str, seen: int) -> list[protocol.ServerFrame]:
+    """The frames the worker published for the request after the first `seen`."""
+    return [protocol.parse_server_frame(item) for item in (d.cache.replay(rid) or [])[seen:]]
+
+
+def _late(rid: str) -> protocol.Error:
+    return protocol.error_frame(Internal("The answer did not arrive in time; please retry."), rid)
+
+
 def _frames(d: Deps, rid: str, deadline_s: float) -> Iterator[protocol.ServerFrame]:
     """The request's frames as the worker publishes them, up to and including `done` or `error`."""
     seen = 0
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        raw = d.cache.replay(rid) or []
-        for item in raw[seen:]:
-            frame = protocol.parse_server_frame(item)
+        for frame in (new := _new_frames(d, rid, seen)):
             yield frame
             if isinstance(frame, protocol.Done | protocol.Error):
                 return
-        seen = len(raw)
+        seen += len(new)
         time.sleep(POLL_S)
-    yield protocol.error_frame(Internal("The answer did not arrive in time; please retry."), rid)
+    yield _late(rid)
+
+
+async def _frames_async(d: Deps, rid: str, deadline_s: float) -> AsyncIterator[protocol.ServerFrame]:
+    """`_frames` on the event loop: the wait between polls is where a client's disconnect cancels the
+    response (Starlette cancels it on `http.disconnect`), within POLL_S rather than at the next frame
+    a thread would bring back."""
+    seen = 0
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for frame in (new := await anyio.to_thread.run_sync(_new_frames, d, rid, seen)):
+            yield frame
+            if isinstance(frame, protocol.Done | protocol.Error):
+                return
+        seen += len(new)
+        await anyio.sleep(POLL_S)
+    yield _late(rid)
 
 
 def _citations(done: protocol.Done) -> list[dict[str, Any]]:
@@ -196,9 +221,9 @@ def _whole(head: dict[str, Any], frames: Iterator[protocol.ServerFrame]) -> dict
     raise Internal("The answer ended without an outcome; please retry.")
 
 
-def _sse(
-    d: Deps, rid: str, head: dict[str, Any], frames: Iterator[protocol.ServerFrame], include_usage: bool
-) -> Iterator[bytes]:
+async def _sse(
+    d: Deps, rid: str, head: dict[str, Any], frames: AsyncIterator[protocol.ServerFrame], include_usage: bool
+) -> AsyncIterator[bytes]:
     def event(obj: dict[str, Any]) -> bytes:
         return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
 
@@ -209,7 +234,7 @@ def _sse(
     finished = False
     try:
         yield chunk({"role": "assistant", "content": ""}, None)
-        for frame in frames:
+        async for frame in frames:
             if isinstance(frame, protocol.Delta):
                 yield chunk({"content": frame.text}, None)
             elif isinstance(frame, protocol.Error):
@@ -228,5 +253,5 @@ def _sse(
                                  "usage": _usage(frame)})
         yield b"data: [DONE]\n\n"
     finally:
-        if not finished:  # the client went away: stop generating for nobody
-            d.cache.request_cancel(rid, d.settings.delta_ttl_s)
+        if not finished:  # the client went away (the response was cancelled): stop generating for nobody
+            d.cache.request_cancel(rid, d.settings.delta_ttl_s)  # one quick Redis write, no await here
