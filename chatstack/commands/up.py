@@ -162,6 +162,27 @@ def up(
     except KeyboardInterrupt:  # a second Ctrl+C during shutdown: no traceback, just the usual status
         raise SystemExit(130) from None
     click.echo("chatstack stopped.", err=True)
+    _abandon_lingering_work()
+
+
+def _abandon_lingering_work(grace_s: float = 2.0) -> None:
+    """Exit even if a request's thread is still working. A sync route runs on a worker thread that the
+    interpreter waits for at exit, so an upload being indexed for a client that has gone kept the
+    process busy for minutes after "chatstack stopped."; its database is stopped by now, and its open
+    transaction rolled back with it, so nothing of it is half-written."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + grace_s
+    waited = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in waited:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t for t in waited if t.is_alive()]
+    if left:
+        click.echo(f"Abandoned {len(left)} request(s) still running at shutdown.", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _model_server_args(
