@@ -358,13 +358,23 @@ def list_messages(
     ).fetchall()
 
 
-def delete_conversation(conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str) -> None:
+def delete_conversation(conn: Conn, *, tenant_id: str, user_id: str, conversation_id: str) -> list[str]:
+    """Delete the caller's conversation with its messages; the requestIds of its messages that have no
+    answer yet (or a failed one, which a retry may be generating), whose generations should stop."""
+    unanswered = conn.execute(
+        "SELECT u.request_id FROM messages u JOIN conversations c ON c.id = u.conversation_id"
+        " WHERE c.id = %s AND c.tenant_id = %s AND c.user_id = %s AND u.role = 'user'"
+        " AND NOT EXISTS (SELECT 1 FROM messages a WHERE a.request_id = u.request_id"
+        " AND a.role = 'assistant' AND a.finish_reason <> 'error')",
+        (conversation_id, tenant_id, user_id),
+    ).fetchall()
     deleted = conn.execute(
         "DELETE FROM conversations WHERE id = %s AND tenant_id = %s AND user_id = %s RETURNING id",
         (conversation_id, tenant_id, user_id),
     ).fetchone()
     if deleted is None:
         raise NotFound("No such conversation.")
+    return [str(r["request_id"]) for r in unanswered]
 
 
 def rename_conversation(

@@ -115,6 +115,22 @@ async def test_cancel_stops_the_generation(service: Service) -> None:
     assert reply.done is not None and reply.done.finish_reason == "cancelled"
 
 
+async def test_deleting_the_conversation_stops_its_answer(service: Service) -> None:
+    """An answer whose conversation is deleted mid-stream has nowhere to be stored: it stops (ending
+    `cancelled`) rather than running on at the model's cost."""
+    token = service.token(user="u-delete-mid")
+    long_text = " ".join(f"Deleting sentence {i} mentions deletion." for i in range(30))
+    async with await ChatClient.connect(service.websocket, token=token) as client:
+        reply = await client.send(long_text + " What about deletion?", options={"maxTokens": 400})
+        conversation = (await reply.ack).conversation_id
+        async for _piece in reply:
+            with rest(service, token) as api:
+                assert api.delete(f"/v1/conversations/{conversation}").status_code == 204
+            break
+        await reply.text()
+    assert reply.done is not None and reply.done.finish_reason == "cancelled"
+
+
 async def test_many_concurrent_chats_all_complete(service: Service) -> None:
     async def chat(i: int) -> str:
         async with await ChatClient.connect(service.websocket, token=service.token(user=f"u-many-{i}")) as c:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
 
 from lambdas.adapters import chat_repo
-from lambdas.api.deps import CacheDep, ChatCallerDep, DatabaseDep
+from lambdas.api.deps import CacheDep, ChatCallerDep, DatabaseDep, DepsDep
 from lambdas.errors import BadRequest
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -141,13 +143,18 @@ def list_messages(
 
 @router.delete("/{conversation_id}", status_code=204, response_class=Response)
 def delete_conversation(
-    conversation_id: UUID, caller: ChatCallerDep, db: DatabaseDep, cache: CacheDep
+    conversation_id: UUID, caller: ChatCallerDep, db: DatabaseDep, cache: CacheDep, d: DepsDep
 ) -> Response:
+    """Delete the conversation; answers still being generated for it stop (they would be metered and
+    then discarded: there is nowhere to store them)."""
     with db.transaction() as conn:
-        chat_repo.delete_conversation(
+        unanswered = chat_repo.delete_conversation(
             conn, tenant_id=caller.tenant_id, user_id=caller.user_id, conversation_id=str(conversation_id)
         )
     cache.drop_history(str(conversation_id))
+    for request_id in unanswered:
+        with contextlib.suppress(RedisError):  # best effort: the answer is discarded either way
+            cache.request_cancel(request_id, d.settings.delta_ttl_s)
     return Response(status_code=204)
 
 
