@@ -246,6 +246,12 @@ def preflight(region: str | None, config_file: Path | None, profile: str | None)
     """Check an AWS account and region before `cdk deploy`: quotas, bootstrap, weights, secrets."""
     import os
 
+    from chatstack.commands._cdk import CdkUnavailable, ensure_cdk_config
+
+    try:
+        ensure_cdk_config("preflight")
+    except CdkUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     from cdk.config import ConfigError, load_config
 
     path = config_file or Path(os.environ.get("CHATSTACK_CDK_CONFIG") or "cdk.config.example.json")

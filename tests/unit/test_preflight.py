@@ -169,3 +169,24 @@ def test_the_command_is_registered_and_has_help() -> None:
 
     result = CliRunner().invoke(main, ["preflight", "--help"])
     assert result.exit_code == 0 and "--region" in result.output and "--config" in result.output
+
+
+@pytest.mark.parametrize("command", [["preflight"], ["plan", "--users", "100"]])
+def test_the_installed_script_reads_the_config_outside_the_checkout(command: list[str], tmp_path: Path) -> None:
+    """The console script, run from a directory that is not the checkout, with no PYTHONPATH: preflight
+    imported `cdk.config` without putting the checkout on sys.path and died with a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "chatstack"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    config = ["--config", str(ROOT / "cdk.config.example.json")]
+    extra = ["--region", "mars-1"] if command == ["preflight"] else []
+    done = subprocess.run([str(script), *command, *config, *extra], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr
+    if command == ["preflight"]:
+        assert done.returncode == 2 and "mars-1 is not one of the config's regions" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr
