@@ -79,3 +79,26 @@ def require_service(data_dir: Path) -> RunningService:
             f"`chatstack up --data-dir {data_dir}` or point {DATA_DIR_ENV} at the running one's."
         )
     return service
+
+
+def check_tenant_option(tenant: str, hint: str = "--tenant") -> None:
+    """The service's rule for tenant ids (docs/identity.md): what a command writes for another id would
+    never be reachable, or would be reachable only by a key the JWT path refuses."""
+    from lambdas.validation import valid_tenant_id
+
+    if not valid_tenant_id(tenant):
+        raise click.BadParameter(
+            "a tenant id is 1 to 128 lower-case letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit.",
+            param_hint=hint,
+        )
+
+
+def check_user_option(user: str, hint: str = "--user") -> None:
+    from lambdas.validation import valid_user_id
+
+    if not valid_user_id(user):
+        raise click.BadParameter(
+            "a user id is 1 to 256 characters with no control characters and no blanks at either end.",
+            param_hint=hint,
+        )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chatstack.commands._local import data_dir_option, require_service
+from chatstack.commands._local import check_tenant_option, data_dir_option, require_service
 from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, MIME_BY_SUFFIX
 
 if TYPE_CHECKING:
@@ -80,8 +80,7 @@ def ingest(paths: tuple[str, ...], tenant: str, data_dir: Path, database_url: st
     """Index the documents at PATHS (files or directories) for retrieval."""
     from tqdm import tqdm
 
-    if not tenant.strip() or len(tenant) > 128:
-        raise click.BadParameter("must be 1 to 128 characters.", param_hint="--tenant")
+    check_tenant_option(tenant)
     if not database_url:
         require_service(data_dir)
     outcome = Outcome()

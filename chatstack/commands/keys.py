@@ -12,13 +12,13 @@ from uuid import UUID
 
 import click
 
-from chatstack.commands._local import data_dir_option, require_service
+from chatstack.commands._local import check_tenant_option, data_dir_option, require_service
 from lambdas.adapters.auth import Identity
 
 if TYPE_CHECKING:
     from lambdas.services.api_keys import ApiKeyService
 
-SCOPES = ("chat", "finance", "admin")
+SCOPES = ("chat", "finance", "admin", "documents:write")  # lambdas.services.api_keys.KNOWN_SCOPES
 DATA_DIR = data_dir_option  # ignored when DATABASE_URL is set
 TENANT = click.option("--tenant", required=True, help="The tenant the keys belong to.")
 
@@ -43,11 +43,6 @@ def _service(data_dir: Path) -> Iterator[ApiKeyService]:
         deps.db.close()
 
 
-def _check_tenant(tenant: str) -> None:
-    if not tenant.strip() or len(tenant) > 128:
-        raise click.BadParameter("must be 1 to 128 characters.", param_hint="--tenant")
-
-
 @click.group()
 def keys() -> None:
     """Manage API keys (the REST API offers the same under /v1/api-keys)."""
@@ -64,7 +59,7 @@ def create(tenant: str, name: str, scopes: tuple[str, ...], expires_days: int | 
     """Create a key and print it (the only time it is shown)."""
     from lambdas.errors import ChatError
 
-    _check_tenant(tenant)
+    check_tenant_option(tenant)
     wanted = list(scopes or ("chat",))
     # The operator acts for the tenant with every scope: this is how the first admin key is made.
     operator = Identity(tenant_id=tenant, user_id="cli", scopes=frozenset(SCOPES))
@@ -83,7 +78,7 @@ def create(tenant: str, name: str, scopes: tuple[str, ...], expires_days: int | 
 @DATA_DIR
 def list_keys(tenant: str, data_dir: Path) -> None:
     """List the tenant's keys (never their secrets)."""
-    _check_tenant(tenant)
+    check_tenant_option(tenant)
     with _service(data_dir) as service:
         rows = service.list(tenant)
     if not rows:
@@ -109,7 +104,7 @@ def revoke(key_id: str, tenant: str, data_dir: Path) -> None:
     except ValueError:
         raise click.BadParameter("must be a key id as `chatstack keys list` prints it.",
                                  param_hint="KEY_ID") from None
-    _check_tenant(tenant)
+    check_tenant_option(tenant)
     with _service(data_dir) as service:
         try:
             service.revoke(tenant, str(key_uuid))

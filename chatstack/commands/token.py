@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from chatstack.commands._local import data_dir_option, require_service
+from chatstack.commands._local import check_tenant_option, check_user_option, data_dir_option, require_service
+from chatstack.commands.keys import SCOPES
 
 
 @click.command()
@@ -16,7 +17,8 @@ from chatstack.commands._local import data_dir_option, require_service
     "--scope",
     "scopes",
     multiple=True,
-    help="A scope, repeatable (chat, admin, finance, documents:write). Default: chat.",
+    type=click.Choice(SCOPES),
+    help="A scope, repeatable. Default: chat.",
 )
 @click.option(
     "--ttl", default=3600, show_default=True, type=click.IntRange(1, 30 * 24 * 3600), help="Seconds."
@@ -26,9 +28,8 @@ def token(user: str, tenant: str, scopes: tuple[str, ...], ttl: int, data_dir: P
     """Print a development JWT for USER in TENANT."""
     from chatstack.local.identity import DEFAULT_SCOPES, DevIdentity
 
-    for value, name in ((user, "--user"), (tenant, "--tenant")):
-        if not value.strip() or len(value) > 128:
-            raise click.BadParameter("must be 1 to 128 characters.", param_hint=name)
+    check_user_option(user)
+    check_tenant_option(tenant)  # the service refuses a token for any other id (401)
     from lambdas.config import get_settings
 
     longest = get_settings().auth_max_token_lifetime_s

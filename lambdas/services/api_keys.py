@@ -21,6 +21,7 @@ from lambdas.adapters.auth import Identity
 from lambdas.adapters.identity_repo import ApiKeyRow
 from lambdas.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from lambdas.runtime import Deps
+from lambdas.validation import valid_tenant_id
 
 KEY_PREFIX = "csk_"
 LOOKUP_CHARS = 12
@@ -86,6 +87,8 @@ class ApiKeyService:
         self, creator: Identity, *, name: str, scopes: list[str], expires_in_days: int | None
     ) -> CreatedKey:
         """A new key in the creator's tenant, holding at most the creator's own scopes."""
+        if not valid_tenant_id(creator.tenant_id):  # the CLI's operator: the JWT path refuses such ids
+            raise BadRequest("A tenant id is lower-case letters, digits, '.', '_' or '-' (1 to 128).")
         name = name.strip()
         if not name or len(name) > 100 or not name.isprintable():
             raise BadRequest("The key name must be 1 to 100 printable characters.")

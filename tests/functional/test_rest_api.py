@@ -155,6 +155,17 @@ def test_an_admin_cannot_mint_a_key_with_scopes_it_lacks(api: Api) -> None:
     assert r.status_code == 403 and api.client.get("/v1/api-keys", headers=admin).json()["items"] == []
 
 
+def test_a_key_may_hold_every_scope_its_creator_has_and_types_are_not_coerced(api: Api) -> None:
+    """Four scopes exist; the body's list was capped at three. "5" is not a number of days."""
+    owner = api.bearer("root", tenant(), "admin", "chat", "finance", "documents:write")
+    every = ["admin", "chat", "documents:write", "finance"]
+    r = api.client.post("/v1/api-keys", headers=owner, json={"name": "all", "scopes": every})
+    assert r.status_code == 201, r.text
+    assert sorted(r.json()["scopes"]) == every
+    r = api.client.post("/v1/api-keys", headers=owner, json={"name": "str", "expiresInDays": "5"})
+    assert r.status_code == 400 and "expiresInDays" in r.json()["error"]["message"]
+
+
 def test_a_finance_user_reads_usage_totals_by_day_user_and_model_as_json_and_csv(api: Api) -> None:
     t = tenant()
     usage_row(api, t, "alice", "llama-8b", (100, 50), "0.0015")

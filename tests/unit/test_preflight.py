@@ -172,7 +172,7 @@ def test_the_command_is_registered_and_has_help() -> None:
 
 
 @pytest.mark.parametrize("command", [["preflight"], ["plan", "--users", "100"]])
-def test_the_installed_script_reads_the_config_outside_the_checkout(command: list[str], tmp_path: Path) -> None:
+def test_the_installed_script_reads_the_config_elsewhere(command: list[str], tmp_path: Path) -> None:
     """The console script, run from a directory that is not the checkout, with no PYTHONPATH: preflight
     imported `cdk.config` without putting the checkout on sys.path and died with a traceback."""
     import os

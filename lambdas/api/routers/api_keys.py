@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lambdas.adapters.identity_repo import ApiKeyRow
 from lambdas.api.deps import Caller, DepsDep, require_scope
-from lambdas.services.api_keys import ApiKeyService
+from lambdas.services.api_keys import KNOWN_SCOPES, ApiKeyService
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"])
 AdminDep = Annotated[Caller, Depends(require_scope("admin"))]
@@ -26,8 +26,8 @@ class CreateKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    scopes: list[Scope] = Field(default_factory=_chat_only, min_length=1, max_length=3)
-    expiresInDays: int | None = Field(default=None, ge=1, le=3650)
+    scopes: list[Scope] = Field(default_factory=_chat_only, min_length=1, max_length=len(KNOWN_SCOPES))
+    expiresInDays: int | None = Field(default=None, ge=1, le=3650, strict=True)  # "5" is no number
 
 
 class ApiKey(BaseModel):
