@@ -9,6 +9,7 @@ when at least one file was ingested (or there was nothing to do), 1 when every f
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ def ingest(paths: tuple[str, ...], tenant: str, data_dir: Path, database_url: st
     outcome = Outcome()
     files = discover(paths, outcome)
     if files:
-        embedded, service = _service(data_dir, database_url)
+        embedded, service = _service(data_dir, database_url)  # one sentence when it cannot be used
         try:
             with tqdm(files, desc="Ingesting", unit="file", dynamic_ncols=True) as bar:
                 for path in bar:
@@ -111,7 +112,11 @@ def _ingest_one(service: IngestService, tenant: str, path: Path, outcome: Outcom
 
     name = str(path)
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block the read for ever
+            outcome.skipped.append((name, "not a regular file."))
+            return
+        size = info.st_size
         if size > service.max_bytes:
             outcome.skipped.append(
                 (name, f"the file is {size / 1e6:.1f} MB; the limit is {service.max_bytes / 1e6:.0f} MB.")
@@ -144,8 +149,17 @@ def _service(data_dir: Path, database_url: str | None) -> tuple[EmbeddedPostgres
 
         embedded = EmbeddedPostgres(data_dir / "pg")
         database_url = embedded.url
+    import psycopg
+
     db = Database(database_url, max_size=2)
-    db.migrate()
+    try:
+        db.migrate()
+    except psycopg.Error as exc:
+        db.close()
+        if embedded is not None:
+            embedded.close()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise click.ClickException(f"Cannot use the database: {reason}") from None
     settings = settings_from_env()
     service = IngestService(
         db, embedder_from_settings(settings), store_from_settings(settings, db), max_bytes=MAX_DOCUMENT_BYTES

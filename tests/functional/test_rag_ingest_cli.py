@@ -4,6 +4,8 @@ file is named with its reason, and nothing half-indexed remains."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -95,3 +97,41 @@ def test_the_exit_status_is_1_when_every_file_fails(tmp_path: Path, rag_pg_url: 
     )
     assert result.exit_code == 1
     assert "Skipped" in result.output and "2 skipped" in result.output
+
+
+def test_a_fifo_in_a_directory_is_skipped_and_the_rest_go_on(
+    tmp_path: Path, rag_pg_url: str, rag_db: Database, tenant: str
+) -> None:
+    """Reading a FIFO blocks until a writer comes: the command hung for good on `pipe.txt` and never
+    reached `z.md` (docs/rag.md: a file that cannot be ingested is named and skipped)."""
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "z.md").write_text("# Zucchini\nPick them small.")
+    # Should the command open the FIFO again, a writer answers it within 10 s: the test then fails on
+    # its assertions instead of hanging the suite.
+    threading.Thread(target=_answer_a_reader, args=(tmp_path / "pipe.txt",), daemon=True).start()
+    result = CliRunner().invoke(ingest, [str(tmp_path), "--tenant", tenant, "--database-url", rag_pg_url])
+    assert result.exit_code == 0, result.output
+    assert "pipe.txt: not a regular file." in result.output
+    assert [Path(d["source"]).name for d in document_rows(rag_db, tenant)] == ["z.md"]
+
+
+def _answer_a_reader(fifo: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO while nobody reads
+        except OSError:
+            time.sleep(0.1)
+            continue
+        os.write(fd, b"written to a pipe")
+        os.close(fd)
+        return
+
+
+def test_a_database_that_cannot_be_used_is_one_sentence(tmp_path: Path, tenant: str) -> None:
+    (tmp_path / "a.md").write_text("# A\nText.")
+    for url in ("postgresql://nobody@127.0.0.1:1/x", "notaurl"):
+        args = [str(tmp_path / "a.md"), "--tenant", tenant, "--database-url", url]
+        result = CliRunner().invoke(ingest, args)
+        assert result.exit_code == 1 and result.output.startswith("Error: Cannot use the database: ")
+        assert result.exception is None or isinstance(result.exception, SystemExit)
