@@ -74,6 +74,8 @@ def plan(
         _fail(str(error))
     except ValueError as error:  # cdk.config.ConfigError, importable only once the checkout is on sys.path
         _fail(f"Invalid deployment config: {error}")
+    except OSError as error:  # a directory, or a file it may not read
+        _fail(f"Cannot read the deployment config {error.filename}: {error.strerror}.")
     if fmt == "json":
         click.echo(json.dumps(plan_to_dict(result), indent=2))
     else:

@@ -82,6 +82,18 @@ class PlanInputs:
         for name, value in non_negative.items():
             if value < 0:
                 raise PlanError(f"The number of {name} must not be negative, not {value}.")
+        # Beyond these no figure means anything (no model takes a million tokens; a user sending more
+        # than a message a second is a load test), and the pacing's simulation would run for hours.
+        at_most = {
+            "users": (self.users, 1_000_000_000),
+            "messages per user per hour": (self.messages_per_user_per_hour, 3_600),
+            "input tokens": (self.input_tokens, 1_000_000),
+            "output tokens": (self.output_tokens, 1_000_000),
+            "reconnects per user per hour": (self.reconnects_per_user_per_hour, 3_600),
+        }
+        for name, (value, most) in at_most.items():
+            if not math.isfinite(value) or value > most:
+                raise PlanError(f"The number of {name} must be at most {most:,}, not {value}.")
         try:
             self.pacing()
         except ValueError as error:

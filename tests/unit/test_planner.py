@@ -231,6 +231,11 @@ def test_cli_json_output_parses() -> None:
         (["--users", "0"], "The number of users must be greater than zero, not 0.\n"),
         (["--users", "-3"], "The number of users must be greater than zero, not -3.\n"),
         (["--profile", "no-such-model"], "Unknown model profile 'no-such-model'"),
+        # These ran for ever (the pacing's simulation of a 10^12-token answer) or raised OverflowError.
+        (["--output-tokens", "1000000000000"], "output tokens must be at most 1,000,000"),
+        (["--messages-per-user-per-hour", "1e308"], "messages per user per hour must be at most 3,600"),
+        (["--messages-per-user-per-hour", "inf"], "messages per user per hour must be at most 3,600"),
+        (["--users", "2000000000"], "users must be at most 1,000,000,000"),
     ],
 )
 def test_cli_refuses_bad_input_with_one_sentence_and_exit_2(args: list[str], message: str) -> None:
@@ -238,6 +243,12 @@ def test_cli_refuses_bad_input_with_one_sentence_and_exit_2(args: list[str], mes
     assert result.exit_code == 2
     assert message in result.output
     assert result.output.count("\n") == 1
+
+
+def test_cli_refuses_a_config_that_is_a_directory(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["plan", "--config", str(tmp_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output == f"Cannot read the deployment config {tmp_path}: Is a directory.\n"
 
 
 def test_cli_refuses_a_missing_config_file(tmp_path: Path) -> None:
