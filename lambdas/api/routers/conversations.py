@@ -80,6 +80,10 @@ def list_conversations(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ConversationPage:
+    """The caller's conversations, the most recently active first, `limit` at a time; pass the page's
+    `nextCursor` as `cursor` for the next. The order is by last activity: a conversation that gets a
+    message while you page moves up to the first page and is not on a later one (page again from the
+    start, or keep the list by id, to see it). Messages page by `seq`, which never moves."""
     with db.transaction() as conn:
         rows = chat_repo.list_conversations(
             conn,
