@@ -24,6 +24,10 @@ MAX_USER_CHARS = 256
 
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 TENANT_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+TENANT_ID_RULE = (
+    "a tenant id is 1 to 128 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
+USER_ID_RULE = "a user id is 1 to 256 characters with no control characters and no blanks at either end"
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 

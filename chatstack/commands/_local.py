@@ -84,21 +84,14 @@ def require_service(data_dir: Path) -> RunningService:
 def check_tenant_option(tenant: str, hint: str = "--tenant") -> None:
     """The service's rule for tenant ids (docs/identity.md): what a command writes for another id would
     never be reachable, or would be reachable only by a key the JWT path refuses."""
-    from lambdas.validation import valid_tenant_id
+    from lambdas.validation import TENANT_ID_RULE, valid_tenant_id
 
     if not valid_tenant_id(tenant):
-        raise click.BadParameter(
-            "a tenant id is 1 to 128 lower-case letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit.",
-            param_hint=hint,
-        )
+        raise click.BadParameter(f"{TENANT_ID_RULE}.", param_hint=hint)
 
 
 def check_user_option(user: str, hint: str = "--user") -> None:
-    from lambdas.validation import valid_user_id
+    from lambdas.validation import USER_ID_RULE, valid_user_id
 
     if not valid_user_id(user):
-        raise click.BadParameter(
-            "a user id is 1 to 256 characters with no control characters and no blanks at either end.",
-            param_hint=hint,
-        )
+        raise click.BadParameter(f"{USER_ID_RULE}.", param_hint=hint)

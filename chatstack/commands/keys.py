@@ -13,12 +13,11 @@ from uuid import UUID
 import click
 
 from chatstack.commands._local import check_tenant_option, data_dir_option, require_service
-from lambdas.adapters.auth import Identity
+from lambdas.adapters.auth import SCOPES, Identity
 
 if TYPE_CHECKING:
     from lambdas.services.api_keys import ApiKeyService
 
-SCOPES = ("chat", "finance", "admin", "documents:write")  # lambdas.services.api_keys.KNOWN_SCOPES
 DATA_DIR = data_dir_option  # ignored when DATABASE_URL is set
 TENANT = click.option("--tenant", required=True, help="The tenant the keys belong to.")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from chatstack.commands._local import check_tenant_option, check_user_option, data_dir_option, require_service
-from chatstack.commands.keys import SCOPES
+from lambdas.adapters.auth import SCOPES
 
 
 @click.command()

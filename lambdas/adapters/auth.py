@@ -20,6 +20,7 @@ from lambdas.validation import valid_tenant_id, valid_user_id
 
 MAX_TOKEN_BYTES = 8192
 MAX_TENANT_CHARS = 128
+SCOPES = ("chat", "finance", "admin", "documents:write")  # every scope an identity may hold, in order
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from lambdas.adapters import identity_repo
-from lambdas.adapters.auth import Identity
+from lambdas.adapters.auth import SCOPES, Identity
 from lambdas.adapters.identity_repo import ApiKeyRow
 from lambdas.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from lambdas.runtime import Deps
-from lambdas.validation import valid_tenant_id
+from lambdas.validation import TENANT_ID_RULE, valid_tenant_id
 
 KEY_PREFIX = "csk_"
 LOOKUP_CHARS = 12
 SECRET_BYTES = 32
-KNOWN_SCOPES = frozenset({"chat", "finance", "admin", "documents:write"})
+KNOWN_SCOPES = frozenset(SCOPES)
 MAX_KEYS_LISTED = 1000
 _KEY_SHAPE = re.compile(r"^csk_([a-z2-7]{12})_([A-Za-z0-9_-]{43})$")
 # Compared against when the lookup id is unknown, so that both paths do the same work.
@@ -88,7 +88,7 @@ class ApiKeyService:
     ) -> CreatedKey:
         """A new key in the creator's tenant, holding at most the creator's own scopes."""
         if not valid_tenant_id(creator.tenant_id):  # the CLI's operator: the JWT path refuses such ids
-            raise BadRequest("A tenant id is lower-case letters, digits, '.', '_' or '-' (1 to 128).")
+            raise BadRequest(f"{TENANT_ID_RULE[0].upper()}{TENANT_ID_RULE[1:]}.")
         name = name.strip()
         if not name or len(name) > 100 or not name.isprintable():
             raise BadRequest("The key name must be 1 to 100 printable characters.")
