@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -96,3 +98,31 @@ def test_every_handler_imports_without_what_its_bundle_leaves_out(spec: wiring.F
     blocked = blocked_modules(excluded_for(spec, opensearch=True))
     result = import_blocked(spec.module, blocked, check=False)
     assert result.returncode == 0, result.stderr[-800:]
+
+
+
+def imported_by(script: str) -> set[str]:
+    """The modules a fresh interpreter holds after running `script` (imports: a cold start)."""
+    code = script + "\nimport sys\nprint(','.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return set(result.stdout.strip().split(","))
+
+
+def test_no_function_loads_the_xray_sdk_at_cold_start() -> None:
+    """Lambda's active tracing records each invocation without it; loading it cost about 0.3 s of CPU
+    per cold start (lambdas/observability.py). All handlers in one interpreter: none may pull it in."""
+    imported = imported_by("\n".join(f"import {spec.module}" for spec in wiring.FUNCTIONS))
+    assert "aws_xray_sdk" not in imported and wiring.WORKER.module in imported
+
+
+def test_the_cognito_trigger_opens_no_client_at_cold_start() -> None:
+    """Cognito fails a sign-in whose Pre Token Generation trigger takes more than 5 seconds
+    (https://docs.aws.amazon.com/cognito/latest/developerguide/cognito-user-pools-working-with-lambda-triggers.html),
+    and the trigger runs in 128 MB: it imports no AWS SDK, database or Redis driver."""
+    imported = imported_by(f"import {wiring.PRE_TOKEN.module}")
+    # Powertools imports botocore's package for its user agent, not its clients.
+    heavy = {"boto3", "botocore.client", "botocore.session", "psycopg", "redis", "aws_xray_sdk", "jwt"}
+    assert not imported & heavy, imported & heavy
+    assert wiring.PRE_TOKEN.module in imported

@@ -57,6 +57,9 @@ _QUERY_CODES = {  # the former Query-protocol codes boto3 maps back to modeled e
 _INVALID_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _FIFO_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _BATCH_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,80}")
+# An X-Ray trace header names its trace: Root=1-<8 hex: epoch seconds>-<24 hex>
+# (https://docs.aws.amazon.com/xray/latest/devguide/xray-concepts.html#xray-concepts-tracingheader).
+_TRACE_HEADER = re.compile(r"(?:^|;)\s*Root=1-[0-9a-f]{8}-[0-9a-f]{24}(?:;|$)")
 
 
 class SqsError(Exception):
@@ -77,6 +80,7 @@ class _Message:
     sequence_number: str
     sent_ms: int
     attributes: dict[str, dict[str, Any]]
+    trace_header: str = ""  # the AWSTraceHeader system attribute, if the sender set one
     receive_count: int = 0
     first_receive_ms: int = 0
 
@@ -94,6 +98,7 @@ class _Message:
                 "SequenceNumber": self.sequence_number,
                 "MessageGroupId": self.group_id,
                 "MessageDeduplicationId": self.deduplication_id,
+                **({"AWSTraceHeader": self.trace_header} if self.trace_header else {}),
             },
             "messageAttributes": self.attributes,
             "md5OfBody": hashlib.md5(self.body.encode()).hexdigest(),
@@ -275,6 +280,8 @@ class LocalSqs:
         attributes, attributes_md5, attributes_size = _message_attributes(
             params.get("MessageAttributes") or {}
         )
+        trace_header, system_md5 = _system_attributes(params.get("MessageSystemAttributes") or {})
+        # A system attribute does not count towards the message's size (SendMessage's documentation).
         if len(body.encode()) + attributes_size > self.max_message_bytes:
             raise SqsError(
                 "InvalidParameterValue",
@@ -314,6 +321,7 @@ class LocalSqs:
                 sequence_number=str(self._sequence),
                 sent_ms=int(time.time() * 1000),
                 attributes=attributes,
+                trace_header=trace_header,
             )
             self._deduplication[f"{target}:{deduplication_id}"] = (time.monotonic(), message)
             self._enqueue(target, message)
@@ -324,6 +332,8 @@ class LocalSqs:
         }
         if attributes_md5:
             result["MD5OfMessageAttributes"] = attributes_md5
+        if system_md5:
+            result["MD5OfMessageSystemAttributes"] = system_md5
         return result
 
     def _deduplicated(self, target: str, deduplication_id: str) -> _Message | None:
@@ -547,6 +557,29 @@ def _message_attributes(raw: dict[str, Any]) -> tuple[dict[str, dict[str, Any]],
             "dataType": data_type,
         }
     return converted, (digest.hexdigest() if converted else None), size
+
+
+def _system_attributes(raw: dict[str, Any]) -> tuple[str, str | None]:
+    """The trace header of `MessageSystemAttributes` and its MD5 (as SQS computes message attributes').
+    SendMessage's documentation: the only system attribute is `AWSTraceHeader`, of type `String`, a
+    correctly formatted X-Ray trace header."""
+    if not isinstance(raw, dict):
+        raise SqsError("InvalidParameterValue", "MessageSystemAttributes must be a map.")
+    unknown = sorted(set(raw) - {"AWSTraceHeader"})
+    if unknown:
+        raise SqsError("InvalidParameterValue", f"Message system attribute name '{unknown[0]}' is invalid.")
+    if not raw:
+        return "", None
+    value = raw["AWSTraceHeader"]
+    if not isinstance(value, dict) or value.get("DataType") != "String":
+        raise SqsError("InvalidParameterValue", "The AWSTraceHeader system attribute must be of type String.")
+    header = value.get("StringValue")
+    if not isinstance(header, str) or not _TRACE_HEADER.search(header):
+        raise SqsError(
+            "InvalidParameterValue", f"Value {header!r} for AWSTraceHeader is not an X-Ray trace header."
+        )
+    _, digest, _ = _message_attributes({"AWSTraceHeader": value})
+    return header, digest
 
 
 def _error_response(error: SqsError) -> Response:

@@ -14,6 +14,7 @@ for five minutes.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ from lambdas.adapters.http1 import NoAnswer
 from lambdas.adapters.signed_http import SignedEndpoint
 
 SERVICE = "sqs"
+# Lambda sets this to the invocation's X-Ray trace header when the function has active tracing.
+TRACE_HEADER_ENV = "_X_AMZN_TRACE_ID"
 SEND_HEADERS = {
     "X-Amz-Target": "AmazonSQS.SendMessage",
     "Content-Type": "application/x-amz-json-1.0",
@@ -65,7 +68,7 @@ class JobQueue:
             )
 
     def signed_send(
-        self, params: dict[str, str], now: datetime | None = None
+        self, params: dict[str, Any], now: datetime | None = None
     ) -> tuple[str, bytes, dict[str, str]]:
         """The path, body and headers of the SendMessage request boto3 would make with `params`."""
         if self._direct is None:
@@ -74,13 +77,22 @@ class JobQueue:
         return path, body, self._direct.sign(path, body, SEND_HEADERS, now=now)
 
     def enqueue(self, job: dict[str, Any], *, group_id: str, deduplication_id: str) -> str:
-        """Send one job; the deduplication id makes a retried send harmless for five minutes."""
-        params = {
+        """Send one job; the deduplication id makes a retried send harmless for five minutes.
+
+        Under active tracing the job carries the sender's trace header as the `AWSTraceHeader` system
+        attribute, so the worker's invocation joins sendMessage's trace: the X-Ray SDK would add it to
+        boto3's calls, but this send does not go through boto3 and the functions load no SDK
+        (https://docs.aws.amazon.com/xray/latest/devguide/xray-services-sqs.html)."""
+        params: dict[str, Any] = {
             "QueueUrl": self.queue_url,
             "MessageBody": json.dumps(job, separators=(",", ":")),
             "MessageGroupId": group_id,
             "MessageDeduplicationId": deduplication_id,
         }
+        trace = os.environ.get(TRACE_HEADER_ENV)
+        if trace:
+            header = {"DataType": "String", "StringValue": trace}
+            params["MessageSystemAttributes"] = {"AWSTraceHeader": header}
         if self._direct is not None:
             path, body, headers = self.signed_send(params)
             try:

@@ -17,7 +17,7 @@ from lambdas import protocol
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.failures import dependency_down
 from lambdas.errors import ChatError, Internal
-from lambdas.observability import logger, metrics, tracer
+from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps, deps
 
 OK = {"statusCode": 200}
@@ -37,7 +37,6 @@ RouteFn = Callable[[WsRequest], protocol.ServerFrame | None]
 def ws_route(fn: RouteFn) -> Callable[[dict[str, Any], LambdaContext], dict[str, int]]:
     @logger.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
-    @tracer.capture_lambda_handler(capture_response=False)
     @functools.wraps(fn)
     def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
         ev = parse(event=event, model=APIGatewayWebSocketMessageEventModel)

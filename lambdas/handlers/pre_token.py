@@ -18,15 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.logging import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.config import get_settings
+from lambdas.observability import logger
 from lambdas.validation import valid_tenant_id
 
-# Not lambdas.observability: its tracer pulls in botocore, seconds of cold start on a 128 MB function,
-# and Cognito fails the sign-in when a trigger takes more than 5 seconds.
-logger = Logger(service="chatstack")
+# Cognito fails the sign-in when a trigger takes more than 5 seconds: this 128 MB function imports
+# nothing that opens a client (no botocore, no database or Redis driver); infra_tests/test_bundling.py
+# holds it to that.
 
 TENANT_ATTRIBUTE = "custom:tenant"
 # Cognito groups and the scope each grants (docs/identity.md); other groups grant nothing here. The

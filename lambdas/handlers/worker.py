@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.parser.models import SqsModel, SqsRecordMod
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas import wiring
-from lambdas.observability import logger, metrics, tracer
+from lambdas.observability import logger, metrics
 from lambdas.runtime import deps
 from lambdas.services.generation import GenerationService, Job
 
@@ -47,7 +47,6 @@ def _run_group(service: GenerationService, records: list[SqsRecordModel]) -> lis
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     batch = parse(event=event, model=SqsModel)
     groups: dict[str, list[SqsRecordModel]] = defaultdict(list)

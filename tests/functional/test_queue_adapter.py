@@ -9,7 +9,10 @@ Contracts checked:
   credentials, for the regional endpoint boto3 resolves itself and for local ones;
 - against the local SQS stand-in (real uvicorn, behind the run's SigV4 guard), a job arrives once with
   the body, group and deduplication id boto3 would have sent, and boto3's client is not called;
-- an answer other than 200 (a refused signature here) is handed to boto3, which raises SQS's error.
+- an answer other than 200 (a refused signature here) is handed to boto3, which raises SQS's error;
+- under Lambda's active tracing (`_X_AMZN_TRACE_ID` set), the job carries the trace header as the
+  `AWSTraceHeader` message system attribute, which SQS hands to the consuming function's event record
+  ("Amazon SQS and AWS X-Ray", X-Ray Developer Guide; SendMessage's MessageSystemAttributes).
 """
 
 from __future__ import annotations
@@ -44,7 +47,11 @@ class _Raw:
         return iter([b""])
 
 
-def boto3_request(endpoint: str | None, token: str | None) -> Any:
+TRACE = "Root=1-6745a1b2-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1"
+SYSTEM_ATTRIBUTES = {"AWSTraceHeader": {"DataType": "String", "StringValue": TRACE}}
+
+
+def boto3_request(endpoint: str | None, token: str | None, **extra: Any) -> Any:
     """The request boto3 would send (captured before it leaves; nothing goes on the network)."""
     client = boto3.client(
         "sqs", endpoint_url=endpoint, region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
@@ -59,23 +66,25 @@ def boto3_request(endpoint: str | None, token: str | None) -> Any:
     client.meta.events.register("before-send", capture)
     client.send_message(
         QueueUrl=QUEUE_URL, MessageBody=json.dumps(JOB, separators=(",", ":")),
-        MessageGroupId="conversation-1", MessageDeduplicationId="r-1",
+        MessageGroupId="conversation-1", MessageDeduplicationId="r-1", **extra,
     )
     return seen[0]
 
 
+@pytest.mark.parametrize("traced", [False, True])
 @pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzEJr//session+token="])
 @pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:8021/sqs", "https://sqs.example.com:8443"])
 def test_the_signed_send_is_the_request_boto3_sends(
-    monkeypatch: pytest.MonkeyPatch, endpoint: str | None, token: str | None
+    monkeypatch: pytest.MonkeyPatch, endpoint: str | None, token: str | None, traced: bool
 ) -> None:
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: FIXED)
-    expected = boto3_request(endpoint, token)
+    extra: dict[str, Any] = {"MessageSystemAttributes": SYSTEM_ATTRIBUTES} if traced else {}
+    expected = boto3_request(endpoint, token, **extra)
     queue = JobQueue(QUEUE_URL, region="eu-west-1", endpoint_url=endpoint or "",
                      credentials=Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI", token))
     params = {
         "QueueUrl": QUEUE_URL, "MessageBody": json.dumps(JOB, separators=(",", ":")),
-        "MessageGroupId": "conversation-1", "MessageDeduplicationId": "r-1",
+        "MessageGroupId": "conversation-1", "MessageDeduplicationId": "r-1", **extra,
     }
     path, body, headers = queue.signed_send(params, now=FIXED)
     url = urlsplit(expected.url)
@@ -149,3 +158,22 @@ async def test_a_refused_send_is_handed_to_boto3_and_raises_its_error(
     assert calls == ["SendMessage"]
     await sqs.wait_idle()
     assert received == []
+
+
+@pytest.mark.parametrize("trace", [TRACE, ""])
+async def test_under_active_tracing_the_job_carries_the_senders_trace_to_the_worker(
+    local_sqs: Any, monkeypatch: pytest.MonkeyPatch, trace: str
+) -> None:
+    """Lambda puts the invocation's trace header in `_X_AMZN_TRACE_ID`; SQS hands an AWSTraceHeader
+    system attribute to the consumer's event record, where Lambda continues the trace from it."""
+    sqs, run, received = local_sqs
+    queue, calls = adapter(monkeypatch, sqs, run)
+    if trace:
+        monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)
+    else:
+        monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    await asyncio.to_thread(queue.enqueue, JOB, group_id="conversation-1", deduplication_id="r-3")
+    await sqs.wait_idle()
+    (record,) = [r for event in received for r in event["Records"]]
+    assert record["attributes"].get("AWSTraceHeader") == (trace or None)
+    assert calls == []  # sent directly, not handed to boto3 (which a refused attribute would cause)

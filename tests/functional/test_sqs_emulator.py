@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -203,7 +204,45 @@ async def test_invalid_requests_get_sqs_errors_that_boto3_maps_to_its_exceptions
         await h.call("send_message_batch", QueueUrl=url, Entries=entries)
     with pytest.raises(h.client.exceptions.BatchEntryIdsNotDistinct):
         await h.call("send_message_batch", QueueUrl=url, Entries=[entries[0], entries[0]])
+    for system in (
+        {"AWSTraceHeader": {"DataType": "String", "StringValue": "not a trace header"}},
+        {"AWSTraceHeader": {"DataType": "Number", "StringValue": TRACE}},
+        {"SomethingElse": {"DataType": "String", "StringValue": TRACE}},
+    ):
+        assert await code_of(
+            "send_message", QueueUrl=url, MessageBody="x", MessageGroupId="g", MessageDeduplicationId="t",
+            MessageSystemAttributes=system,
+        ) == "InvalidParameterValue", system
     assert (await h.attributes(url))["ApproximateNumberOfMessages"] == "0"  # nothing half-written
+
+
+TRACE = "Root=1-6745a1b2-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1"
+
+
+async def test_a_trace_header_reaches_the_consumers_record_and_is_not_counted_in_the_size(
+    make_sqs: MakeSqs,
+) -> None:
+    """SendMessage: the only message system attribute is AWSTraceHeader (a String, an X-Ray trace
+    header), its size does not count towards the message's, and the answer carries
+    MD5OfMessageSystemAttributes, computed as for message attributes (the SQS Developer Guide,
+    "Calculating the MD5 message digest for message attributes"); the Lambda event record carries it
+    in `attributes`."""
+    batches = Batches()
+    h = await make_sqs(recording_worker(batches))
+    full = "x" * (256 * 1024)  # exactly the limit: the trace header must not push it over
+    sent = await h.call(
+        "send_message", QueueUrl=h.sqs.queue_url, MessageBody=full, MessageGroupId="g",
+        MessageDeduplicationId="t1",
+        MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String", "StringValue": TRACE}},
+    )
+    encoded = b"".join(
+        struct.pack(">I", len(part)) + part for part in (b"AWSTraceHeader", b"String")
+    ) + b"\x01" + struct.pack(">I", len(TRACE)) + TRACE.encode()
+    assert sent["MD5OfMessageSystemAttributes"] == hashlib.md5(encoded).hexdigest()
+    await h.sqs.wait_idle()
+    (record,) = batches.records
+    assert record["attributes"]["AWSTraceHeader"] == TRACE
+    assert record["messageAttributes"] == {}
 
 
 async def test_a_batch_send_reports_each_entry_and_enqueues_only_the_valid_ones(make_sqs: MakeSqs) -> None:
