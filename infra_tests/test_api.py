@@ -176,6 +176,8 @@ def test_function_policies_name_only_this_deployments_resources(synth: Synth, re
         )
     }
     embedders = {lambda_handler_path(wiring.WORKER), lambda_handler_path(wiring.REST_API)}
+    senders: set[str] = set()
+    describers: dict[str, set[str]] = {}
     for handler, function_id in functions.items():
         for statement in _role_policies(synth, api, function_id):
             actions = set(as_list(statement["Action"]))
@@ -199,10 +201,9 @@ def test_function_policies_name_only_this_deployments_resources(synth: Synth, re
                 expected = {f"arn:aws:sagemaker:{r}:{account}:endpoint/{name}-llm" for r in regions}
                 assert {render(a) for a in resources} == expected
             if "sqs:SendMessage" in actions:
-                # sendMessage enqueues; resume and the sweeper enqueue again a request whose worker died.
-                assert handler in {
-                    lambda_handler_path(f) for f in (wiring.SEND_MESSAGE, wiring.RESUME, wiring.SWEEPER)
-                }, handler
+                senders.add(handler)
+            if "sagemaker:DescribeEndpoint" in actions:
+                describers.setdefault(handler, set()).update(render(r) for r in resources)
             if "aoss:APIAccessAll" in actions:
                 assert handler in embedders, handler
                 own_data_stack = f"<import {name}-{region}-data:"
@@ -229,3 +230,15 @@ def test_function_policies_name_only_this_deployments_resources(synth: Synth, re
                         f":secretsmanager:{region}:{account}:secret:<ExportsReader",
                     )
                     assert any(part in text for part in own), text
+    # Exactly the functions that enqueue a generation job: sendMessage, the OpenAI-compatible
+    # completions of the REST function (the same pipeline), and resume and the sweeper, which enqueue
+    # again a request whose worker died. Each also needs the queue key's data-key actions (SSE-KMS:
+    # "Configuring AWS KMS permissions", SQS Developer Guide), which CDK's send grant adds.
+    assert senders == {
+        lambda_handler_path(f) for f in (wiring.SEND_MESSAGE, wiring.REST_API, wiring.RESUME, wiring.SWEEPER)
+    }
+    # /healthz (REST) reads this region's endpoint, and the fallback region's when this one does not
+    # serve (lambdas/adapters/model_health.py).
+    regions = {region, synth.config.fallback_region(region)}
+    llm = {f"arn:aws:sagemaker:{r}:{account}:endpoint/{name}-llm" for r in regions}
+    assert describers == {lambda_handler_path(wiring.REST_API): llm}

@@ -86,6 +86,13 @@ class Internal(ChatError):
     status = 500
 
 
+class AnswerTimeout(Internal):
+    """The caller's request ran out of time while its answer goes on (a Lambda behind API Gateway's
+    integration limit); the message says where the stored answer will be."""
+
+    status = 504
+
+
 BY_CODE: dict[str, type[ChatError]] = {
     cls.code: cls
     for cls in (

@@ -42,6 +42,10 @@ POSTS_TO_CONNECTIONS = (
 )
 # Functions that never open a database connection: they get no database secret (least privilege).
 NO_DATABASE = (wiring.PING, wiring.DEFAULT, wiring.DISCONNECT)
+# Functions that send generation jobs: sendMessage; the REST API's OpenAI-compatible completions
+# (lambdas/api/routers/openai.py, the same pipeline); resume and the sweeper, which enqueue again a
+# request whose worker died.
+ENQUEUERS = (wiring.SEND_MESSAGE, wiring.REST_API, wiring.RESUME, wiring.SWEEPER)
 # The Cognito trigger runs beside the user pool (identity stack), not in each region's API stack.
 # The failover function runs only in secondary regions, outside the VPC (observability stack).
 REGIONAL_FUNCTIONS = tuple(f for f in wiring.FUNCTIONS if f not in (wiring.PRE_TOKEN, wiring.FAILOVER))
@@ -201,8 +205,7 @@ class ApiStack(ChatstackStack):
             if name not in {spec.name for spec in NO_DATABASE}:
                 data.proxy.grant_connect(function, MASTER_USERNAME)
             data.redis_secret.grant_read(function)
-        # sendMessage enqueues; resume and the sweeper enqueue again a request whose worker died.
-        for spec in (wiring.SEND_MESSAGE, wiring.RESUME, wiring.SWEEPER):
+        for spec in ENQUEUERS:
             self.queue.queue.grant_send_messages(fns[spec.name])
         SweeperSchedule(self, "Sweeper", function=fns[wiring.SWEEPER.name])
         fns[wiring.WORKER.name].add_event_source(self.queue.event_source())
@@ -215,11 +218,12 @@ class ApiStack(ChatstackStack):
                 resources=self.endpoint_arns(config, (region, fallback_region), inference),
             )
         )
-        # The REST API's deep /healthz reads the endpoint's status (this region's endpoint only).
+        # The REST API's deep /healthz reads the endpoint's status, and the fallback region's when this
+        # region's does not serve (lambdas/adapters/model_health.py).
         fns[wiring.REST_API.name].add_to_role_policy(
             iam.PolicyStatement(
                 actions=["sagemaker:DescribeEndpoint"],
-                resources=self.endpoint_arns(config, (region,), inference),
+                resources=self.endpoint_arns(config, (region, fallback_region), inference),
             )
         )
         embedding_arn = (
@@ -268,7 +272,7 @@ class ApiStack(ChatstackStack):
                 },
             ],
         )
-        for spec in (wiring.SEND_MESSAGE, wiring.RESUME, wiring.SWEEPER):
+        for spec in ENQUEUERS:
             acknowledge(
                 fns[spec.name],
                 [

@@ -25,14 +25,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
 from lambdas.api.deps import ChatCallerDep, DepsDep
-from lambdas.errors import BY_CODE, BadRequest, Internal
+from lambdas.errors import BY_CODE, AnswerTimeout, BadRequest, ChatError, Internal
 from lambdas.runtime import Deps
 from lambdas.services import models as model_choice
 
@@ -100,7 +100,7 @@ def list_models(caller: ChatCallerDep, d: DepsDep) -> ModelList:
 
 @router.post("/chat/completions", response_model=None)
 def chat_completions(
-    caller: ChatCallerDep, d: DepsDep, body: Annotated[CompletionRequest, Body()]
+    request: Request, caller: ChatCallerDep, d: DepsDep, body: Annotated[CompletionRequest, Body()]
 ) -> JSONResponse | StreamingResponse:
     """Answer a chat, streamed as server-sent `chat.completion.chunk` events or whole."""
     model = model_choice.choose(d.settings, body.model).name
@@ -122,13 +122,41 @@ def chat_completions(
     conversation_id = _accept(d, caller, msg, connection_id, body)
     head = {"id": f"chatcmpl-{rid.replace('-', '')}", "created": int(time.time()), "model": model,
             "conversation_id": conversation_id}
-    deadline_s = d.settings.model_timeout_s * 2 + 60
+    deadline_s, timeout = _deadline(request, d, conversation_id)
+    late = protocol.error_frame(timeout, rid)
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        chunks = _sse(d, rid, head, _frames_async(d, rid, deadline_s), usage)
+        chunks = _sse(d, rid, head, _frames_async(d, rid, deadline_s, late), usage)
         return StreamingResponse(chunks, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-    return JSONResponse(_whole(head, _frames(d, rid, deadline_s)))
+    return JSONResponse(_whole(head, _frames(d, rid, deadline_s, late), late, timeout))
+
+
+# What an invocation keeps for itself after the wait: the answer's last poll and Mangum's response.
+INVOCATION_MARGIN_S = 2.0
+
+
+def _deadline(request: Request, d: Deps, conversation_id: str) -> tuple[float, ChatError]:
+    """How long to wait for the answer, and the error for when it does not come in time.
+
+    In Lambda (Mangum puts the invocation's context in the scope) the function's own timeout, 29 s
+    behind the HTTP API (whose integrations time out at 30 s: "Amazon API Gateway quotas", HTTP APIs),
+    usually comes first: the wait then stops short of it and answers a 504 that says where the answer,
+    which the worker goes on writing, will be. Otherwise (uvicorn, locally) the model's own timeouts
+    bound it."""
+    wanted = d.settings.model_timeout_s * 2 + 60
+    context = request.scope.get("aws.context")
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(remaining):
+        left = remaining() / 1000 - INVOCATION_MARGIN_S
+        if left < wanted:
+            message = (
+                f"The answer takes longer than this API waits ({max(0, round(left))} s); it goes on and is "
+                f"stored in conversation {conversation_id}: GET /v1/conversations/{conversation_id}/messages "
+                "returns it when it is done."
+            )
+            return max(0.0, left), AnswerTimeout(message)
+    return wanted, Internal("The answer did not arrive in time; please retry.")
 
 
 def _accept(
@@ -156,11 +184,7 @@ def _new_frames(d: Deps, rid: str, seen: int) -> list[protocol.ServerFrame]:
     return [protocol.parse_server_frame(item) for item in (d.cache.replay(rid) or [])[seen:]]
 
 
-def _late(rid: str) -> protocol.Error:
-    return protocol.error_frame(Internal("The answer did not arrive in time; please retry."), rid)
-
-
-def _frames(d: Deps, rid: str, deadline_s: float) -> Iterator[protocol.ServerFrame]:
+def _frames(d: Deps, rid: str, deadline_s: float, late: protocol.Error) -> Iterator[protocol.ServerFrame]:
     """The request's frames as the worker publishes them, up to and including `done` or `error`."""
     seen = 0
     deadline = time.monotonic() + deadline_s
@@ -171,10 +195,12 @@ def _frames(d: Deps, rid: str, deadline_s: float) -> Iterator[protocol.ServerFra
                 return
         seen += len(new)
         time.sleep(POLL_S)
-    yield _late(rid)
+    yield late
 
 
-async def _frames_async(d: Deps, rid: str, deadline_s: float) -> AsyncIterator[protocol.ServerFrame]:
+async def _frames_async(
+    d: Deps, rid: str, deadline_s: float, late: protocol.Error
+) -> AsyncIterator[protocol.ServerFrame]:
     """`_frames` on the event loop: the wait between polls is where a client's disconnect cancels the
     response (Starlette cancels it on `http.disconnect`), within POLL_S rather than at the next frame
     a thread would bring back."""
@@ -187,7 +213,7 @@ async def _frames_async(d: Deps, rid: str, deadline_s: float) -> AsyncIterator[p
                 return
         seen += len(new)
         await anyio.sleep(POLL_S)
-    yield _late(rid)
+    yield late
 
 
 def _citations(done: protocol.Done) -> list[dict[str, Any]]:
@@ -203,13 +229,17 @@ def _error_body(frame: protocol.Error) -> dict[str, Any]:
     return {"error": {"message": frame.message, "type": frame.code.lower(), "code": frame.code}}
 
 
-def _whole(head: dict[str, Any], frames: Iterator[protocol.ServerFrame]) -> dict[str, Any]:
+def _whole(
+    head: dict[str, Any], frames: Iterator[protocol.ServerFrame], late: protocol.Error, timeout: ChatError
+) -> dict[str, Any]:
     parts: list[str] = []
     for frame in frames:
         if isinstance(frame, protocol.Delta):
             if getattr(frame, "restart", None):  # a recovered generation starts its text anew
                 parts.clear()
             parts.append(frame.text)
+        elif frame is late:
+            raise timeout
         elif isinstance(frame, protocol.Error):
             raise BY_CODE.get(frame.code, Internal)(frame.message, retry_after=frame.retry_after)
         elif isinstance(frame, protocol.Done):
