@@ -36,12 +36,21 @@ def accept_user_message(
 ) -> Accepted:
     """Store the user's message (creating the conversation if needed) inside the caller's transaction.
     The writes go together (psycopg's pipeline mode): one round trip, not two or three."""
+    # One round trip: the message this requestId stored, if any, and whether the ledger holds it. The
+    # ledger outlives a deleted conversation, and a requestId names one answer for ever: used again
+    # (by anyone) once its message is gone, its answer could be neither billed nor told apart.
     existing = conn.execute(
-        "SELECT m.id, m.conversation_id, m.tenant_id, c.user_id FROM messages m"
-        " JOIN conversations c ON c.id = m.conversation_id WHERE m.request_id = %s AND m.role = 'user'",
-        (request_id,),
+        "SELECT m.id, m.conversation_id, m.tenant_id, c.user_id,"
+        " EXISTS (SELECT 1 FROM usage_records u WHERE u.request_id = %s) AS billed"
+        " FROM (SELECT 1) AS one LEFT JOIN messages m ON m.request_id = %s AND m.role = 'user'"
+        " LEFT JOIN conversations c ON c.id = m.conversation_id",
+        (request_id, request_id),
     ).fetchone()
-    if existing:
+    assert existing is not None  # one row, whatever the joins find
+    if existing["id"] is None:
+        if existing["billed"]:
+            raise BadRequest("This requestId was already used; send a new one.")
+    else:
         if existing["tenant_id"] != tenant_id or existing["user_id"] != user_id:
             raise BadRequest("This requestId was already used; send a new one.")
         return Accepted(

@@ -35,7 +35,12 @@ class ChatService:
 
     # ---- sendMessage -----------------------------------------------------------------------------
     def accept(
-        self, identity: Identity, msg: protocol.SendMessage, connection_id: str
+        self,
+        identity: Identity,
+        msg: protocol.SendMessage,
+        connection_id: str,
+        *,
+        history: list[dict[str, str]] | None = None,
     ) -> protocol.Ack | None:
         """Accept a message: ack it and enqueue its generation. A repeat of a requestId (any
         connection, any time) is acked again and answered with what happened to it; then None is
@@ -60,7 +65,7 @@ class ChatService:
                 max_context_tokens=self.s.model_max_context_tokens,
                 max_output_tokens=answer_cap(msg.options.max_tokens, self.s.max_output_tokens),
             )
-            LimitService(self.d).admit_message(identity, connection_id, request=msg)
+            LimitService(self.d).admit_message(identity, connection_id, request=msg, history=bool(history))
             admitted = True
             with self.d.db.transaction() as conn:
                 accepted = chat_repo.accept_user_message(
@@ -74,6 +79,13 @@ class ChatService:
                 )
                 if accepted.created:
                     cache.watch(rid, connection_id, self.s.delta_ttl_s)
+                    if history and msg.conversation_id is None:
+                        # A new conversation's earlier turns (OpenAI-compatible requests carry them):
+                        # in place before the job exists, so the worker reads them.
+                        cache.set_history(
+                            accepted.conversation_id, history, keep=self.s.history_turns,
+                            ttl_s=self.s.hot_window_ttl_s,
+                        )
                     # Enqueued inside the transaction: if the send fails, the message is rolled back; if
                     # the commit fails after the send, the worker never sees the message and drops the job
                     # once it is old (GenerationService._stored_request).
@@ -83,11 +95,8 @@ class ChatService:
                         deduplication_id=rid,
                     )
         except BaseException:
-            if admitted:  # give back the quota this message reserved (best effort: Redis may be down)
-                with contextlib.suppress(Exception):
-                    LimitService(self.d).settle(
-                        rid, 0, Decimal(0), tenant_id=identity.tenant_id, user_id=identity.user_id
-                    )
+            if admitted:  # give back the quota this message reserved
+                self._release(rid, identity)
             with contextlib.suppress(Exception):
                 cache.forget_request(rid)  # let the client retry the same requestId
             raise
@@ -105,10 +114,19 @@ class ChatService:
         )
         if accepted.created:
             return ack
-        # Redis had forgotten it, PostgreSQL had not: a repeat.
+        # Redis had forgotten it, PostgreSQL had not: a repeat, which generates nothing, so the admission
+        # above must not hold a reservation until it expires.
+        self._release(rid, identity)
         self.send(connection_id, ack)
         self._follow(rid, record, connection_id, retry=True)
         return None
+
+    def _release(self, rid: str, identity: Identity) -> None:
+        """Give back what admission reserved for `rid` (best effort: Redis may be down)."""
+        with contextlib.suppress(Exception):
+            LimitService(self.d).settle(
+                rid, 0, Decimal(0), tenant_id=identity.tenant_id, user_id=identity.user_id
+            )
 
     def _repeat(
         self,

@@ -280,6 +280,7 @@ class GenerationService:
             pause = min(pause * 2, 0.1)
         if self._deleted(job):
             logger.info("job for a deleted message dropped", extra={"request_id": job.request_id})
+            self._charge(job, 0, Decimal(0))  # releases its reservation: nothing will be generated
             Stream(self.d, job.request_id, job.connection_id).publish(
                 protocol.error_frame(RequestGone(), job.request_id)
             )

@@ -119,16 +119,17 @@ def _id(value: str) -> str:
     return quote(value, safe="")
 
 
-def reserved_tokens(settings: Settings, msg: protocol.SendMessage) -> int:
+def reserved_tokens(settings: Settings, msg: protocol.SendMessage, *, history: bool = False) -> int:
     """The most tokens one message can cost: its prompt's input bound plus its output cap.
 
     A new conversation has no history, so its input is the system prompt, the retrieved context
-    (at most `rag_context_tokens`) and the text; a follow-up may fill the model's whole input budget
+    (at most `rag_context_tokens`) and the text; a follow-up, or a new conversation seeded with
+    earlier turns (`history`: the OpenAI-compatible route's), may fill the model's whole input budget
     with history (build_prompt does), so it reserves that budget.
     """
     max_tokens = answer_cap(msg.options.max_tokens, settings.max_output_tokens)
     budget = max(0, settings.model_max_context_tokens - max_tokens)
-    if msg.conversation_id is not None:
+    if msg.conversation_id is not None or history:
         return budget + max_tokens
     context = settings.rag_context_tokens if msg.options.rag and settings.rag_top_k else 0
     fixed = estimate_tokens(settings.system_prompt) + estimate_tokens(msg.text) + context
@@ -194,12 +195,18 @@ class LimitService:
             )
 
     def admit_message(
-        self, identity: Identity, connection_id: str, request: protocol.SendMessage | None = None
+        self,
+        identity: Identity,
+        connection_id: str,
+        request: protocol.SendMessage | None = None,
+        *,
+        history: bool = False,
     ) -> None:
         """One sendMessage: check every rule, spend one message from each message bucket if all admit.
 
         With `request`, also reserve its worst case from every quota and the budget and take an
-        answer-in-flight slot, held under its requestId until `settle` (or the hold's TTL)."""
+        answer-in-flight slot, held under its requestId until `settle` (or the hold's TTL). `history`:
+        the request starts a conversation with earlier turns (`reserved_tokens`)."""
         if not self.s.limits_enabled:
             return
         now = self.clock()
@@ -240,7 +247,7 @@ class LimitService:
         hold: Hold | None = None
         tokens, dollars = 0, 0.0
         if request is not None:
-            tokens = reserved_tokens(self.s, request)
+            tokens = reserved_tokens(self.s, request, history=history)
             max_out = answer_cap(request.options.max_tokens, self.s.max_output_tokens)
             dollars = float(token_cost_usd(self.s, tokens - max_out, max_out))
             hold = Hold(

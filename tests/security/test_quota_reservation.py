@@ -141,3 +141,6 @@ def test_a_follow_up_reserves_the_whole_input_budget_because_history_may_fill_it
     assert reserved_tokens(s, message(100, conversation=True)) == 4096 - 100 + 100
     first = reserved_tokens(s, message(100))
     assert 100 + s.rag_context_tokens < first < 4096
+    # A new conversation that brings its earlier turns (the OpenAI-compatible route) is a follow-up
+    # in all but name: those turns fill the prompt as history would.
+    assert reserved_tokens(s, message(100), history=True) == 4096 - 100 + 100

@@ -164,18 +164,15 @@ def _accept(
 ) -> str:
     from lambdas.services.chat import ChatService
 
-    ChatService(d).accept(caller, msg, connection_id)
+    # A new conversation: the body's earlier turns are its history. Accepting puts them where the worker
+    # reads them before the job exists, and reserves the quota such a prompt may fill.
+    turns = [{"role": m.role, "content": m.text()} for m in body.messages[:-1]
+             if m.role in ("user", "assistant") and m.text()] if body.conversation_id is None else []
+    ChatService(d).accept(caller, msg, connection_id, history=turns or None)
     d.cache.unwatch(str(msg.request_id), connection_id)
     record = d.cache.request(str(msg.request_id))
     if record is None or not record.conversation_id:
         raise Internal("The message was accepted but its record is gone; please retry.")
-    if body.conversation_id is None:
-        # A new conversation: the body's earlier turns are its history (the worker reads this window).
-        turns = [{"role": m.role, "content": m.text()} for m in body.messages[:-1]
-                 if m.role in ("user", "assistant") and m.text()]
-        if turns:
-            d.cache.set_history(record.conversation_id, turns, keep=d.settings.history_turns,
-                                ttl_s=d.settings.hot_window_ttl_s)
     return record.conversation_id
 
 
