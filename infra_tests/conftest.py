@@ -27,6 +27,7 @@ class Synth:
     config: DeploymentConfig
     directory: Path
     templates: dict[str, Template]
+    read_at: str = ""  # the synthesis's `chatstack:read-at` (cdk/constructs/regional_value.py)
 
     def stack(self, region: str, kind: str) -> Template:
         return self.templates[f"{self.config.name}-{region}-{kind}"]
@@ -52,11 +53,14 @@ def example_config() -> DeploymentConfig:
 @pytest.fixture(scope="session")
 def synth(example_config: DeploymentConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synth]:
     outdir = tmp_path_factory.mktemp("cdk.out")
-    context = {**file_context(), "bundling": False}
+    from cdk.constructs.regional_value import READ_AT_CONTEXT
+
+    read_at = "2026-11-30T01:00:00Z"
+    context = {**file_context(), "bundling": False, READ_AT_CONTEXT: read_at}
     app, _ = build_app(example_config, context=context, outdir=str(outdir))
     assembly = app.synth()
     templates = {
         stack.stack_name: json.loads(Path(stack.template_full_path).read_text(encoding="utf-8"))
         for stack in assembly.stacks
     }
-    yield Synth(config=example_config, directory=outdir, templates=templates)
+    yield Synth(config=example_config, directory=outdir, templates=templates, read_at=read_at)

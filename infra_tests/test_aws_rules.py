@@ -249,6 +249,12 @@ def test_no_stack_holds_a_strong_cross_region_reference(synth: Synth) -> None:
             call = str(reader["Properties"]["Create"]).replace(" ", "")
             # Readers exist only to reach another region's parameter.
             assert '"action":"GetParameter"' in call and f'"region":"{region}"' not in call, stack
+            # CloudFormation sends a custom resource an Update only when its properties change
+            # (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requesttypes-update.html),
+            # so a reader whose properties never change keeps its first value for ever: a replaced
+            # API, app client or collection in the owner region never reached the others. Each
+            # reader carries the synthesis's time, so every deploy reads again.
+            assert reader["Properties"].get("ReadAt") == synth.read_at, stack
 
 
 def test_no_function_is_granted_the_database_master_secret(synth: Synth) -> None:
