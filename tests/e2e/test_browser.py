@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
-from tests.e2e.page_support import browser, ingest
+from tests.e2e.page_support import browser, ingest, seed_messages
 from tests.helpers.service import Service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -265,6 +266,44 @@ def test_a_refused_message_gets_a_plain_sentence_not_an_error_code(service: Serv
     assert error.get_attribute("data-code") == "TOO_LARGE"
     assert "too long" in error.inner_text() and "TOO_LARGE" not in error.inner_text()
     assert page.locator("[data-testid=answer]").count() == 0  # no empty answer left behind
+    assert page.input_value("#text") == "x" * 40_000  # kept, to be shortened
+    page.context.close()
+
+
+def test_a_message_over_the_frame_limit_is_refused_in_the_page_and_never_sent(
+    service: Service, browser: Any
+) -> None:
+    """Over 128 KB the server closes the socket (1009, docs/protocol.md). The page sent such a frame
+    again on every reconnect, every 200 ms, for ever, and answered nothing after it."""
+    page = browser.new_context().new_page()
+    sent: list[int] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(len(payload))))
+    page.goto(f"{service.base}/?token={service.token(user='paster', tenant=tenant())}")
+    page.wait_for_selector("#status[data-state=online]", timeout=15_000)
+    pasted = "é" * 70_000  # 70,000 characters but 140,000 bytes: over the frame, under no char limit alone
+    page.fill("#text", pasted)
+    page.press("#text", "Enter")
+    error = page.locator("[data-testid=error]").first
+    error.wait_for(timeout=15_000)
+    assert error.get_attribute("data-code") == "TOO_LARGE"
+    page.wait_for_timeout(1000)
+    assert not [n for n in sent if n > 100_000] and page.input_value("#text") == pasted
+    page.fill("#text", "How do rollouts work?")  # and the page still answers
+    page.press("#text", "Enter")
+    page.locator(DONE).first.wait_for(timeout=30_000)
+    assert page.locator("#status").get_attribute("data-state") == "online"
+    page.context.close()
+
+
+def test_an_answer_cannot_take_over_the_pages_element_ids(service: Service, browser: Any) -> None:
+    """The extractive model quotes the question back, so markup in it reaches an answer. With an
+    element `id="stop"` in an answer, the page's Stop button was never shown again (getElementById
+    found the answer's element first); `id="send"` kept Send enabled after sign-out."""
+    page = open_page(browser, f"{service.base}/?token={service.token(user='clobber', tenant=tenant())}")
+    page.wait_for_selector("#status[data-state=online]", timeout=15_000)
+    answer = ask(page, 'What does <span id="stop">stop</span> <b id="send" name="text">send</b> mean?')
+    assert answer.locator("[id], [name]").count() == 0
+    assert page.locator("[id=stop]").count() == 1 and page.locator("[id=send]").count() == 1
     page.context.close()
 
 
@@ -351,4 +390,27 @@ def test_the_page_works_under_a_strict_content_security_policy(service: Service,
     page.click("#probe")
     page.wait_for_timeout(300)
     assert page.evaluate("window.__ran ?? null") is None and len(violations) == 1
+    page.context.close()
+
+
+def test_the_sidebar_pages_past_100_conversations_and_a_long_conversation_opens_whole(
+    service: Service, browser: Any
+) -> None:
+    """The sidebar showed the 100 most recent conversations and no more; a conversation opened with
+    its first 500 messages only (the page ignored `nextCursor` and `nextAfterSeq`)."""
+    who = tenant()
+    long_one = seed_messages(service.data_dir, tenant=who, user="keeper", conversations=1, messages=510)[0]
+    seed_messages(service.data_dir, tenant=who, user="keeper", conversations=104)
+    page = open_page(browser, f"{service.base}/?token={service.token(user='keeper', tenant=who)}")
+    rows = page.locator("[data-testid=conversation]")
+    more = page.locator("[data-testid=more-conversations]")
+    more.wait_for(timeout=15_000)
+    assert rows.count() == 100
+    more.click()
+    expect(rows).to_have_count(105)
+    assert more.count() == 0
+    page.locator(f"[data-testid=conversation][data-id='{long_one}'] .open").click()
+    expect(page.locator("#log .msg.user")).to_have_count(510, timeout=30_000)
+    assert page.locator("#log .msg.user").last.inner_text() == "turn 509"
+    assert page.errors == []
     page.context.close()

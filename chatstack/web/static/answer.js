@@ -83,6 +83,10 @@ export class Answer {
 
   fail() {
     this.done = true;
+    if (this.text && this.shown < this.text.length) {  // show all that was delivered, not the reveal's share
+      this.shown = this.text.length;
+      this.paint(true);
+    }
     this.finished = true;
     this.el.classList.remove("streaming");
     this.el.removeAttribute("aria-busy");

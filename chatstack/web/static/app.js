@@ -20,6 +20,7 @@ const MODEL_KEY = "chatstack.model";
 // What users see for each error code: no internal details, one thing they can do.
 const ERRORS = {
   TOO_LARGE: "That message is too long. Shorten it and send it again.",
+  GONE_CONVERSATION: "That conversation was deleted. Your message is back in the box: send it to start a new chat.",
   RATE_LIMITED: "You are sending messages too quickly.",
   QUOTA_EXCEEDED: "You have reached your usage limit for now.",
   MODEL_UNAVAILABLE: "The assistant is unavailable at the moment. Please try again shortly.",
@@ -179,12 +180,34 @@ function track(answer) {
 }
 
 function onOpen() {
-  for (const a of answers.values()) {
+  for (const a of [...answers.values()]) {
     if (a.done) continue;
-    // Not acknowledged: send again (the same requestId never yields two answers). Otherwise resume.
-    if (!a.acked && a.sendFrame) link.send(a.sendFrame);
-    else link.send({ action: "resume", requestId: a.requestId, afterSeq: a.next - 1 });
+    // Not acknowledged: send again (the same requestId never yields two answers), a few times at
+    // most: a frame the server keeps closing the link on must not be sent again on every reconnect.
+    if (!a.acked && a.sendFrame) {
+      a.reopens = (a.reopens || 0) + 1;
+      if (a.reopens > MAX_RESENDS_ON_OPEN) {
+        giveUp(a, { code: "INTERNAL" });
+        continue;
+      }
+      link.send(a.sendFrame);
+    } else link.send({ action: "resume", requestId: a.requestId, afterSeq: a.next - 1 });
   }
+}
+
+const MAX_RESENDS_ON_OPEN = 3;
+
+/** An unacknowledged answer that will not be: say so, and put its text back in the box if empty. */
+function giveUp(a, error) {
+  a.fail();
+  answers.delete(a.requestId);
+  rememberPending(a.requestId, null);
+  updateStop();
+  if (a.sendFrame && !input.value) {
+    input.value = a.sendFrame.text;
+    input.dispatchEvent(new Event("input"));
+  }
+  showError(error);
 }
 
 function onFrame(frame) {
@@ -214,6 +237,12 @@ function onFrame(frame) {
       break;
     case "error":
       if (frame.code === "UNAUTHORIZED") return setAuthState("unauthorized");
+      if (a && !a.acked && a.sendFrame && ["TOO_LARGE", "NOT_FOUND"].includes(frame.code)) {
+        // Refused before it was stored: the text goes back to the box. NOT_FOUND here: the
+        // conversation was deleted (in another tab): the next message starts a new one.
+        if (frame.code === "NOT_FOUND") newChat();
+        return giveUp(a, frame.code === "NOT_FOUND" ? { code: "GONE_CONVERSATION" } : frame);
+      }
       if (a) {
         a.fail();
         answers.delete(a.requestId);
@@ -264,17 +293,25 @@ async function loadConversation(id) {
   clearLog();
   openConversationId(id);
   $("title").textContent = sidebar.titleOf(id) || "Conversation";
-  const r = await api(`/v1/conversations/${encodeURIComponent(id)}/messages?limit=500`);
-  if (conversationId !== id) return;  // another one was opened meanwhile
-  if (!r.ok) {
-    if (r.status === 404 || r.status === 400) {
-      openConversationId(null);
-      $("title").textContent = "New chat";
+  // Every page, oldest first (a long conversation has more than one page of 500).
+  const items = [];
+  let after = 0;
+  for (;;) {
+    const r = await api(`/v1/conversations/${encodeURIComponent(id)}/messages?limit=500&afterSeq=${after}`);
+    if (conversationId !== id) return;  // another one was opened meanwhile
+    if (!r.ok) {
+      if (r.status === 404 || r.status === 400) {
+        openConversationId(null);
+        $("title").textContent = "New chat";
+      }
+      if (r.status !== 401) showError({ code: r.status === 404 || r.status === 400 ? "NOT_FOUND" : "INTERNAL" });
+      return;
     }
-    if (r.status !== 401) showError({ code: r.status === 404 ? "NOT_FOUND" : "INTERNAL" });
-    return;
+    const page = await r.json();
+    items.push(...page.items);
+    if (page.nextAfterSeq == null) break;
+    after = page.nextAfterSeq;
   }
-  const { items } = await r.json();
   const answered = new Set();
   for (const m of items) {
     if (m.role === "user") bubble("user", m.content);
@@ -326,13 +363,24 @@ const sidebar = initSidebar({
 });
 
 // ---- sending ---------------------------------------------------------------------------------
+// The protocol's limits (docs/protocol.md): 32,000 characters of text, 128 KB a frame. Over the
+// second the server closes the socket (1009), and a frame sent again on every reconnect would close
+// it again for ever: both are refused here, before anything is sent.
+const MAX_TEXT_CHARS = 32000;
+const MAX_FRAME_BYTES = 128 * 1024;
+
+/** Send `text`; false when it was not sent (the caller keeps it in the box). */
 function send(text) {
-  if ($("send").disabled) return;
+  if ($("send").disabled) return false;
   const requestId = crypto.randomUUID();
   const frame = { action: "sendMessage", requestId, text };
   if (conversationId) frame.conversationId = conversationId;
   const model = $("model").value;
   if (!$("model-label").hidden && model) frame.options = { model };
+  if ([...text].length > MAX_TEXT_CHARS || new TextEncoder().encode(JSON.stringify(frame)).length > MAX_FRAME_BYTES) {
+    showError({ code: "TOO_LARGE" });
+    return false;
+  }
   bubble("user", text);
   const a = new Answer({ requestId, conversationId, sendFrame: frame });
   track(a);
@@ -340,6 +388,7 @@ function send(text) {
   log.scrollTop = log.scrollHeight;
   // While reconnecting the message waits and goes out when the link is back (see onOpen).
   link.send(frame);
+  return true;
 }
 
 async function loadModels() {
@@ -374,8 +423,7 @@ function bindUi() {
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const text = input.value.trim();
-    if (!text) return;
-    send(text);
+    if (!text || !send(text)) return;
     input.value = "";
     autosize();
   });

@@ -19,7 +19,9 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 const PURIFY = {
   USE_PROFILES: { html: true },
   FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
-  FORBID_ATTR: ["style"],
+  // id and name: an answer with <span id="stop"> took over the page's own elements (getElementById
+  // found it first), hiding the Stop button and leaving Send enabled after sign-out.
+  FORBID_ATTR: ["style", "id", "name"],
 };
 
 /** Replace the contents of `el` with `markdown` rendered safely. */

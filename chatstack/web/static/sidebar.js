@@ -130,24 +130,48 @@ export function initSidebar({ api, current, open, deleted, renamed }) {
     return refreshing;
   }
 
+  // Pages of 100, the most recent first; "Show older" adds one, and a refresh reloads as many.
+  let pages = 1;
+
   async function load() {
-    let r;
-    try {
-      r = await api("/v1/conversations?limit=100");
-    } catch {
-      note.textContent = "The conversation list is not reachable right now.";
-      return;
+    const items = [];
+    let cursor = null;
+    for (let page = 0; page < pages; page++) {
+      let r;
+      try {
+        r = await api("/v1/conversations?limit=100" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : ""));
+      } catch {
+        note.textContent = "The conversation list is not reachable right now.";
+        return;
+      }
+      if (!r.ok) {
+        if (r.status !== 401) note.textContent = "The conversation list could not be loaded.";
+        return;
+      }
+      const body = await r.json();
+      items.push(...body.items);
+      cursor = body.nextCursor;
+      if (!cursor) break;
     }
-    if (!r.ok) {
-      if (r.status !== 401) note.textContent = "The conversation list could not be loaded.";
-      return;
-    }
-    const { items } = await r.json();
     if (list.querySelector("input")) return;  // do not pull a rename field from under the user
     titles.clear();
-    for (const c of items) titles.set(c.id, c.title);
-    list.replaceChildren(...items.map(item));
-    note.textContent = items.length ? "" : "No conversations yet.";
+    const seen = new Set();  // a conversation that moved up between two pages is listed once
+    const unique = items.filter((c) => !seen.has(c.id) && seen.add(c.id));
+    for (const c of unique) titles.set(c.id, c.title);
+    const rows = unique.map(item);
+    if (cursor) {
+      const li = document.createElement("li");
+      const more = button("more", "Show older conversations");
+      more.dataset.testid = "more-conversations";
+      more.addEventListener("click", () => {
+        pages += 1;
+        refresh();
+      });
+      li.append(more);
+      rows.push(li);
+    }
+    list.replaceChildren(...rows);
+    note.textContent = unique.length ? "" : "No conversations yet.";
     select(current());
   }
 
