@@ -102,6 +102,22 @@ class Database:
             yield conn
 
     @contextmanager
+    def snapshot(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A read-only transaction whose statements all see one snapshot (REPEATABLE READ), for reads
+        that must agree with each other: a report's rows and its totals. The level goes with BEGIN,
+        not a SET, which would pin the connection to its client behind RDS Proxy."""
+        with self.pool.connection() as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            try:
+                yield conn
+            finally:
+                if not (conn.closed or conn.broken):
+                    conn.rollback()  # nothing to commit; the attributes change only outside a transaction
+                    conn.isolation_level = None
+                    conn.read_only = None
+
+    @contextmanager
     def read(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """A connection for reads that need no transaction (each statement sees what was committed
         when it ran): one round trip per query, where a transaction adds BEGIN and COMMIT. The

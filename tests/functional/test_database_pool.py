@@ -64,3 +64,32 @@ def test_a_read_whose_connection_the_server_ends_fails_with_the_servers_error(
         time.sleep(0.2)
         conn.execute("SELECT 1")
     assert _backend(db) > 0  # the pool replaced the broken connection
+
+
+def test_a_snapshot_sees_one_instant_is_read_only_and_goes_back_as_it_was(db: Database, pg_url: str) -> None:
+    """A usage report's rows and totals are two statements: read committed let a row commit between
+    them (totals 33 requests over rows that summed to 32, seen under load). In a snapshot both see one
+    instant."""
+    db.migrate()
+    tenant = f"t-snap-{time.time_ns()}"
+    count = "SELECT count(*) AS n FROM usage_records WHERE tenant_id = %s"
+
+    def insert() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as other:
+            other.execute(
+                "INSERT INTO usage_records (request_id, tenant_id, user_id, model_profile, region,"
+                " input_tokens, output_tokens, duration_ms, finish_reason) VALUES"
+                " (gen_random_uuid(), %s, 'u', 'p', 'r', 1, 1, 1, 'stop')",
+                (tenant,),
+            )
+
+    with db.snapshot() as conn:
+        first = conn.execute(count, (tenant,)).fetchone()["n"]
+        insert()  # committed by another session between the two statements
+        assert conn.execute(count, (tenant,)).fetchone()["n"] == first == 0
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("DELETE FROM usage_records WHERE tenant_id = %s", (tenant,))
+    with db.transaction() as conn:  # the pooled connection is back to the default: it sees the row
+        assert conn.execute(count, (tenant,)).fetchone()["n"] == 1
+        level = conn.execute("SHOW transaction_isolation").fetchone()["transaction_isolation"]
+        assert level == "read committed"

@@ -80,10 +80,16 @@ def usage(
     except (OverflowError, ValueError):
         raise BadRequest("from and to must be valid instants.") from None
     if begin >= finish:
+        if start is None:  # name what the caller did not send: its default
+            raise BadRequest(
+                f"to must be later than from, which defaults to the month's start ({begin:%Y-%m-%d})."
+            )
+        if end is None:
+            raise BadRequest("from must be earlier than to, which defaults to now.")
         raise BadRequest("from must be earlier than to.")
     if finish - begin > MAX_RANGE:
         raise BadRequest("The range may span at most 400 days; ask for several reports.")
-    with db.transaction() as conn:
+    with db.snapshot() as conn:  # the rows and the totals from one snapshot: they always agree
         rows = usage_repo.report(conn, tenant_id=caller.tenant_id, group_by=group_by, start=begin, end=finish,
                                  limit=limit + 1)
         totals = usage_repo.report(conn, tenant_id=caller.tenant_id, group_by="tenant", start=begin,
