@@ -4,9 +4,11 @@ For each function of the wiring module: the zipped size of the bundle it is depl
 manylinux aarch64 dependencies pip installs for it plus the `lambdas` source, zipped at level 9 as
 CDK does), and the cold import time of its handler module: a fresh interpreter per run, the median of
 `--runs` runs. The import is timed with this machine's interpreter and this virtualenv's copies of
-the same pinned packages, the bundle's left-out packages blocked, because the bundle's aarch64
-binaries do not load on another CPU: it measures what the handler imports, not Lambda's disk. Wall
-time swings with the machine's load; CPU time (process_time) much less, so both are printed.
+the same pinned packages, because the bundle's aarch64 binaries do not load on another CPU: every
+top-level module the bundle does not hold is blocked (the standard library aside), so what a package
+imports only when it finds another installed here (redis imports OpenTelemetry's SDK, which this
+virtualenv has for other tools) is not counted. It measures what the handler imports, not Lambda's
+disk. Wall time swings with the machine's load; CPU time (process_time) much less, so both are printed.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from lambdas import wiring  # noqa: E402
 BLOCK_AND_TIME = """
 import importlib, importlib.abc, sys, time
 blocked = set(sys.argv[2].split(",")) - {""}
+held = set(sys.argv[3].split(",")) - {""} if len(sys.argv) > 3 else set()
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in blocked:
+        top = name.split(".")[0]
+        if top in blocked or (held and top not in held and top not in sys.stdlib_module_names):
             raise ImportError(name)
         return None
 sys.meta_path.insert(0, Block())
@@ -42,8 +46,8 @@ print(time.perf_counter() - wall, time.process_time() - cpu)
 """
 
 
-def zipped_size(spec: BundleSpec) -> tuple[int, int]:
-    """(zipped bytes, unzipped bytes) of the bundle `spec` builds."""
+def zipped_size(spec: BundleSpec) -> tuple[int, int, frozenset[str]]:
+    """(zipped bytes, unzipped bytes, its top-level module names) of the bundle `spec` builds."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bundle"
         spec.bundle_into(out)
@@ -52,14 +56,28 @@ def zipped_size(spec: BundleSpec) -> tuple[int, int]:
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
             for path in files:
                 zf.write(path, path.relative_to(out))
-        return archive.stat().st_size, sum(p.stat().st_size for p in files)
+        return archive.stat().st_size, sum(p.stat().st_size for p in files), top_level_modules(out)
 
 
-def import_blocked(module: str, blocked: str, *, check: bool) -> subprocess.CompletedProcess[str]:
+def top_level_modules(directory: Path) -> frozenset[str]:
+    """What `import X` finds in a bundle's root: packages (namespace ones too) and modules."""
+    names = set()
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.name.endswith((".dist-info", ".data")) and entry.name != "bin":
+            names.add(entry.name)
+        elif entry.suffix in (".py", ".so"):
+            names.add(entry.name.split(".")[0])
+    return frozenset(names)
+
+
+def import_blocked(
+    module: str, blocked: str, *, check: bool, held: frozenset[str] = frozenset()
+) -> subprocess.CompletedProcess[str]:
     """Import `module` in a fresh interpreter with the `blocked` packages (comma-separated) made
-    unimportable, as its bundle leaves them out; prints the import's wall and CPU seconds."""
+    unimportable, as its bundle leaves them out, and, given the bundle's `held` top-level modules,
+    everything else outside the standard library; prints the import's wall and CPU seconds."""
     return subprocess.run(
-        [sys.executable, "-c", BLOCK_AND_TIME, module, blocked],
+        [sys.executable, "-c", BLOCK_AND_TIME, module, blocked, ",".join(sorted(held))],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -68,11 +86,13 @@ def import_blocked(module: str, blocked: str, *, check: bool) -> subprocess.Comp
     )
 
 
-def import_seconds(function: wiring.Function, blocked: str, runs: int) -> tuple[float, float]:
+def import_seconds(
+    function: wiring.Function, blocked: str, runs: int, held: frozenset[str]
+) -> tuple[float, float]:
     """Median (wall, CPU) seconds of a cold import of the handler module."""
     walls, cpus = [], []
     for _ in range(runs):
-        result = import_blocked(function.module, blocked, check=True)
+        result = import_blocked(function.module, blocked, check=True, held=held)
         wall, cpu = result.stdout.strip().splitlines()[-1].split()
         walls.append(float(wall))
         cpus.append(float(cpu))
@@ -91,7 +111,7 @@ def main() -> int:
         / "chatstack"
         / "lambda-deps",
     )
-    sizes: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, int, frozenset[str]]] = {}
     header = f"{'function':<16} {'bundle':<18} {'zipped MB':>9} {'unzipped MB':>11}"
     print(f"{header} {'import wall ms':>14} {'CPU ms':>7}")
     for function in wiring.FUNCTIONS:
@@ -100,10 +120,10 @@ def main() -> int:
         key = dependency_key(spec.dependencies)
         if key not in sizes:
             sizes[key] = zipped_size(spec)
-        zipped, unzipped = sizes[key]
+        zipped, unzipped, held = sizes[key]
         blocked = blocked_modules(exclude)
         label = "full" if not exclude else "-" + ",".join(sorted(exclude))[:16]
-        wall, cpu = import_seconds(function, blocked, args.runs)
+        wall, cpu = import_seconds(function, blocked, args.runs, held)
         mb = f"{zipped / 1e6:>9.1f} {unzipped / 1e6:>11.1f}"
         print(f"{function.name:<16} {label:<18} {mb} {wall * 1000:>14.0f} {cpu * 1000:>7.0f}")
     return 0
