@@ -36,7 +36,8 @@ held = set(sys.argv[3].split(",")) - {""} if len(sys.argv) > 3 else set()
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         top = name.split(".")[0]
-        if top in blocked or (held and top not in held and top not in sys.stdlib_module_names):
+        stdlib = top in sys.stdlib_module_names or top.startswith("_sysconfigdata")
+        if top in blocked or (held and top not in held and not stdlib):
             raise ImportError(name)
         return None
 sys.meta_path.insert(0, Block())
