@@ -11,6 +11,7 @@ in-process SendMessage transport whose job no worker takes, so the answer never 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -83,9 +84,17 @@ def test_a_completion_longer_than_the_invocation_answers_504_naming_the_stored_c
             "messages": [{"role": "user", "content": "A long question."}]}
     # The function's timeout as the context counts it: 4 s here, so the wait stops 2 s short of it.
     context = LocalLambdaContext(Function(wiring.REST_API.name, wiring.REST_API.handler, 1024, 4))
+    # Mangum runs the app on the thread's event loop, which Lambda's runtime has; earlier tests in
+    # this process may have closed theirs.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     started = time.monotonic()
-    response = handler(completion_event(body, identity), context)
-    elapsed = time.monotonic() - started
+    try:
+        response = handler(completion_event(body, identity), context)
+    finally:
+        elapsed = time.monotonic() - started
+        asyncio.set_event_loop(None)
+        loop.close()
     assert elapsed < 4, elapsed  # answered before Lambda would have cut it off
     (job,) = deps.queue.client.jobs  # the question was accepted: the worker would answer it
     conversation = job["conversationId"]
