@@ -89,15 +89,18 @@ def import_blocked(
 
 def import_seconds(
     function: wiring.Function, blocked: str, runs: int, held: frozenset[str]
-) -> tuple[float, float]:
-    """Median (wall, CPU) seconds of a cold import of the handler module."""
+) -> tuple[float, float, bool]:
+    """Median (wall, CPU) seconds of a cold import of the handler module, and whether it could be
+    held to the bundle's modules: where this virtualenv's copy of a package needs a module that the
+    bundle's copy (resolved for Lambda) does not, only the left-out packages are blocked."""
+    strict = import_blocked(function.module, blocked, check=False, held=held).returncode == 0
     walls, cpus = [], []
     for _ in range(runs):
-        result = import_blocked(function.module, blocked, check=True, held=held)
+        result = import_blocked(function.module, blocked, check=True, held=held if strict else frozenset())
         wall, cpu = result.stdout.strip().splitlines()[-1].split()
         walls.append(float(wall))
         cpus.append(float(cpu))
-    return statistics.median(walls), statistics.median(cpus)
+    return statistics.median(walls), statistics.median(cpus), strict
 
 
 def main() -> int:
@@ -124,9 +127,10 @@ def main() -> int:
         zipped, unzipped, held = sizes[key]
         blocked = blocked_modules(exclude)
         label = "full" if not exclude else "-" + ",".join(sorted(exclude))[:16]
-        wall, cpu = import_seconds(function, blocked, args.runs, held)
+        wall, cpu, strict = import_seconds(function, blocked, args.runs, held)
         mb = f"{zipped / 1e6:>9.1f} {unzipped / 1e6:>11.1f}"
-        print(f"{function.name:<16} {label:<18} {mb} {wall * 1000:>14.0f} {cpu * 1000:>7.0f}")
+        note = "" if strict else "  (this virtualenv's packages, left-out ones blocked)"
+        print(f"{function.name:<16} {label:<18} {mb} {wall * 1000:>14.0f} {cpu * 1000:>7.0f}{note}")
     return 0
 
 
