@@ -414,3 +414,33 @@ def test_the_sidebar_pages_past_100_conversations_and_a_long_conversation_opens_
     assert page.locator("#log .msg.user").last.inner_text() == "turn 509"
     assert page.errors == []
     page.context.close()
+
+
+def test_a_conversation_deleted_in_another_window_while_answering_says_so_and_starts_a_new_chat(
+    service: Service, browser: Any
+) -> None:
+    """The answer stopped with "Stopped." as if the user had stopped it, and every later message
+    failed with "That conversation no longer exists" until the user found "New chat"."""
+    who, user = tenant(), "two-tabs"
+    token = service.token(user=user, tenant=who)
+    page = open_page(browser, f"{service.base}/?token={token}")
+    page.wait_for_selector("#status[data-state=online]", timeout=15_000)
+    page.fill("#text", "Tell me everything about blue-green rollouts, step by step, at length. " * 20)
+    page.press("#text", "Enter")
+    page.wait_for_url("**#c=*", timeout=15_000)
+    conversation = urlsplit(page.url).fragment.removeprefix("c=")
+    answer = page.locator("[data-testid=answer]").first
+    for _ in range(150):  # streaming: some text is on screen, the answer is not done
+        if len(answer.inner_text()) > 20:
+            break
+        page.wait_for_timeout(100)
+    assert answer.get_attribute("data-done") != "true"
+    r = httpx.delete(f"{service.base}/v1/conversations/{conversation}",
+                     headers={"Authorization": f"Bearer {token}"}, timeout=10)  # the other window
+    assert r.status_code == 204, r.text
+    error = page.locator("[data-testid=error][data-code=DELETED_ELSEWHERE]")
+    error.wait_for(timeout=15_000)
+    assert "deleted" in error.inner_text()
+    assert page.locator("#title").inner_text() == "New chat" and "#c=" not in page.url
+    assert page.errors == []
+    page.context.close()

@@ -21,6 +21,7 @@ const MODEL_KEY = "chatstack.model";
 const ERRORS = {
   TOO_LARGE: "That message is too long. Shorten it and send it again.",
   GONE_CONVERSATION: "That conversation was deleted. Your message is back in the box: send it to start a new chat.",
+  DELETED_ELSEWHERE: "This conversation was deleted, perhaps in another window. What you send now starts a new chat.",
   RATE_LIMITED: "You are sending messages too quickly.",
   QUOTA_EXCEEDED: "You have reached your usage limit for now.",
   MODEL_UNAVAILABLE: "The assistant is unavailable at the moment. Please try again shortly.",
@@ -234,6 +235,8 @@ function onFrame(frame) {
       rememberPending(a.requestId, null);
       updateStop();
       sidebar.refresh();
+      // Cancelled, but not from here: its conversation may have been deleted (in another tab).
+      if (frame.finishReason === "cancelled" && !a.stopRequested) void checkStillThere(a.conversationId);
       break;
     case "error":
       if (frame.code === "UNAUTHORIZED") return setAuthState("unauthorized");
@@ -274,6 +277,16 @@ function resendUnacknowledged() {
     updateStop();
     showError({ code: "INTERNAL" });
   }
+}
+
+/** The open conversation is gone (deleted elsewhere): say so and start a new chat. */
+async function checkStillThere(id) {
+  if (!id || id !== conversationId) return;
+  const r = await api(`/v1/conversations/${encodeURIComponent(id)}`);
+  if (r.status !== 404 || conversationId !== id) return;
+  newChat();
+  showError({ code: "DELETED_ELSEWHERE" });
+  void sidebar.refresh();
 }
 
 // ---- conversations ---------------------------------------------------------------------------
@@ -446,7 +459,10 @@ function bindUi() {
   });
   const stop = () => {
     for (const a of answers.values()) {
-      if (!a.done && a.conversationId === conversationId) link.send({ action: "cancel", requestId: a.requestId });
+      if (!a.done && a.conversationId === conversationId) {
+        a.stopRequested = true;
+        link.send({ action: "cancel", requestId: a.requestId });
+      }
     }
   };
   $("stop").addEventListener("click", stop);
