@@ -135,10 +135,18 @@ def up(
         # runtime.json (base, websocket, page, model, pid, port, children) is written by the runtime
         # before this runs, and replaced atomically whenever it restarts a child.
         click.echo("chatstack is up")
-        click.echo(f"  page:      {urls.page}")
-        click.echo(f"  websocket: {urls.websocket}?token={urls.token}")
+        if as_deployed is None:
+            click.echo(f"  page:      {urls.page}")
+            click.echo(f"  websocket: {urls.websocket}?token={urls.token}")
+        else:  # the templates' authorizers accept the Cognito stand-in's tokens, not the dev one
+            click.echo(f"  websocket: {urls.websocket}?token=<a token of the Cognito stand-in>")
+            click.echo(
+                f"  sign in:   the Cognito stand-in, its ids in {data_dir / 'as-deployed.json'} "
+                "(docs/operations.md), or an API key"
+            )
         click.echo(f"  REST:      {urls.base}/v1  (OpenAPI at {urls.base}/docs)")
-        click.echo(f"  OpenAI:    {urls.base}/v1/chat/completions  (api_key: the token above, or an API key)")
+        token_note = "the token above" if as_deployed is None else "a stand-in token"
+        click.echo(f"  OpenAI:    {urls.base}/v1/chat/completions  (api_key: {token_note}, or an API key)")
         click.echo(f"  model:     {urls.model} ({label if not model_url else 'external'})")
         click.echo(f"  healthz:   {urls.base}/healthz")
         if ingest_paths:

@@ -89,6 +89,7 @@ class UserPool:
     trigger_function: str  # wiring name of the pre-token trigger, "" when none is configured
     trigger_version: str  # "V1_0" | "V2_0" | "V3_0" | ""
     trigger_spec: wiring.Function | None = None  # with the trigger's own memory and timeout
+    password_policy: dict[str, Any] = field(default_factory=dict)  # Policies.PasswordPolicy
 
 
 @dataclass
@@ -387,7 +388,8 @@ def _user_pool(templates: dict[str, Template], region: str, stand_ins: StandIns)
                     raise TemplateError(f"{t.stack}: the pre-token trigger {logical} is no service function")
             version = str(trigger.get("LambdaVersion", "V1_0" if arn else ""))
             name = spec.name if spec else ""
-            return UserPool(stand_ins.pool_id, stand_ins.client_id, custom, name, version, spec)
+            policy = dict((props.get("Policies") or {}).get("PasswordPolicy") or {})
+            return UserPool(stand_ins.pool_id, stand_ins.client_id, custom, name, version, spec, policy)
     return None
 
 

@@ -91,6 +91,8 @@ class AsDeployedMode:
             pool_id=spec.pool_id,
             client_id=spec.client_id,
             trigger=trigger,
+            custom_attributes=spec.custom_attributes,
+            password_policy=spec.password_policy,
         )
         return self.pool
 

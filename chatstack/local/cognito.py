@@ -57,6 +57,13 @@ class SignInRefused(Exception):
         self.code = code
 
 
+class NewPasswordRequired(SignInRefused):
+    """The user's password is temporary (FORCE_CHANGE_PASSWORD): InitiateAuth answers a challenge."""
+
+    def __init__(self, username: str) -> None:
+        super().__init__("NewPasswordRequired", f"{username} must set a new password first.")
+
+
 @dataclass
 class User:
     username: str
@@ -65,6 +72,7 @@ class User:
     groups: list[str] = field(default_factory=list)
     password_hash: str = ""
     salt: bytes = b""
+    temporary: bool = False  # FORCE_CHANGE_PASSWORD: a sign-in gets a challenge, not tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +96,14 @@ class CognitoUserPool:
         client_id: str = "",
         trigger: Trigger | None = None,
         token_ttl_s: int = 3600,
+        custom_attributes: tuple[str, ...] | None = None,
+        password_policy: dict[str, Any] | None = None,
     ) -> None:
+        """`custom_attributes` and `password_policy`: the template's schema (`custom:` names) and
+        `Policies.PasswordPolicy`, which Cognito enforces; None: anything goes (tests of the flow)."""
         self.region = region
+        self.custom_attributes = custom_attributes
+        self.password_policy = password_policy or {}
         self.pool_id = pool_id or f"{region}_LocalPool"
         self.client_id = client_id or "localappclient0000000000"
         self.trigger = trigger
@@ -120,6 +134,15 @@ class CognitoUserPool:
 
     # ---- users ----------------------------------------------------------------------------------
     def create_user(self, username: str, attributes: dict[str, str], password: str = "") -> User:
+        known = self.custom_attributes
+        custom = [a for a in attributes if a.startswith("custom:")]
+        unknown = sorted(a for a in custom if known is not None and a not in known)
+        if unknown:  # Cognito's own wording for an attribute the pool's schema does not define
+            raise SignInRefused(
+                "InvalidParameterException",
+                f"Attributes did not conform to the schema: Type for attribute {{{unknown[0]}}} "
+                "could not be determined",
+            )
         with self.lock:
             if username in self.users:
                 raise SignInRefused("UsernameExistsException", "User account already exists.")
@@ -129,10 +152,29 @@ class CognitoUserPool:
             self.set_password(username, password)
         return user
 
-    def set_password(self, username: str, password: str) -> None:
+    def set_password(self, username: str, password: str, *, permanent: bool = True) -> None:
+        """`permanent=False` (AdminSetUserPassword's default) leaves the user in FORCE_CHANGE_PASSWORD."""
         user = self._user(username)
+        self._check_policy(password)
         user.salt = os.urandom(16)
         user.password_hash = _password_hash(password, user.salt)
+        user.temporary = not permanent
+
+    def _check_policy(self, password: str) -> None:
+        """The pool's PasswordPolicy, as Cognito applies it to AdminSetUserPassword."""
+        p = self.password_policy
+        classes = [
+            ("RequireUppercase", str.isupper, "uppercase"),
+            ("RequireLowercase", str.islower, "lowercase"),
+            ("RequireNumbers", str.isdigit, "numeric"),
+            ("RequireSymbols", lambda c: not c.isalnum(), "symbol"),
+        ]
+        why = "Password not long enough" if len(password) < int(p.get("MinimumLength", 0)) else ""
+        for setting, test, name in classes:
+            if not why and p.get(setting) and not any(test(c) for c in password):
+                why = f"Password must have {name} characters"
+        if why:
+            raise SignInRefused("InvalidPasswordException", f"Password did not conform with policy: {why}")
 
     def add_to_group(self, username: str, group: str) -> None:
         user = self._user(username)
@@ -153,6 +195,8 @@ class CognitoUserPool:
             raise SignInRefused("NotAuthorizedException", "Incorrect username or password.")
         if client_id and client_id != self.client_id:
             raise SignInRefused("ResourceNotFoundException", "User pool client does not exist.")
+        if user.temporary:
+            raise NewPasswordRequired(username)
         return self.issue(user)
 
     def issue(self, user: User) -> Tokens:
@@ -272,7 +316,8 @@ def api_call(pool: CognitoUserPool, operation: str, body: dict[str, Any]) -> dic
         return {"User": {"Username": user.username, "Attributes": attrs, "Enabled": True,
                          "UserStatus": "FORCE_CHANGE_PASSWORD"}}  # fmt: skip
     if operation == "AdminSetUserPassword":
-        pool.set_password(str(body["Username"]), str(body["Password"]))
+        permanent = body.get("Permanent") is True  # the API's default is a temporary password
+        pool.set_password(str(body["Username"]), str(body["Password"]), permanent=permanent)
         return {}
     if operation == "AdminAddUserToGroup":
         pool.add_to_group(str(body["Username"]), str(body["GroupName"]))
@@ -283,7 +328,15 @@ def api_call(pool: CognitoUserPool, operation: str, body: dict[str, Any]) -> dic
             raise SignInRefused("InvalidParameterException", message)
         params = body.get("AuthParameters") or {}
         username, password = str(params.get("USERNAME", "")), str(params.get("PASSWORD", ""))
-        tokens = pool.sign_in(username, password, client_id=str(body.get("ClientId")))
+        client = body.get("ClientId")
+        if not isinstance(client, str) or not client:
+            raise SignInRefused("InvalidParameterException", "ClientId is required.")
+        try:
+            tokens = pool.sign_in(username, password, client_id=client)
+        except NewPasswordRequired:  # Cognito answers a challenge, not tokens (RespondToAuthChallenge)
+            return {"ChallengeName": "NEW_PASSWORD_REQUIRED", "Session": str(uuid.uuid4()),
+                    "ChallengeParameters": {"USER_ID_FOR_SRP": username, "requiredAttributes": "[]",
+                                            "userAttributes": "{}"}}  # fmt: skip
         return {"AuthenticationResult": {"IdToken": tokens.id_token, "AccessToken": tokens.access_token,
                                          "ExpiresIn": tokens.expires_in, "TokenType": "Bearer"}}  # fmt: skip
     raise SignInRefused("InvalidAction", f"{operation} is not served by the local Cognito stand-in.")

@@ -103,6 +103,11 @@ class JwtVerifier:
             claims.get("token_use") == "access" and claims.get("client_id") == s.auth_audience
         ):
             raise Unauthorized("The token is meant for another audience.")
+        # With the audience matched it is an ID token: Cognito's say so in `token_use` (its access
+        # tokens carry no `aud`); a provider that does not set the claim is not asked for it.
+        # https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-tokens-verifying-a-jwt.html
+        if not cognito_access and claims.get("token_use", "id") != "id":
+            raise Unauthorized("The token is meant for another use.")
         tenant = claims.get(s.auth_tenant_claim)
         user = claims.get(s.auth_user_claim)
         if not isinstance(tenant, str) or not tenant or not isinstance(user, str) or not user:

@@ -138,3 +138,20 @@ def test_a_service_calls_rest_with_an_api_key(deployed: tuple[Service, dict[str,
         as_bearer = api.get("/v1/conversations", headers={"Authorization": f"Bearer {key}"})
         assert as_bearer.status_code == 200, as_bearer.text
         assert api.get("/v1/conversations").status_code in (401, 403)
+
+
+def test_the_banner_offers_no_dev_token_that_the_templates_refuse(
+    deployed: tuple[Service, dict[str, Any]],
+) -> None:
+    """As deployed, the authorizers accept the Cognito stand-in's tokens and API keys, not the dev
+    issuer's: the printed links carried a dev token that every route refused (401 and 403)."""
+    svc, _ = deployed
+    assert svc.proc.stdout is not None
+    lines: list[str] = []
+    while not lines or not lines[-1].startswith("  healthz:"):
+        line = svc.proc.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    banner = "".join(lines)
+    assert "chatstack is up" in banner and "Cognito stand-in" in banner and "as-deployed.json" in banner
+    assert "?token=eyJ" not in banner

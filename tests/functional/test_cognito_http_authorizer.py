@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 import uvicorn
 from botocore.exceptions import ClientError
@@ -233,3 +234,55 @@ async def test_admin_calls_are_served_to_this_machine_only(tmp_path: Path) -> No
     async with httpx.AsyncClient(transport=local, base_url="http://idp") as client:
         assert (await client.post("/cognito-idp/", headers=headers, content=body)).status_code == 200
     assert "mallory" in pool.users
+
+
+def test_the_stand_in_keeps_the_pools_schema_password_policy_and_temporary_passwords(
+    tmp_path: Path,
+) -> None:
+    """Contracts of the Cognito API that the stand-in honours, with the template's settings
+    (cdk/constructs, the user pool's Schema and Policies.PasswordPolicy): AdminCreateUser refuses a
+    custom attribute the schema does not define; AdminSetUserPassword applies the password policy and,
+    without `Permanent`, leaves the user in FORCE_CHANGE_PASSWORD, so InitiateAuth answers the
+    NEW_PASSWORD_REQUIRED challenge instead of tokens; InitiateAuth needs its ClientId.
+    (AdminSetUserPassword, AdminCreateUser and InitiateAuth in the Cognito API Reference.)"""
+    policy = {"MinimumLength": 12, "RequireUppercase": True, "RequireLowercase": True,
+              "RequireNumbers": True, "RequireSymbols": True}
+    pool = CognitoUserPool(tmp_path, custom_attributes=("custom:tenant",), password_policy=policy)
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=routes(pool)), port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    client = idp(base)
+    try:
+        with pytest.raises(ClientError) as refused:
+            client.admin_create_user(UserPoolId=pool.pool_id, Username="eve",
+                                     UserAttributes=[{"Name": "custom:secret", "Value": "x"}])
+        assert refused.value.response["Error"]["Code"] == "InvalidParameterException"
+        client.admin_create_user(UserPoolId=pool.pool_id, Username="ann",
+                                 UserAttributes=[{"Name": "custom:tenant", "Value": "acme"}])
+        for weak in ("a", "alllowercase-9-long", "NoNumbers-at-all", "Short-9a"):
+            with pytest.raises(ClientError) as refused:
+                client.admin_set_user_password(UserPoolId=pool.pool_id, Username="ann", Password=weak,
+                                               Permanent=True)
+            assert refused.value.response["Error"]["Code"] == "InvalidPasswordException", weak
+        client.admin_set_user_password(UserPoolId=pool.pool_id, Username="ann", Password=PASSWORD)
+        auth = {"USERNAME": "ann", "PASSWORD": PASSWORD}
+        first = client.initiate_auth(AuthFlow="USER_PASSWORD_AUTH", ClientId=pool.client_id,
+                                     AuthParameters=auth)
+        assert first["ChallengeName"] == "NEW_PASSWORD_REQUIRED" and "AuthenticationResult" not in first
+        client.admin_set_user_password(UserPoolId=pool.pool_id, Username="ann", Password=PASSWORD,
+                                       Permanent=True)
+        signed = client.initiate_auth(AuthFlow="USER_PASSWORD_AUTH", ClientId=pool.client_id,
+                                      AuthParameters=auth)
+        assert signed["AuthenticationResult"]["IdToken"]
+        # boto3 checks ClientId's length itself; another client may send it empty, as here.
+        empty = httpx.post(f"{base}/cognito-idp/", timeout=10, json={
+            "AuthFlow": "USER_PASSWORD_AUTH", "ClientId": "", "AuthParameters": auth,
+        }, headers={"X-Amz-Target": "AWSCognitoIdentityProviderService.InitiateAuth",
+                    "Content-Type": "application/x-amz-json-1.1"})
+        assert empty.status_code == 400 and "InvalidParameterException" in empty.text, empty.text
+    finally:
+        server.should_exit = True
+        thread.join(5)

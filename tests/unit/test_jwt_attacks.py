@@ -198,6 +198,10 @@ def test_a_cognito_access_token_is_checked_by_client_id_and_token_use(verifier: 
     stranger = claims(aud=None, client_id="other", token_use="access")
     assert "another audience" in refused(verifier, sign(stranger))
     assert "another audience" in refused(verifier, sign(claims(aud=None, client_id=AUDIENCE, token_use="id")))
+    # With the audience matched, only an ID token (or a provider's token without token_use) passes.
+    assert verifier.verify(sign(claims(token_use="id"))).tenant_id
+    for use in ("access", "bogus", ""):
+        assert "another use" in refused(verifier, sign(claims(token_use=use)))
     now = int(time.time())
     expired = claims(aud=None, client_id=AUDIENCE, token_use="access", iat=now - 900, nbf=now - 900,
                      exp=now - 300)
