@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 if TYPE_CHECKING:
     from sagemaker_containers.profiles import EmbeddingProfile, ModelProfile
@@ -42,8 +42,31 @@ class NetworkConfig(_Frozen):
     # One NAT gateway per AZ keeps egress alive when an AZ fails; fewer saves money in test accounts.
     nat_gateways: int = Field(default=3, ge=1, le=3)
     flow_log_retention_days: int = Field(default=90, ge=1)
-    # Named, not looked up: synth must not ask the account which AZs it has.
+    # Named, not looked up: synth must not ask the account which AZs it has. Three different ones: the
+    # subnets, NAT gateways and the database's and cache's subnet groups spread over them.
     availability_zone_suffixes: tuple[str, str, str] = ("a", "b", "c")
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            network = ipaddress.IPv4Network(value)  # strict: no host bits set
+        except ValueError as exc:
+            raise ValueError(f"'{value}' is not an IPv4 network: {exc}") from None
+        if not network.is_private:
+            raise ValueError(f"'{value}' is not a private (RFC 1918) range")
+        return value
+
+    @field_validator("availability_zone_suffixes")
+    @classmethod
+    def _azs(cls, value: tuple[str, str, str]) -> tuple[str, str, str]:
+        if any(not re.fullmatch(r"[a-z]", suffix) for suffix in value):
+            raise ValueError("each suffix is one lower-case letter, as in us-east-1a")
+        if len(set(value)) != len(value):
+            raise ValueError("the three suffixes must name three different Availability Zones")
+        return value
 
 
 class DatabaseConfig(_Frozen):
@@ -136,7 +159,7 @@ class DeploymentConfig(_Frozen):
     model_profile: str = "llama-3.1-8b-instruct"
     vector_store: Literal["opensearch", "pgvector"] = "opensearch"
     alarm_email: str
-    monthly_budget_usd: float = Field(gt=0)
+    monthly_budget_usd: float = Field(gt=0, allow_inf_nan=False)
     tags: dict[str, str] = Field(default_factory=dict)
     network: NetworkConfig = NetworkConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -252,6 +275,17 @@ def known_regions() -> frozenset[str]:
     return frozenset(found)
 
 
+def _partition(region: str) -> str:
+    """The AWS partition a region belongs to, from botocore's bundled table."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    for partition in ("aws", "aws-cn", "aws-us-gov"):
+        if region in session.get_available_regions("sagemaker", partition_name=partition):
+            return partition
+    return "aws"
+
+
 def _check(config: DeploymentConfig) -> None:
     known = known_regions()
     if config.primary_region not in known:
@@ -259,6 +293,15 @@ def _check(config: DeploymentConfig) -> None:
     for region in config.secondary_regions:
         if region not in known:
             raise ConfigError(f"secondary_regions names '{region}', which is not a known AWS region.")
+    partitions = {_partition(region) for region in config.regions}
+    if len(partitions) > 1:
+        raise ConfigError(
+            "primary_region and secondary_regions must be in one AWS partition (an account, an Aurora global "
+            f"database and a Global Datastore do not span partitions); these span {sorted(partitions)}."
+        )
+    reserved = sorted(key for key in config.tags if key.lower().startswith("aws:"))
+    if reserved:
+        raise ConfigError(f"tags names '{reserved[0]}', but tag keys that start with 'aws:' are AWS's own.")
     if config.primary_region in config.secondary_regions:
         raise ConfigError(f"secondary_regions must not contain the primary region '{config.primary_region}'.")
     if len(set(config.secondary_regions)) != len(config.secondary_regions):
@@ -400,6 +443,12 @@ def load_config(context: Mapping[str, Any], base_dir: Path) -> DeploymentConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file '{path.name}' does not exist.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file '{path.name}' is a directory, not a file.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path.name}' is not UTF-8 text.") from None
+    except OSError as error:
+        raise ConfigError(f"config file '{path.name}' cannot be read ({error.strerror}).") from None
     except json.JSONDecodeError as error:
         raise ConfigError(
             f"config file '{path.name}' is not valid JSON ({error.msg} at line {error.lineno})."

@@ -42,6 +42,16 @@ def test_the_example_names_a_primary_a_secondary_and_a_domain_with_its_zone() ->
         ({"alarm_email": "nobody"}, "alarm_email"),
         ({"monthly_budget_usd": -5}, "monthly_budget_usd"),
         ({"databse": {}}, "databse"),
+        # Each of these passed validation and then failed synth with a jsii traceback, or synthesized
+        # templates that cannot deploy (the CLI attack of the eighth session):
+        ({"monthly_budget_usd": float("inf")}, "monthly_budget_usd"),
+        ({"network": {"cidr": "999.1.1.1/16"}}, "cidr"),
+        ({"network": {"cidr": "10.40.0.1/16"}}, "cidr"),
+        ({"network": {"cidr": "8.8.0.0/16"}}, "cidr"),
+        ({"network": {"availability_zone_suffixes": ["a", "a", "a"]}}, "availability_zone_suffixes"),
+        ({"network": {"availability_zone_suffixes": ["a", "b", ""]}}, "availability_zone_suffixes"),
+        ({"tags": {"aws:owner": "x"}}, "tags"),
+        ({"secondary_regions": ["us-gov-west-1"]}, "partition"),
     ],
 )
 def test_bad_input_is_refused_with_one_sentence_naming_the_field(change: dict[str, Any], field: str) -> None:

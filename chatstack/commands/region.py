@@ -86,6 +86,10 @@ def read_outputs_file(path: str | None) -> dict[str, dict[str, str]]:
         ) from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise RegionError(f"outputs file '{path}' is not a `cdk deploy --outputs-file` object of stacks.")
+    for stack, values in data.items():  # CloudFormation outputs are non-empty strings
+        for key, value in values.items():
+            if not isinstance(value, str) or not value:
+                raise RegionError(f"outputs file '{path}': {stack}.{key} is not a non-empty string.")
     return {str(stack): {str(k): str(v) for k, v in values.items()} for stack, values in data.items()}
 
 
@@ -204,6 +208,8 @@ def region() -> None:
 @dry_run_option
 def status(config_file: str | None, outputs_file: str | None, dry_run: bool) -> None:
     """Show the Aurora writer region, the Valkey primary region and each region's health check."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         config = load_deployment(config_file)
         outputs = read_outputs_file(outputs_file)
@@ -215,6 +221,8 @@ def status(config_file: str | None, outputs_file: str | None, dry_run: bool) -> 
         targets = live_targets(session, config, outputs, config.primary_region)
     except RegionError as error:
         _fail(str(error))
+    except (BotoCoreError, ClientError) as error:  # the lookups before the status itself
+        _fail(f"AWS did not answer the status query: {error}.", FAILED_EXIT)
     _show_status(session, config, targets)
 
 

@@ -96,8 +96,9 @@ def placeholder(stack: str, output: str) -> str:
 
 
 def joins_global_datastore(config: DeploymentConfig) -> bool:
-    """cdk/stacks/data.py founds a Valkey Global Datastore only with failover routing."""
-    return config.routing_policy == "failover"
+    """cdk/stacks/data.py founds a Valkey Global Datastore only with failover routing and a secondary
+    region (one region has nobody to replicate to)."""
+    return config.routing_policy == "failover" and bool(config.secondary_regions)
 
 
 def resolve_targets(

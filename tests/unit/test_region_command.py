@@ -258,3 +258,49 @@ def test_a_missing_config_file_gets_one_sentence(tmp_path: Path) -> None:
         main, ["region", "status", "--dry-run", "--config", str(tmp_path / "absent.json")]
     )
     assert "does not exist" in one_sentence_failure(result)
+
+
+@pytest.mark.usefixtures("no_aws_credentials")
+@pytest.mark.parametrize("value", [None, "", {"a": 1}])
+def test_an_outputs_file_value_that_is_not_a_string_is_refused_before_any_plan(
+    tmp_path: Path, value: Any
+) -> None:
+    """`null` became the id "None" in UpdateHealthCheck, and "" a plan without its traffic step."""
+    outputs = tmp_path / "outputs.json"
+    bad = {"chatstack-us-east-1-routing": {"HealthCheckId": value}}
+    outputs.write_text(json.dumps(bad), encoding="utf-8")
+    result = run("failover", "--to", "us-west-2", "--dry-run", "--outputs", str(outputs))
+    assert "HealthCheckId is not a non-empty string" in one_sentence_failure(result)
+
+
+@pytest.mark.parametrize("content", [b"\xe9t\xe9", None], ids=["latin-1", "directory"])
+def test_an_unreadable_config_gets_one_sentence(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "config.json"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    result = CliRunner().invoke(main, ["region", "status", "--dry-run", "--config", str(path)])
+    assert "config.json" in one_sentence_failure(result)
+
+
+def test_a_one_region_dry_run_lists_no_global_datastore_call() -> None:
+    """A one-region deployment founds no Global Datastore (cdk/stacks/data.py); the dry run listed a
+    DescribeGlobalReplicationGroups that the live run never makes."""
+    dev = str(ROOT / "cdk.config.dev.json")
+    result = CliRunner().invoke(main, ["region", "status", "--dry-run", "--config", dev])
+    assert result.exit_code == 0, result.output
+    assert "GlobalReplicationGroup" not in result.stdout and "DescribeGlobalClusters" in result.stdout
+
+
+@pytest.mark.usefixtures("no_aws_credentials")
+def test_status_when_aws_does_not_answer_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator runs it during an incident: the lookups before the status raised a traceback."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fake")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = run("status")
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]  # after a note per output it could not read
+    assert last.startswith("AWS did not answer") and "Traceback" not in result.output
