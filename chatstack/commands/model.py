@@ -6,6 +6,7 @@ profile (2) from a crash (1).
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -230,7 +231,12 @@ def stage_command(
 ) -> None:
     """Copy profile NAME's weights to S3, so the endpoint loads them from there (no hub, no HF token)."""
     import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
+    # S3's bucket naming rules (General purpose bucket naming rules, S3 User Guide), checked before the
+    # weights are downloaded, not by botocore after.
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket) or ".." in bucket:
+        _fail(f"'{bucket}' is not an S3 bucket name (3-63 lower-case letters, digits, '.' and '-').")
     try:
         profile = get_profile(name)
     except ProfileError as error:
@@ -239,8 +245,10 @@ def stage_command(
         _fail(f"Profile '{name}' already loads its weights from {profile.model_id}.")
     prefix = (prefix if prefix is not None else profile.name).strip("/") + "/"
     files = stage_files(source or _snapshot(profile.model_id, profile.revision))
-    s3 = boto3.client("s3", region_name=region)
-    sent, size = upload(s3, files, bucket, prefix)
+    try:  # no credentials, a refused bucket, no network: botocore's reason in one sentence
+        sent, size = upload(boto3.client("s3", region_name=region), files, bucket, prefix)
+    except (BotoCoreError, ClientError) as error:
+        _fail(f"Staging to s3://{bucket}/{prefix} failed: {str(error).splitlines()[0].rstrip('.')}.")
     uri = f"s3://{bucket}/{prefix}"
     kept = len(files) - sent
     click.echo(f"{uri}: {len(files)} files, {sent} sent ({size / 1e9:.2f} GB), {kept} already there")

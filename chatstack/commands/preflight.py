@@ -219,8 +219,17 @@ def run_checks(config: DeploymentConfig, regions: Iterable[str], client: ClientF
 def boto3_clients(profile: str | None) -> ClientFactory:
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
 
-    session = boto3.Session(profile_name=profile)
+    try:
+        session = boto3.Session(profile_name=profile)
+        credentials = session.get_credentials()
+    except BotoCoreError as exc:  # an unknown --profile, a broken config file
+        raise click.ClickException(f"{str(exc).rstrip('.')}.") from None
+    if credentials is None:  # every check would fail alike: say it once
+        raise click.ClickException(
+            "No AWS credentials found; configure them (for example AWS_PROFILE or --profile), then run again."
+        )
     config = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=20)
     cache: dict[tuple[str, str], Any] = {}
 

@@ -63,6 +63,13 @@ def make_plan(
     unknown = tuple(dict.fromkeys(c.item for c in costs if c.price_usd is None))
     total = sum(known)
     warnings = capacity_warnings(cap, per_region)
+    context = chosen.max_model_len
+    if inputs.input_tokens + inputs.output_tokens > context:  # such a chat cannot happen: say so
+        warnings.append(
+            f"{inputs.input_tokens:,} input + {inputs.output_tokens:,} output tokens exceed the model's "
+            f"context of {context:,} tokens ({chosen.name}): no chat is that long, so the figures are not "
+            "a real workload."
+        )
     if unknown:
         warnings.append(
             f"No price known for {', '.join(unknown)}: shown as unknown and left out of every total."

@@ -88,3 +88,32 @@ def test_a_directory_without_weights_is_refused_in_one_sentence(tmp_path: Path) 
         ["stage", "llama-3.1-8b-instruct", "--bucket", BUCKET, "--source", str(tmp_path / "empty")],
     )
     assert result.exit_code == 2 and "needs config.json and weight files" in result.output
+
+
+@pytest.mark.parametrize("bucket", ["Bad_Bucket!!", "ab", "a..b", "ends-with-"])
+def test_a_bad_bucket_name_is_refused_before_anything_is_read(tmp_path: Path, bucket: str) -> None:
+    result = CliRunner().invoke(
+        model_cli.model, ["stage", "llama-3.1-8b-instruct", "--bucket", bucket, "--source", str(tmp_path)]
+    )
+    assert result.exit_code == 2 and "is not an S3 bucket name" in result.output, result.output
+
+
+def test_without_credentials_staging_fails_in_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore's NoCredentialsError was a traceback."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    source = model_dir(tmp_path)
+    result = CliRunner().invoke(
+        model_cli.model,
+        ["stage", "llama-3.1-8b-instruct", "--bucket", BUCKET, "--source", str(source),
+         "--region", "us-east-1"],
+    )
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("Staging to s3://") and "credentials" in message and "\n" not in message
+    assert "Traceback" not in result.output

@@ -165,6 +165,15 @@ def test_cost_per_answer_and_per_token_follow_the_total() -> None:
     assert plan.cost_per_1m_output_tokens_usd == pytest.approx(plan.total_monthly_usd / (answers * 300 / 1e6))
 
 
+def test_a_chat_longer_than_the_models_context_is_warned_about() -> None:
+    """--output-tokens 100000 priced a workload no chat can be, without a word."""
+    profile = measured_profile()
+    fits = make_plan(config(), PlanInputs(input_tokens=1000, output_tokens=300), profile)
+    assert not any("context" in w for w in fits.warnings)
+    too_long = make_plan(config(), PlanInputs(input_tokens=1000, output_tokens=100_000), profile)
+    assert any(f"context of {profile.max_model_len:,} tokens" in w for w in too_long.warnings)
+
+
 def test_a_busy_account_budget_is_warned_about() -> None:
     busy = PlanInputs(
         users=100_000, messages_per_user_per_hour=10, output_tokens=300, flush_ms=20, flush_max_ms=20
@@ -248,7 +257,8 @@ def test_cli_refuses_bad_input_with_one_sentence_and_exit_2(args: list[str], mes
 def test_cli_refuses_a_config_that_is_a_directory(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["plan", "--config", str(tmp_path)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.output == f"Cannot read the deployment config {tmp_path}: Is a directory.\n"
+    expected = f"Invalid deployment config: config file '{tmp_path.name}' is a directory, not a file.\n"
+    assert result.output == expected
 
 
 def test_cli_refuses_a_missing_config_file(tmp_path: Path) -> None:

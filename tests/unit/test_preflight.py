@@ -190,3 +190,17 @@ def test_the_installed_script_reads_the_config_elsewhere(command: list[str], tmp
         assert done.returncode == 2 and "mars-1 is not one of the config's regions" in done.stderr
     else:
         assert done.returncode == 0, done.stderr
+
+
+def test_without_credentials_it_says_so_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It printed the same 'Unable to locate credentials' failure for every check of every region."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config_data()))
+    result = CliRunner().invoke(pf.preflight, ["--config", str(path)])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and "No AWS credentials found" in result.stderr
