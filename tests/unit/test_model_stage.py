@@ -107,6 +107,9 @@ def test_without_credentials_staging_fails_in_one_sentence(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # boto3's default session keeps the credentials it found first; an earlier test in this process
+    # may have set some.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     source = model_dir(tmp_path)
     result = CliRunner().invoke(
         model_cli.model,
