@@ -264,36 +264,33 @@ class DeploymentConfig(_Frozen):
         return {"chatstack:deployment": self.name, "chatstack:component": "chatstack", **self.tags}
 
 
+def _partition_of_region() -> dict[str, str]:
+    """Each region of the commercial, China and GovCloud partitions, with its partition, from
+    botocore's bundled table."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    return {
+        region: partition
+        for partition in ("aws", "aws-cn", "aws-us-gov")
+        for region in session.get_available_regions("sagemaker", partition_name=partition)
+    }
+
+
 def known_regions() -> frozenset[str]:
     """Regions of the commercial, China and GovCloud partitions, from botocore's bundled table."""
-    import botocore.session
-
-    session = botocore.session.get_session()
-    found: set[str] = set()
-    for partition in ("aws", "aws-cn", "aws-us-gov"):
-        found.update(session.get_available_regions("sagemaker", partition_name=partition))
-    return frozenset(found)
-
-
-def _partition(region: str) -> str:
-    """The AWS partition a region belongs to, from botocore's bundled table."""
-    import botocore.session
-
-    session = botocore.session.get_session()
-    for partition in ("aws", "aws-cn", "aws-us-gov"):
-        if region in session.get_available_regions("sagemaker", partition_name=partition):
-            return partition
-    return "aws"
+    return frozenset(_partition_of_region())
 
 
 def _check(config: DeploymentConfig) -> None:
-    known = known_regions()
+    partition_of = _partition_of_region()
+    known = frozenset(partition_of)
     if config.primary_region not in known:
         raise ConfigError(f"primary_region '{config.primary_region}' is not a known AWS region.")
     for region in config.secondary_regions:
         if region not in known:
             raise ConfigError(f"secondary_regions names '{region}', which is not a known AWS region.")
-    partitions = {_partition(region) for region in config.regions}
+    partitions = {partition_of[region] for region in config.regions}
     if len(partitions) > 1:
         raise ConfigError(
             "primary_region and secondary_regions must be in one AWS partition (an account, an Aurora global "
