@@ -22,6 +22,12 @@ from lambdas.services.recovery import RecoveryService
 
 # How long a repeated sendMessage waits for the first attempt of its requestId to be accepted.
 ACCEPT_WAIT_S = 5.0
+# How long a requestId stays claimed by an attempt that has not been accepted yet: longer than any
+# acceptance (sendMessage's function times out at 29 s). An attempt that died before it was accepted
+# (its process killed, or Redis stalled so that neither its cleanup nor its update reached it while
+# its claim did) frees the requestId after this, not after the day a requestId is remembered; a
+# repeat then accepts it anew, and PostgreSQL's unique key still allows one message per requestId.
+CLAIM_TTL_S = 60
 
 
 class ChatService:
@@ -50,7 +56,7 @@ class ChatService:
             raise Forbidden("This identity may not chat; it needs the 'chat' scope.")
         cache = self.d.cache
         fresh = RequestRecord(tenant_id=identity.tenant_id, user_id=identity.user_id)
-        previous = cache.claim_request(rid, fresh, self.s.idempotency_ttl_s)
+        previous = cache.claim_request(rid, fresh, min(CLAIM_TTL_S, self.s.idempotency_ttl_s))
         if previous is not None:  # a repeat spends no rate budget: it generates nothing
             return self._repeat(identity, msg, rid, previous, connection_id)
         admitted = False
@@ -171,11 +177,13 @@ class ChatService:
             answer = chat_repo.stored_answer(conn, record.answer_id)
             unfinished = answer is None or (retry and answer.finish_reason == "error")
             stored = chat_repo.stored_request(conn, message_id=record.message_id) if unfinished else None
+        retried = False
         if retry and answer is not None and answer.finish_reason == "error" and stored is not None:
-            # A repeated sendMessage of a failed answer retries it (same answer id; the ledger adds up).
+            # A repeated sendMessage of a failed answer retries it (same answer id; the ledger adds up):
+            # in progress again, so what was streamed is replayed and the new attempt follows live.
             answer = None
             RecoveryService(self.d).requeue_if_orphaned(stored, connection_id, retry_failed=True)
-            stored = None
+            retried = True
         if answer is not None:  # finished: its stored outcome, with the whole text, says it all
             return int(self.send(connection_id, _outcome_frame(rid, answer)))
         if stored is None and record.state == "accepted":
@@ -192,7 +200,7 @@ class ChatService:
             if not self.send(connection_id, raw):
                 return sent
             sent += 1
-        if stored is not None and stored.age_s >= self.s.generation_lease_s:
+        if not retried and stored is not None and stored.age_s >= self.s.generation_lease_s:
             RecoveryService(self.d).requeue_if_orphaned(stored, connection_id)
         return sent
 
@@ -227,8 +235,13 @@ class ChatService:
         self.d.cache.request_cancel(rid, self.s.delta_ttl_s)
 
     def _owned(self, identity: Identity, rid: str) -> RequestRecord:
-        """The request's record, from Redis or, when Redis lost it, rebuilt from PostgreSQL."""
+        """The request's record, from Redis or, when Redis lost it (or holds only a claim whose
+        acceptance has not finished, or never will), rebuilt from PostgreSQL."""
         record = self.d.cache.request(rid)
+        if record is not None and record.state != "accepted":
+            if (record.tenant_id, record.user_id) != (identity.tenant_id, identity.user_id):
+                raise NotFound("No such request.")
+            record = None
         if record is None:
             with self.d.db.transaction() as conn:
                 stored = chat_repo.stored_request(conn, request_id=rid)

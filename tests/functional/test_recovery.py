@@ -474,9 +474,13 @@ def test_a_repeated_send_of_a_failed_answer_retries_it_in_place(pg_url: str, red
     assert ChatService(d).accept(identity, msg, "c8") is None
     retry = [s for s in sent(d).jobs[before:] if s["job"]["requestId"] == job.request_id]
     assert len(retry) == 1
+    # The retry is in progress: the connection hears no end before the new attempt's (a false
+    # NOT_FOUND here once told clients their conversation was deleted, then the answer streamed).
+    assert not [f for f in posts(d).of("c8") if isinstance(f, protocol.Error | protocol.Done)]
     GenerationService(d).run(Job.parse(retry[0]["job"]))
     done = posts(d).of("c8")[-1]
     assert isinstance(done, protocol.Done) and done.message_id == job.answer_id
+    assert not [f for f in posts(d).of("c8") if isinstance(f, protocol.Error)]
     stored = answers(d, job.request_id)
     assert [(a["id"], a["content"], a["finish_reason"]) for a in stored] == [
         (uuid.UUID(job.answer_id), "back again", "stop")]
@@ -486,6 +490,41 @@ def test_a_repeated_send_of_a_failed_answer_retries_it_in_place(pg_url: str, red
         count = conn.execute("SELECT message_count FROM conversations WHERE id = %s",
                              (job.conversation_id,)).fetchone()
     assert usage == {"n": 1, "f": "stop"} and count == {"message_count": 2}
+
+
+def test_a_claim_whose_acceptance_died_frees_its_request_id_in_a_minute_not_a_day(deps: Deps) -> None:
+    """Redis stalled mid-accept: the claim (SET NX) reached it, the handler gave up, and neither the
+    cleanup nor the update did. A client retrying the same frame as told must not be refused for the
+    day a requestId is remembered; a resume of it meanwhile is NOT_FOUND, not a crash."""
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    from lambdas.errors import Internal, NotFound
+    from lambdas.services.chat import CLAIM_TTL_S
+
+    identity = Identity(tenant_id=f"t-{uuid.uuid4().hex[:8]}", user_id="alice", scopes=frozenset({"chat"}))
+    msg = protocol.SendMessage(action="sendMessage", requestId=uuid.uuid4(), text="during a stall")
+    rid = str(msg.request_id)
+    cache = deps.cache
+
+    def stalled(*args: Any, **kwargs: Any) -> None:
+        raise RedisTimeout("Timeout reading from socket")
+
+    cache.__dict__["watch"] = stalled  # Redis stops answering after the claim
+    cache.__dict__["forget_request"] = stalled
+    with pytest.raises(RedisTimeout):
+        ChatService(deps).accept(identity, msg, "c1")
+    del cache.__dict__["watch"], cache.__dict__["forget_request"]
+    key = f"cs:req:{rid}"
+    assert 0 < cache.r.ttl(key) <= CLAIM_TTL_S  # the claim stayed, for a minute at most
+    with pytest.raises(NotFound):
+        ChatService(deps).resume(identity, protocol.Resume(action="resume", requestId=msg.request_id), "c2")
+    with pytest.raises(Internal, match="still being accepted"):
+        ChatService(deps).accept(identity, msg, "c2")  # within the minute: retry shortly
+    cache.r.pexpire(key, 1)  # the minute has passed
+    time.sleep(0.01)
+    assert isinstance(ChatService(deps).accept(identity, msg, "c2"), protocol.Ack)
+    assert [j["job"]["requestId"] for j in sent(deps).jobs].count(rid) == 1
+    assert cache.r.ttl(key) > CLAIM_TTL_S  # accepted: remembered for the day
 
 
 def test_after_redis_restarted_empty_the_frames_still_reach_the_watchers(deps: Deps) -> None:
