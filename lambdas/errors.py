@@ -86,11 +86,28 @@ class Internal(ChatError):
     status = 500
 
 
+class Unavailable(Internal):
+    """PostgreSQL or Redis is down (lambdas.adapters.failures): the same request succeeds shortly.
+    `INTERNAL` with `retryAfter` on the WebSocket, like any internal failure; a 503 over HTTP."""
+
+    status = 503
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("The service is briefly unavailable; retry shortly.", retry_after=retry_after)
+
+
 class AnswerTimeout(Internal):
     """The caller's request ran out of time while its answer goes on (a Lambda behind API Gateway's
     integration limit); the message says where the stored answer will be."""
 
     status = 504
+
+
+def error_document(code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """An HTTP error body, in OpenAI's shape (which the `openai` SDKs read: `message`, `type`,
+    `param`, `code`), for every REST route alike: `code` is the protocol's code, `type` its lower
+    case, `param` the request field at fault where one is."""
+    return {"error": {"message": message, "type": code.lower(), "param": param, "code": code}}
 
 
 BY_CODE: dict[str, type[ChatError]] = {

@@ -1,7 +1,8 @@
 """The REST API: one FastAPI app, served by uvicorn locally and by Mangum in Lambda.
 
-Errors are mapped in one place: a ChatError becomes `{"error": {"code", "message"}}` with its status;
-request validation failures become 400 BAD_REQUEST with the first problem named.
+Errors are mapped in one place: a ChatError becomes `{"error": {"message", "type", "param", "code"}}`
+(OpenAI's shape, lambdas.errors.error_document) with its status; request validation failures become
+400 BAD_REQUEST with the first problem named; PostgreSQL or Redis down, a 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lambdas.adapters.auth import Identity
+from lambdas.adapters.failures import dependency_down
 from lambdas.api.docs import add_docs
 from lambdas.api.middleware import RequestGuard
 from lambdas.api.routers import api_keys, conversations, documents, health, limits, openai, usage
-from lambdas.errors import ChatError
-from lambdas.runtime import Deps
+from lambdas.errors import ChatError, Unavailable, error_document
+from lambdas.observability import logger
+from lambdas.runtime import Deps, deps
 
 API_TITLE = "chatstack REST API"
 
 
-def _error(status: int, code: str, message: str, retry_after: float | None = None) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, retry_after: float | None = None, param: str | None = None
+) -> JSONResponse:
     headers = {"Retry-After": str(max(1, int(retry_after)))} if retry_after else None
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(error_document(code, message, param), status_code=status, headers=headers)
 
 
 _HTTP_CODES = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 413: "TOO_LARGE", 429: "RATE_LIMITED"}
@@ -48,7 +53,9 @@ def create_app() -> FastAPI:
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error(400, "BAD_REQUEST", f"{where}: {first.get('msg')}" if where else str(first.get("msg")))
+        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None  # past "body" / "query"
+        message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        return _error(400, "BAD_REQUEST", message, param=field)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -58,6 +65,10 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if dependency_down(exc):  # PostgreSQL or Redis is down: as on the WebSocket, retry shortly
+            logger.warning("request failed: a dependency is unavailable", extra={"error": str(exc)})
+            down = Unavailable(deps().settings.dependency_retry_after_s)
+            return _error(down.status, down.code, down.message, down.retry_after)
         return _error(500, "INTERNAL", "The request failed; please retry.")
 
     # Outermost of the app's own layers: refuses bad paths, unauthenticated or oversized bodies and

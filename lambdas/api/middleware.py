@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lambdas.adapters.auth import Identity
 from lambdas.api.deps import get_caller, get_deps
-from lambdas.errors import BadRequest, ChatError, TooLarge
+from lambdas.errors import BadRequest, ChatError, TooLarge, error_document
 from lambdas.rag.parsing import MAX_DOCUMENT_BYTES
 from lambdas.runtime import Deps
 from lambdas.validation import MAX_JSON_DEPTH, first_control, has_control, json_too_deep
@@ -38,7 +38,7 @@ Authenticate = Callable[[Deps, str | None, str | None], Identity]
 
 
 def error_body(exc: ChatError) -> bytes:
-    return json.dumps({"error": {"code": exc.code, "message": exc.message}}).encode()
+    return json.dumps(error_document(exc.code, exc.message)).encode()
 
 
 async def send_error(send: Send, exc: ChatError) -> None:

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.failures import dependency_down
-from lambdas.errors import ChatError, Internal
+from lambdas.errors import ChatError, Internal, Unavailable
 from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps, deps
 
@@ -55,10 +55,7 @@ def ws_route(fn: RouteFn) -> Callable[[dict[str, Any], LambdaContext], dict[str,
             metrics.add_metric(name="ErrorINTERNAL", unit="Count", value=1)
             if dependency_down(exc):  # PostgreSQL or Redis is down: the client retries shortly
                 logger.warning("route failed: a dependency is unavailable", extra={"error": str(exc)})
-                error = Internal(
-                    "The service is briefly unavailable; retry shortly.",
-                    retry_after=d.settings.dependency_retry_after_s,
-                )
+                error: ChatError = Unavailable(d.settings.dependency_retry_after_s)
             else:
                 logger.exception("route failed")
                 error = Internal("Something went wrong on our side; please retry.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -28,6 +29,7 @@ from lambdas.adapters import chat_repo
 from lambdas.api.app import create_app
 from lambdas.config import Settings
 from lambdas.runtime import Deps, set_deps
+from lambdas.services.models import offered
 from tests.helpers.jwks import serve_jwks
 
 ALL_SCOPES = ("chat", "admin", "finance")
@@ -283,6 +285,47 @@ def test_absent_malformed_or_absurd_credentials_are_a_clear_4xx(api: Api, header
     r = api.client.get("/v1/conversations", headers=headers)
     assert r.status_code in (400, 401), r.text
     assert r.json()["error"]["code"] in ("BAD_REQUEST", "UNAUTHORIZED") and r.json()["error"]["message"]
+
+
+def test_every_refusal_has_openais_error_shape_and_names_the_field_at_fault(api: Api) -> None:
+    """The `openai` SDKs read `error.message`, `.type`, `.param` and `.code` (OpenAI's error object);
+    every route's refusal has all four, whichever layer refused it (middleware, validation, a route,
+    the router's 404)."""
+    user = api.bearer("alice", tenant(), "chat", "admin")
+    refusals = [
+        api.client.get("/v1/conversations"),  # the middleware: no credentials
+        api.client.get("/v1/no-such-path", headers=user),  # the router
+        api.client.post("/v1/api-keys", headers=user, json={"name": "x", "expiresInDays": 0}),  # validation
+        api.client.get(f"/v1/conversations/{uuid.uuid4()}", headers=user),  # a route's ChatError
+    ]
+    for r in refusals:
+        error = r.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}, r.text
+        assert error["type"] == error["code"].lower() and error["message"], r.text
+    assert [r.status_code for r in refusals] == [401, 404, 400, 404]
+    assert refusals[2].json()["error"]["param"] == "expiresInDays"
+
+
+def test_with_redis_down_a_request_is_a_503_with_retry_after_as_on_the_websocket(
+    api: Api, pg_url: str, app: FastAPI
+) -> None:
+    """Nothing listens where this Deps looks for Redis: a dependency down, not a bug (the WebSocket
+    answers INTERNAL with retryAfter; HTTP says 503 and Retry-After)."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = api.deps.settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    down = Deps(settings)
+    set_deps(down)
+    try:
+        r = api.client.post("/v1/chat/completions", headers=api.bearer("alice", tenant(), "chat"),
+                            json={"model": offered(settings)[0].name,
+                                  "messages": [{"role": "user", "content": "hello"}]})
+    finally:
+        set_deps(api.deps)
+        down.db.close()
+    assert r.status_code == 503 and r.headers["Retry-After"] == str(int(settings.dependency_retry_after_s))
+    assert r.json()["error"]["code"] == "INTERNAL" and "retry" in r.json()["error"]["message"]
 
 
 def test_an_expired_token_is_refused(api: Api) -> None:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
 from lambdas.api.deps import ChatCallerDep, DepsDep
-from lambdas.errors import BY_CODE, AnswerTimeout, BadRequest, ChatError, Internal
+from lambdas.errors import BY_CODE, AnswerTimeout, BadRequest, ChatError, Internal, error_document
 from lambdas.runtime import Deps
 from lambdas.services import models as model_choice
 
@@ -223,7 +223,7 @@ def _usage(done: protocol.Done) -> dict[str, int]:
 
 
 def _error_body(frame: protocol.Error) -> dict[str, Any]:
-    return {"error": {"message": frame.message, "type": frame.code.lower(), "code": frame.code}}
+    return error_document(frame.code, frame.message)
 
 
 def _whole(
