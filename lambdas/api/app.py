@@ -47,7 +47,7 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(ChatError)
     async def chat_error(_: Request, exc: ChatError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message, exc.retry_after)
+        return _error(exc.status, exc.code, exc.message, exc.retry_after, exc.details.get("param"))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -107,3 +107,48 @@ def test_a_completion_longer_than_the_invocation_answers_504_naming_the_stored_c
         error = json.loads(response["body"])["error"]
     assert error["code"] == "INTERNAL"
     assert f"GET /v1/conversations/{conversation}/messages" in error["message"], error
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_cut_short_by_a_cancel_is_not_reported_as_a_complete_stop(deps: Deps, stream: bool) -> None:
+    """The worker ends a cancelled answer with `done` and finishReason "cancelled" (its conversation
+    was deleted mid-answer): an OpenAI client must not read the partial text as a complete answer."""
+    import threading
+
+    from lambdas import protocol
+    from lambdas.handlers.rest import handler
+
+    identity = Identity(tenant_id="acme", user_id="u-cancel", scopes=frozenset({"chat"}))
+    body = {"model": offered(deps.settings)[0].name, "stream": stream,
+            "messages": [{"role": "user", "content": "A question deleted mid-answer."}]}
+    context = LocalLambdaContext(Function(wiring.REST_API.name, wiring.REST_API.handler, 1024, 20))
+
+    def worker() -> None:  # what the worker publishes for the job, as it does
+        while not deps.queue.client.jobs:
+            time.sleep(0.01)
+        job = deps.queue.client.jobs[0]
+        rid = job["requestId"]
+        for frame in (protocol.Delta(requestId=rid, seq=1, text="The first half"),
+                      protocol.Done(requestId=rid, messageId=job["answerId"], finishReason="cancelled",
+                                    usage=protocol.Usage(inputTokens=5, outputTokens=3))):
+            deps.cache.publish(rid, protocol.dump(frame), 60)
+
+    publisher = threading.Thread(target=worker, daemon=True)
+    publisher.start()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        response = handler(completion_event(body, identity), context)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+    publisher.join(5)
+    assert response["statusCode"] == 200
+    if stream:
+        events = [json.loads(line[6:]) for line in response["body"].split("\n")
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+        finishes = [c["finish_reason"] for e in events for c in e.get("choices", [])
+                    if c.get("finish_reason")]
+    else:
+        finishes = [c["finish_reason"] for c in json.loads(response["body"])["choices"]]
+    assert finishes == ["cancelled"]

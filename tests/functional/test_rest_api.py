@@ -306,6 +306,33 @@ def test_every_refusal_has_openais_error_shape_and_names_the_field_at_fault(api:
     assert refusals[2].json()["error"]["param"] == "expiresInDays"
 
 
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"max_tokens": "5"}, "max_tokens"), ({"max_tokens": True}, "max_tokens"),
+    ({"max_tokens": 5.0}, "max_tokens"),
+    ({"temperature": "1"}, "temperature"), ({"stream": "yes"}, "stream"), ({"n": 2}, "n"),
+    ({"stop": ["."]}, "stop"), ({"stop": "zebra"}, "stop"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"), ({"logprobs": True}, "logprobs"),
+    ({"max_tokens": 5, "max_completion_tokens": 9}, "max_tokens"), ({"frobnicate": 1}, "frobnicate"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages"),
+])
+def test_openai_fields_of_the_wrong_type_or_unsupported_are_a_400_naming_them_and_store_nothing(
+    api: Api, extra: dict[str, Any], param: str
+) -> None:
+    """Not coerced (as on the WebSocket) and not silently ignored: a `stop` that is not applied, or
+    tools that are never called, would be an answer the client did not ask for."""
+    t = tenant()
+    body = {"model": offered(api.deps.settings)[0].name, "messages": [{"role": "user", "content": "hi"}],
+            **extra}
+    r = api.client.post("/v1/chat/completions", headers=api.bearer("alice", t, "chat"), json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    with api.deps.db.transaction() as conn:
+        assert conn.execute("SELECT count(*) AS n FROM conversations WHERE tenant_id = %s",
+                            (t,)).fetchone() == {"n": 0}
+
+
 def test_with_redis_down_a_request_is_a_503_with_retry_after_as_on_the_websocket(
     api: Api, pg_url: str, app: FastAPI
 ) -> None:

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
@@ -39,11 +39,22 @@ from lambdas.services import models as model_choice
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 POLL_S = 0.05  # how often the request's Redis stream is read while waiting for the next frame
-FINISH = {"stop": "stop", "length": "length", "cancelled": "stop"}
+# A cancelled answer (its conversation deleted mid-answer, or a `cancel` of it) is not a complete one:
+# it keeps its own name, which OpenAI's list lacks, rather than pass for "stop".
+FINISH = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
+
+# Request fields of OpenAI's API that the service accepts and does not use: they change nothing a
+# client can see in the answer (end-user tags, caching and storage hints, sampling it does not offer).
+IGNORED = frozenset({
+    "user", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "metadata", "store",
+    "parallel_tool_calls", "service_tier", "prompt_cache_key", "safety_identifier",
+})
 
 
 class _Part(BaseModel):
-    type: str = "text"
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(default="text", description="Only text parts: images, audio and files are a 400.")
     text: str | None = None
 
 
@@ -53,6 +64,12 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[_Part] | None = None
 
+    @model_validator(mode="after")
+    def _text_only(self) -> ChatMessage:
+        if isinstance(self.content, list) and any(p.type != "text" for p in self.content):
+            raise BadRequest("messages: only text content parts are supported.", param="messages")
+        return self
+
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(p.text or "" for p in self.content if p.type == "text")
@@ -60,24 +77,64 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = Field(default=False, strict=True)
 
 
 class CompletionRequest(BaseModel):
-    """The fields of OpenAI's chat-completions request that the service honours; others are ignored."""
+    """The fields of OpenAI's chat-completions request that the service honours, typed as OpenAI
+    types them and not coerced (as on the WebSocket: `"5"` or `true` is no token limit). Fields that
+    would change the answer and that the service cannot honour (`stop`, `tools`, a JSON
+    `response_format`, `logprobs`) are refused when set, not ignored; IGNORED lists those accepted and
+    unused; anything else is refused by name, as OpenAI's API refuses it."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=protocol.MAX_ID_CHARS)
+    model: str = Field(min_length=1, max_length=protocol.MAX_ID_CHARS, strict=True)
     messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    n: int = Field(default=1, ge=1, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192, strict=True)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=8192, strict=True)
+    temperature: float | None = Field(default=None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(default=None, gt=0, le=1, strict=True)
+    n: int = Field(default=1, ge=1, le=1, strict=True)
     conversation_id: uuid.UUID | None = None
+    # Refused when set to anything but their "off" value (None, empty, "text", false, "none").
+    stop: str | list[str] | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = Field(default=None, strict=True)
+    top_logprobs: int | None = None
+    modalities: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _honoured(self) -> CompletionRequest:
+        for name in sorted(set(self.model_extra or {}) - IGNORED):
+            raise BadRequest(f"{name}: this request field is not supported.", param=name)
+        unsupported = {
+            "stop": bool(self.stop),
+            "tools": bool(self.tools),
+            "functions": bool(self.functions),
+            "tool_choice": self.tool_choice not in (None, "none", "auto"),
+            "response_format": (self.response_format or {}).get("type", "text") != "text",
+            "logprobs": bool(self.logprobs),
+            "top_logprobs": bool(self.top_logprobs),
+            "modalities": self.modalities not in (None, [], ["text"]),
+        }
+        for name, used in unsupported.items():
+            if used:
+                raise BadRequest(f"{name}: this service does not support it; leave it out.", param=name)
+        if None not in (self.max_tokens, self.max_completion_tokens) and (
+            self.max_tokens != self.max_completion_tokens
+        ):
+            raise BadRequest(
+                "max_tokens and max_completion_tokens differ; send one of them.", param="max_tokens"
+            )
+        return self
 
 
 class ModelCard(BaseModel):
