@@ -39,6 +39,9 @@ class Settings(BaseModel):
     database_user: str = ""
     database_name: str = "chatstack"
     database_pool_max: int = Field(default=16, ge=1, le=256)
+    # How long one transaction may take before its connection is cut (lambdas/adapters/db.py): a
+    # server that stops answering fails requests in this time instead of holding them.
+    database_deadline_s: float = Field(default=5.0, gt=0, le=300)
     redis_url: str = ""
     # Cloud: Secrets Manager secret whose JSON field "token" is the Valkey AUTH token.
     redis_auth_secret_id: str = ""

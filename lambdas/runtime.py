@@ -120,6 +120,7 @@ class Deps:
             _database_url(self.settings),
             max_size=self.settings.database_pool_max,
             password=database_password(self.settings),
+            deadline_s=self.settings.database_deadline_s,
         )
         if self.settings.environment == "cloud":
             db.migrate()  # once per container; a no-op query when up to date, serialized by an advisory lock

@@ -7,7 +7,13 @@ starters (many Lambda containers, several test processes) apply each exactly onc
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import re
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -19,11 +25,18 @@ from psycopg_pool import ConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
 from lambdas.adapters import sockets
+from lambdas.observability import logger
 
 MIGRATION_LOCK_ID = 0x63686174  # "chat"
 CONNECT_TIMEOUT_S = 2
 POOL_TIMEOUT_S = 2.0
 RECONNECT_TIMEOUT_S = 60.0
+# How long one transaction (or read) may take, its COMMIT included, before its connection is cut. A
+# server that refuses connections fails in CONNECT_TIMEOUT_S; one that accepts them and stops answering
+# (stalled, paused, partitioned: the kernel still acknowledges what is sent) would hold a request until
+# it woke, whatever the client was promised. The chat path's transactions take milliseconds.
+DEADLINE_S = 5.0
+_TICK_S = 0.1  # how often the deadlines are looked at
 # psycopg_pool retries a failed connection after 1 s, doubling each time (1, 2, 4, 8, 16 s...): after a
 # 20 s outage the pool would sit idle up to 16 s more. A steady 1 s pace (bounded by reconnect_timeout)
 # brings it back within a second of the server's return.
@@ -41,6 +54,54 @@ def _check(conn: psycopg.Connection[Any]) -> None:
         raise psycopg.OperationalError("The connection is closed.")
     if sockets.readable(conn.fileno()):
         ConnectionPool.check_connection(conn)
+
+
+def _sever(conn: psycopg.Connection[Any]) -> None:
+    """Cut a connection from under the thread waiting on it: shut its socket down (a duplicate of the
+    descriptor, so psycopg's own stays valid), so that the wait ends at once with OperationalError
+    ("server closed the connection unexpectedly") and the pool replaces the connection."""
+    with contextlib.suppress(OSError, psycopg.Error), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class Deadlines:
+    """One thread per process that cuts the connections of transactions past their deadline (see
+    DEADLINE_S). Guarding a transaction costs a dict insertion and removal under a lock; the thread
+    starts with the first guard and ticks every _TICK_S."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[int, tuple[float, float, psycopg.Connection[Any]]] = {}
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def guard(self, conn: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+        key = next(self._ids)
+        with self._lock:
+            self._due[key] = (time.monotonic() + seconds, seconds, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="db-deadlines", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:  # once out, the watch cannot touch the connection the pool gets back
+                self._due.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(_TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                late = [key for key, (due, _, _) in self._due.items() if due <= now]
+                for key in late:
+                    _, seconds, conn = self._due.pop(key)
+                    logger.warning(
+                        "PostgreSQL did not answer in time; the connection is cut",
+                        extra={"deadline_s": seconds},
+                    )
+                    _sever(conn)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -67,13 +128,17 @@ class Database:
         max_size: int = 16,
         min_size: int = 1,
         password: Callable[[], str] | None = None,
+        deadline_s: float = DEADLINE_S,
     ) -> None:
         """`password`, when given, is asked at every new connection (an RDS IAM auth token lives 15
-        minutes, so a pool cannot keep one password)."""
+        minutes, so a pool cannot keep one password). `deadline_s`: how long a transaction may take
+        (DEADLINE_S); a longer one (a report, a bulk write) asks for its own."""
         if not url:
             raise ValueError("No database URL: set CHATSTACK_DATABASE_URL or DATABASE_URL.")
         self.url = url
         self.password = password
+        self.deadline_s = deadline_s
+        self.deadlines = Deadlines()
         base: dict[str, Any] = {
             "row_factory": dict_row,
             "autocommit": False,
@@ -96,13 +161,21 @@ class Database:
         )
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        """A connection in a transaction: committed on success, rolled back on any error."""
-        with self.pool.connection() as conn:
-            yield conn
+    def transaction(self, deadline_s: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A connection in a transaction: committed on success, rolled back on any error; the whole of
+        it, COMMIT included, within `deadline_s` (default: the database's), or its connection is cut
+        and it fails with OperationalError (lambdas.adapters.failures: a dependency down)."""
+        with self.pool.connection() as conn, self.deadlines.guard(conn, deadline_s or self.deadline_s):
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+                raise
+            conn.commit()  # here, under the deadline; the pool's own commit then has nothing to do
 
     @contextmanager
-    def snapshot(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def snapshot(self, deadline_s: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """A read-only transaction whose statements all see one snapshot (REPEATABLE READ), for reads
         that must agree with each other: a report's rows and its totals. The level goes with BEGIN,
         not a SET, which would pin the connection to its client behind RDS Proxy."""
@@ -110,22 +183,27 @@ class Database:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             try:
-                yield conn
+                with self.deadlines.guard(conn, deadline_s or self.deadline_s):
+                    try:
+                        yield conn
+                    finally:
+                        if not (conn.closed or conn.broken):
+                            conn.rollback()  # nothing to commit
             finally:
-                if not (conn.closed or conn.broken):
-                    conn.rollback()  # nothing to commit; the attributes change only outside a transaction
+                if not (conn.closed or conn.broken):  # the attributes change only outside a transaction
                     conn.isolation_level = None
                     conn.read_only = None
 
     @contextmanager
-    def read(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    def read(self, deadline_s: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """A connection for reads that need no transaction (each statement sees what was committed
         when it ran): one round trip per query, where a transaction adds BEGIN and COMMIT. The
         worker's reads of each chat go here."""
         with self.pool.connection() as conn:
             conn.autocommit = True
             try:
-                yield conn
+                with self.deadlines.guard(conn, deadline_s or self.deadline_s):
+                    yield conn
             finally:
                 if not (conn.closed or conn.broken):  # a broken one is discarded by the pool
                     conn.autocommit = False
@@ -157,7 +235,7 @@ class Database:
         return applied_now
 
     def ping(self) -> bool:
-        with self.pool.connection() as conn:
+        with self.read() as conn:
             return conn.execute("SELECT 1 AS ok").fetchone() is not None
 
     def close(self) -> None:

@@ -4,6 +4,9 @@ statement on its own (no transaction) and gives the connection back as `transact
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -93,3 +96,56 @@ def test_a_snapshot_sees_one_instant_is_read_only_and_goes_back_as_it_was(db: Da
         assert conn.execute(count, (tenant,)).fetchone()["n"] == 1
         level = conn.execute("SHOW transaction_isolation").fetchone()["transaction_isolation"]
         assert level == "read committed"
+
+
+@pytest.mark.parametrize("way", ["transaction", "read", "snapshot"])
+def test_a_server_that_stops_answering_fails_the_transaction_at_its_deadline_and_the_pool_heals(
+    pg_url: str, way: str
+) -> None:
+    """A stalled server (its backend SIGSTOPped: the kernel still accepts what is sent, nothing comes
+    back) is not a refused connection: without a deadline the caller waited until it woke (a
+    sendMessage 34 s, an answer's `done` a minute). With one, the wait ends in OperationalError, which
+    handlers answer as a dependency down (INTERNAL with retryAfter, a 503), and the pool replaces the
+    cut connection once the server answers again."""
+    from lambdas.adapters.failures import dependency_down
+
+    db = Database(pg_url, max_size=1, min_size=1, deadline_s=0.5)
+    try:
+        stalled = _backend(db)
+        os.kill(stalled, signal.SIGSTOP)
+        wake = threading.Timer(10, os.kill, (stalled, signal.SIGCONT))  # without a deadline: fail, not hang
+        wake.start()
+        try:
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError) as failed, getattr(db, way)() as conn:
+                conn.execute("SELECT 1")
+            waited = time.monotonic() - started
+        finally:
+            wake.cancel()
+            os.kill(stalled, signal.SIGCONT)
+        assert dependency_down(failed.value)
+        assert waited < 5, waited  # the deadline (0.5 s), not the stall (which lasts until SIGCONT)
+        assert _backend(db) != stalled  # the next transaction runs on a new connection
+    finally:
+        db.close()
+
+
+def test_a_transaction_within_its_deadline_commits_and_one_past_it_is_rolled_back(pg_url: str) -> None:
+    """The deadline covers the whole transaction, COMMIT included: work past it is not committed."""
+    db = Database(pg_url, max_size=1, min_size=1, deadline_s=0.5)
+    table = f"deadline_{os.getpid()}"
+    try:
+        with db.transaction() as conn:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (n int)")
+        with db.transaction() as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (1)")
+        with pytest.raises(psycopg.OperationalError), db.transaction() as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (2)")
+            conn.execute("SELECT pg_sleep(2)")  # the server itself is slow
+        with db.transaction(deadline_s=5) as conn:  # a longer one asked for its own
+            conn.execute("SELECT pg_sleep(0.7)")
+            rows = conn.execute(f"SELECT n FROM {table} ORDER BY n").fetchall()
+            conn.execute(f"DROP TABLE {table}")
+        assert rows == [{"n": 1}]
+    finally:
+        db.close()
