@@ -81,6 +81,9 @@ class Settings(BaseModel):
     model_max_context_tokens: int = Field(default=4096, ge=256)
     max_output_tokens: int = Field(default=512, ge=1, le=8192)
     model_timeout_s: float = Field(default=70.0, gt=0)
+    # Once an answer's first bytes have come, how long the model may then fall silent before the
+    # stream counts as failed (a hung model keeps its connection open).
+    model_stream_idle_timeout_s: float = Field(default=25.0, gt=0)
     circuit_failure_threshold: int = Field(default=3, ge=1)
     circuit_reset_s: float = Field(default=10.0, gt=0)
     # Calls let through per reset window while half-open; the first streamed chunk closes the breaker.

@@ -119,9 +119,12 @@ class Exchange:
         self._chunk_tail = False  # chunked: the CRLF after a chunk's data is still to be read
         self._keep = headers.get("connection", "").lower() != "close"
 
-    def pieces(self) -> Iterator[bytes]:
+    def pieces(self, idle_timeout_s: float | None = None) -> Iterator[bytes]:
         """The body as it arrives: each chunk of a chunked answer as one piece (its data may come in
-        several when it spans reads), otherwise what each read from the socket brought."""
+        several when it spans reads), otherwise what each read from the socket brought. With
+        `idle_timeout_s`, once the first piece has come each later read waits at most that long (a
+        stream that stalls midway), where the first waits the exchange's read timeout (a model's
+        first token may be long in coming)."""
         conn = self._conn
         if conn is None:
             return
@@ -129,6 +132,8 @@ class Exchange:
             while True:
                 piece, finished, starved = self._decode(conn)
                 if piece:
+                    if idle_timeout_s is not None:
+                        conn.set_timeout(idle_timeout_s)  # a no-op once set
                     yield piece
                 if finished:
                     break

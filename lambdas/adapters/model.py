@@ -176,10 +176,19 @@ class Transport(Protocol):
 class SageMakerTransport:
     """InvokeEndpointWithResponseStream on one endpoint (and inference component, when given)."""
 
-    def __init__(self, client: Any, endpoint_name: str, inference_component: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        endpoint_name: str,
+        inference_component: str | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> None:
+        """`idle_timeout_s`: once the first part has come, how long each later read may wait (the
+        client's read timeout bounds the first, which a model's first token may take long to send)."""
         self.client = client
         self.endpoint_name = endpoint_name
         self.inference_component = inference_component
+        self.idle_timeout_s = idle_timeout_s
 
     def __repr__(self) -> str:
         return f"SageMakerTransport({self.endpoint_name!r})"
@@ -201,10 +210,14 @@ class SageMakerTransport:
             raise ModelUnavailable("The model endpoint cannot be reached.", endpoint=self.endpoint_name,
                                    cause=str(exc)) from exc
         events = response["Body"]
+        idle = self.idle_timeout_s
         try:
             for event in events:
                 part = event.get("PayloadPart")
                 if part and part.get("Bytes"):
+                    if idle is not None:
+                        _read_timeout(events, idle)
+                        idle = None
                     yield part["Bytes"]
         except ClientError as exc:  # EventStreamError: ModelStreamError, InternalStreamFailure
             raise self._client_error(exc) from exc
@@ -231,16 +244,31 @@ class SageMakerTransport:
                                 detail=message[:500])
 
 
+def _read_timeout(events: Any, seconds: float) -> None:
+    """Bound the later reads of a response event stream: the timeout of the socket under it (botocore's
+    urllib3 response; urllib3 sets each request's own read timeout again, so a reused connection does
+    not keep this one). Best effort: another HTTP stack under botocore keeps the client's timeout."""
+    raw = getattr(events, "_raw_stream", None)
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
 class HttpTransport:
     """POST to a container's `/invocations` URL directly, over kept connections
     (lambdas/adapters/http1.py: the chunked coding is decoded from one buffer filled by one socket
     read, where urllib3 made several reads and Python calls per chunk, that is per token)."""
 
-    def __init__(self, url: str, timeout_s: float, secret: str = "") -> None:
+    def __init__(
+        self, url: str, timeout_s: float, secret: str = "", idle_timeout_s: float | None = None
+    ) -> None:
+        """`timeout_s` bounds the wait for the answer's first bytes, `idle_timeout_s` (default: the
+        same) each gap after them: a model that stops midway is a failure within that gap."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"The model URL must be http(s), not {url!r}.")
         self.url = url
+        self.idle_timeout_s = idle_timeout_s
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         # The local model server answers only the run's processes (chatstack/local/internal_auth.py).
         self.headers = {"Content-Type": "application/json", "Accept": JSONLINES}
@@ -270,7 +298,8 @@ class HttpTransport:
                     raise BadRequest("The model server rejected the request.", url=self.url, cause=detail)
                 raise ModelUnavailable("The model server failed.", url=self.url, status=exchange.status,
                                        cause=detail)
-            yield from exchange.pieces()  # the connection goes back for reuse once read whole
+            # The connection goes back for reuse once read whole.
+            yield from exchange.pieces(idle_timeout_s=self.idle_timeout_s)
         except NoAnswer as exc:
             raise ModelUnavailable("The model stream broke.", url=self.url, cause=str(exc)) from exc
         finally:
@@ -516,19 +545,23 @@ def model_client_from_settings(settings: Settings, cache: Cache | None = None) -
     fallback: Transport | None = None
     if settings.model_transport == "http":
         secret = settings.internal_secret
-        primary = HttpTransport(settings.model_endpoint, settings.model_timeout_s, secret=secret)
+        idle = settings.model_stream_idle_timeout_s
+        primary = HttpTransport(settings.model_endpoint, settings.model_timeout_s, secret=secret,
+                                idle_timeout_s=idle)
         if settings.model_fallback_endpoint:
-            fallback = HttpTransport(settings.model_fallback_endpoint, settings.model_timeout_s)
+            fallback = HttpTransport(settings.model_fallback_endpoint, settings.model_timeout_s,
+                                     idle_timeout_s=idle)
     else:
         component = settings.model_inference_component or None
         client = sagemaker_runtime_client(settings.region, endpoint_url=settings.sagemaker_endpoint_url,
                                           timeout_s=settings.model_timeout_s)
-        primary = SageMakerTransport(client, settings.model_endpoint, component)
+        idle = settings.model_stream_idle_timeout_s
+        primary = SageMakerTransport(client, settings.model_endpoint, component, idle)
         if settings.model_fallback_endpoint:
             region = settings.model_fallback_region or settings.region
             other = client if region == settings.region else sagemaker_runtime_client(
                 region, endpoint_url=settings.sagemaker_endpoint_url, timeout_s=settings.model_timeout_s)
-            fallback = SageMakerTransport(other, settings.model_fallback_endpoint, component)
+            fallback = SageMakerTransport(other, settings.model_fallback_endpoint, component, idle)
 
     def breaker(transport: Transport | None) -> CircuitBreaker:
         threshold, reset_s = settings.circuit_failure_threshold, settings.circuit_reset_s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -296,3 +297,42 @@ def test_a_pooled_connection_the_server_closed_while_idle_is_retried_once_on_a_n
         assert len(connections) == 2  # the second request went out again on a new connection
     finally:
         listener.close()
+
+
+@pytest.fixture(scope="module")
+def stalling() -> Iterator[ThreadedServer]:
+    """A model that hangs after 3 tokens for a minute, its connection open (a hung GPU worker)."""
+    backend = load_backend("extractive", stall_after=3, stall_s=60)
+    with ThreadedServer(create_app(backend, payload_split=3, endpoint_names={"chat"})) as running:
+        yield running
+
+
+@pytest.mark.parametrize("transport", ["http", "sagemaker"])
+def test_a_model_that_falls_silent_midway_fails_within_the_idle_timeout_not_the_first_token_one(
+    stalling: ThreadedServer, transport: str
+) -> None:
+    """The first bytes may take `timeout_s` (70 s by default); after them, a silence longer than the
+    idle timeout is a failure, counted against the endpoint, so the client is told within it."""
+    if transport == "http":
+        made: Transport = HttpTransport(f"{stalling.url}/invocations", timeout_s=30, idle_timeout_s=1)
+    else:
+        made = SageMakerTransport(sagemaker_runtime_client("us-east-1", endpoint_url=stalling.url,
+                                                           timeout_s=30), "chat", "chat-ic", idle_timeout_s=1)
+    client = ModelClient(made, primary_breaker=CircuitBreaker(1, 60))
+    received: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable):
+        for chunk in client.stream_chat(QUESTION, max_tokens=100):
+            received.append(chunk.text)
+    waited = time.monotonic() - started
+    assert "".join(received) == "According to [2],"  # what came before the silence
+    assert waited < 20, waited  # the idle timeout (1 s), not the read timeout (30 s) or the stall (60 s)
+    assert client.primary_breaker.state == "open"
+
+
+def test_settings_give_both_transports_the_idle_timeout(server: ThreadedServer) -> None:
+    for transport in ("http", "sagemaker"):
+        settings = Settings(model_transport=transport, model_endpoint=f"{server.url}/invocations"
+                            if transport == "http" else "chat", sagemaker_endpoint_url=server.url,
+                            model_stream_idle_timeout_s=7)
+        assert model_client_from_settings(settings).primary.idle_timeout_s == 7  # type: ignore[attr-defined]

@@ -180,7 +180,8 @@ def apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 class ExtractiveBackend:
     """Deterministic, weightless backend. `token_rate` paces the stream (tokens per second, 0 = no
     pause beyond yielding to other streams); `fail_after` injects a failure after that many tokens,
-    for testing how failures mid-stream surface; `adapters` names the adapters accepted (they do not
+    for testing how failures mid-stream surface, and `stall_after` a silence of `stall_s` seconds
+    (the connection kept open, as a hung model keeps it); `adapters` names the adapters accepted (they do not
     change the answer: there are no weights to adapt)."""
 
     name = "extractive"
@@ -190,11 +191,15 @@ class ExtractiveBackend:
         token_rate: float = 0.0,
         fail_after: int | None = None,
         adapters: Mapping[str, str] | None = None,
+        stall_after: int | None = None,
+        stall_s: float = 0.0,
     ) -> None:
         if token_rate < 0:
             raise BackendError("token_rate must be zero or positive", status=400)
         self.token_rate = token_rate
         self.fail_after = fail_after
+        self.stall_after = stall_after
+        self.stall_s = stall_s
         self.adapters = dict(adapters or {})
 
     def ready(self) -> bool:
@@ -219,6 +224,8 @@ class ExtractiveBackend:
         for index, piece in enumerate(out, start=1):
             if self.fail_after is not None and index > self.fail_after:
                 raise BackendError(f"injected failure after {self.fail_after} tokens")
+            if index - 1 == self.stall_after:
+                await asyncio.sleep(self.stall_s)
             # Sleeping (even 0 s) hands the loop to the other streams, so concurrent requests interleave.
             await asyncio.sleep(pause)
             if index < len(out):
