@@ -81,6 +81,9 @@ class Publish:
 
     watchers: list[str]
     cancelled: bool
+    # Another worker holds the request's generation lease: this publisher was taken over (it stalled
+    # past its lease) and its frame was not published.
+    superseded: bool = False
 
 
 def _k_conn(cid: str) -> str:
@@ -123,9 +126,21 @@ def _k_breaker(endpoint: str) -> str:
     return f"{P}breaker:{endpoint}"
 
 
-def _claim(client: Any, request_id: str, owner: str, lease_s: float) -> Any:
-    """The generation lease's claim, alone or in a pipeline (its reply, or the pipeline)."""
-    return client.set(_k_claim(request_id), owner, nx=True, px=int(lease_s * 1000))
+def _k_generation(rid: str) -> str:
+    return f"{P}gen:{rid}"
+
+
+# How long the owner of a request's latest generation is remembered after it took the lease: a worker
+# that stalls (and is taken over) for less than this publishes nothing once it wakes.
+GENERATION_MARK_TTL_S = 3600
+
+
+def _claim_keys(request_id: str) -> list[str]:
+    return [_k_claim(request_id), _k_generation(request_id)]
+
+
+def _claim_args(owner: str, lease_s: float) -> list[Any]:
+    return [owner, int(lease_s * 1000), GENERATION_MARK_TTL_S]
 
 
 # Replies read both alone and in `claim_generation_and_start`'s pipeline, parsed one way.
@@ -151,6 +166,8 @@ class Cache:
         self._append_if_exists = client.register_script(_APPEND_IF_EXISTS)
         self._renew = client.register_script(_RENEW_IF_OWNER)
         self._release = client.register_script(_DELETE_IF_OWNER)
+        self._publish_if_owner = client.register_script(_PUBLISH_IF_OWNER)
+        self._claim = client.register_script(_CLAIM_GENERATION)
         self._breaker_fail = client.register_script(_BREAKER_FAILURE)
         self._breaker_probe = client.register_script(_BREAKER_PROBE)
 
@@ -221,10 +238,14 @@ class Cache:
     def claim_generation(self, request_id: str, owner: str, lease_s: float) -> bool:
         """Take the generation lease of a request; False while another owner holds it. The lease is
         short and renewed while the generation runs, so a dead worker's request is free in seconds."""
-        return bool(_claim(self.r, request_id, owner, lease_s))
+        return bool(self._claim(keys=_claim_keys(request_id), args=_claim_args(owner, lease_s)))
 
     def generation_owner(self, request_id: str) -> str | None:
         return cast(str | None, self.r.get(_k_claim(request_id)))
+
+    def latest_generation(self, request_id: str) -> str | None:
+        """The owner that took the request's lease last (kept after it ends, GENERATION_MARK_TTL_S)."""
+        return cast(str | None, self.r.get(_k_generation(request_id)))
 
     def renew_generations(self, leases: dict[str, str], lease_s: float) -> list[str]:
         """Extend the leases {request_id: owner} still held by their owner (or take them again when
@@ -260,7 +281,7 @@ class Cache:
         """`claim_generation`, then (when it took the lease) `kept_outcome`, `is_cancelled`, `replay`
         and `history`, all in one pipeline: None while another owner holds the lease."""
         pipe = self.r.pipeline(transaction=False)
-        _claim(pipe, request_id, owner, lease_s)
+        self._claim(keys=_claim_keys(request_id), args=_claim_args(owner, lease_s), client=pipe)
         pipe.get(_k_outcome(request_id))
         pipe.exists(_k_cancel(request_id))
         pipe.xrange(_k_stream(request_id))
@@ -296,8 +317,18 @@ class Cache:
     def unwatch(self, request_id: str, connection_id: str) -> None:
         self.r.srem(_k_watch(request_id), connection_id)
 
-    def publish(self, request_id: str, frame: str, ttl_s: int) -> Publish:
-        """Append a frame to the request's stream and read watchers and the cancel flag: one round trip."""
+    def publish(self, request_id: str, frame: str, ttl_s: int, *, owner: str = "") -> Publish:
+        """Append a frame to the request's stream and read watchers and the cancel flag: one round trip.
+        With `owner` (a generation's), only while no other owner has taken the request's generation
+        lease since: a worker that stalled past its lease and was taken over publishes nothing more,
+        even once the takeover has ended (a mark a restarted Redis forgot does not refuse)."""
+        if owner:
+            keys = [_k_stream(request_id), _k_watch(request_id), _k_cancel(request_id),
+                    _k_generation(request_id)]
+            published, watched, flag = self._publish_if_owner(keys=keys, args=[frame, ttl_s, owner])
+            if not published:
+                return Publish(watchers=[], cancelled=False, superseded=True)
+            return Publish(watchers=sorted(watched), cancelled=bool(flag))
         pipe = self.r.pipeline(transaction=False)
         pipe.xadd(_k_stream(request_id), {"f": frame})
         pipe.expire(_k_stream(request_id), ttl_s)
@@ -384,6 +415,22 @@ if not holder then
   return 1
 end
 return 0
+"""
+
+_CLAIM_GENERATION = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+_PUBLISH_IF_OWNER = """
+local holder = redis.call('GET', KEYS[4])
+if holder and holder ~= ARGV[3] then return {0, {}, 0} end
+redis.call('XADD', KEYS[1], '*', 'f', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {1, redis.call('SMEMBERS', KEYS[2]), redis.call('EXISTS', KEYS[3])}
 """
 
 _DELETE_IF_OWNER = """

@@ -154,20 +154,34 @@ class Stream:
     Redis fails, frames go straight to the connections last known to watch (at least the job's own),
     so a Redis outage costs resume, never the answer's frames."""
 
-    def __init__(self, deps: Deps, request_id: str, connection_id: str = "") -> None:
+    def __init__(self, deps: Deps, request_id: str, connection_id: str = "", owner: str = "") -> None:
+        """`owner`: the generation lease's owner publishing (a generation's stream): once another
+        holds the lease, nothing more is published (`superseded`)."""
         self.d = deps
         self.rid = request_id
+        self.owner = owner
         self.cancelled = False
+        self.superseded = False
         self.watchers: list[str] = [connection_id] if connection_id else []
 
     def publish(self, frame: protocol.ServerFrame) -> None:
+        if self.superseded:
+            return
         data = protocol.dump(frame)
         try:
-            result = self.d.cache.publish(self.rid, data, self.d.settings.delta_ttl_s)
+            result = self.d.cache.publish(self.rid, data, self.d.settings.delta_ttl_s, owner=self.owner)
         except RedisError as exc:
             logger.warning("publish through Redis failed; posting directly", extra={"error": str(exc)})
             for connection_id in list(self.watchers):
                 self._post(connection_id, data, forget=False)
+            return
+        if result.superseded:
+            # This worker stalled past its lease and another took the request over: its frames would
+            # repeat seqs with other text, and end the request twice.
+            logger.warning("generation taken over by another worker; this one stops",
+                           extra={"request_id": self.rid})
+            metrics.add_metric(name="GenerationsSuperseded", unit=MetricUnit.Count, value=1)
+            self.superseded = True
             return
         self.cancelled = result.cancelled
         if not result.watchers and self.watchers:
@@ -228,9 +242,9 @@ class GenerationService:
         keeper.hold(job.request_id, owner)
         try:
             if start.kept is not None:
-                self._store_kept(job, start.kept)
+                self._store_kept(job, start.kept, owner)
             else:
-                self._generate(job, start)
+                self._generate(job, start, owner)
         finally:
             keeper.drop(job.request_id)
             with contextlib.suppress(RedisError):
@@ -356,7 +370,7 @@ class GenerationService:
             if self._answered(job):  # the holder finished while this delivery waited
                 return None
 
-    def _store_kept(self, job: Job, kept: dict[str, Any]) -> None:
+    def _store_kept(self, job: Job, kept: dict[str, Any], owner: str) -> None:
         """Store an answer generated before PostgreSQL failed, then tell whoever watches now."""
         out = Outcome(
             started=time.monotonic() - float(kept.get("durationS", 0)),
@@ -370,12 +384,12 @@ class GenerationService:
         )
         self._record(job, out)
         self.d.cache.drop_outcome(job.request_id)
-        stream = Stream(self.d, job.request_id, job.connection_id)
+        stream = Stream(self.d, job.request_id, job.connection_id, owner)
         stream.publish(self._done(job, out, text=out.text))
 
-    def _generate(self, job: Job, start: GenerationStart) -> None:
+    def _generate(self, job: Job, start: GenerationStart, owner: str) -> None:
         started = time.monotonic()
-        stream = Stream(self.d, job.request_id, job.connection_id)
+        stream = Stream(self.d, job.request_id, job.connection_id, owner)
         metrics.add_metric(
             name="QueueWait",
             unit=MetricUnit.Milliseconds,
@@ -447,6 +461,8 @@ class GenerationService:
                         if stream.cancelled:
                             out.finish = "cancelled"
                             break
+                        if stream.superseded:  # taken over: the other worker answers; store nothing
+                            break
                 if chunk.finish_reason:
                     out.finish = chunk.finish_reason
         except ChatError as exc:
@@ -455,6 +471,8 @@ class GenerationService:
         except Exception:  # the model client's contract is ChatError; anything else is a bug
             logger.exception("model stream failed")
             self._fail(job, stream, batcher, shown, out, Internal("The answer failed; please retry."))
+            return
+        if stream.superseded:
             return
         self._flush(job, stream, batcher, shown, out.text)
         if usage is not None:
@@ -548,10 +566,12 @@ class GenerationService:
         # The answer was cut short: it is still stored and metered (usage is written once per answer).
         out.finish, out.citations, out.output_tokens = "error", [], estimate_tokens(out.text)
         self._store(job, stream, out)
-        stream.publish(protocol.error_frame(exc, job.request_id))
+        stream.publish(protocol.error_frame(exc, job.request_id))  # nothing when superseded
 
     def _finish(self, job: Job, stream: Stream, out: Outcome) -> None:
         self._store(job, stream, out)
+        if stream.superseded:
+            return
         with contextlib.suppress(RedisError):
             self.d.cache.append_history(
                 job.conversation_id,
@@ -582,7 +602,10 @@ class GenerationService:
     def _store(self, job: Job, stream: Stream, out: Outcome) -> None:
         """Store the answer, or, when PostgreSQL cannot take it, keep it in Redis for the redelivery,
         tell the client to retry later, and raise so the job is delivered again. Never `done` before
-        the answer is stored."""
+        the answer is stored. A generation taken over (`stream.superseded`, or its lease held by
+        another now) stores nothing: the worker that took it over answers."""
+        if stream.superseded or self._superseded(job, stream):
+            return
         try:
             self._record(job, out)
             return
@@ -607,6 +630,22 @@ class GenerationService:
         )
         stream.publish(protocol.error_frame(error, job.request_id))
         raise AnswerNotStored(f"answer of {job.request_id} not stored") from failure
+
+    def _superseded(self, job: Job, stream: Stream) -> bool:
+        """Whether another worker has taken this generation's lease since (it stalled past its lease and
+        was taken over), so that it stores nothing; Redis down: not known, and the store goes ahead
+        (the first final answer stored is the one kept, chat_repo.record_answer)."""
+        if not stream.owner:
+            return False
+        try:
+            holder = self.d.cache.latest_generation(job.request_id)
+        except RedisError:
+            return False
+        if holder is not None and holder != stream.owner:
+            logger.warning("generation taken over by another worker; this one stops",
+                           extra={"request_id": job.request_id})
+            stream.superseded = True
+        return stream.superseded
 
     def _record(self, job: Job, out: Outcome) -> None:
         s = self.s

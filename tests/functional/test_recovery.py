@@ -192,6 +192,50 @@ def test_a_takeover_whose_text_differs_restarts_the_clients_text(pg_url: str, re
     assert [a["content"] for a in answers(d, job.request_id)] == ["A different answer this time."]
 
 
+class Hanging(Model):
+    """A model whose worker process stalls after `words` words (SIGSTOP, a frozen VM): the stream
+    stops, and so does everything else the process does, its lease renewals included."""
+
+    def __init__(self, text: str, words: int) -> None:
+        super().__init__(text)
+        self.words, self.hung, self.wake = words, threading.Event(), threading.Event()
+
+    def stream(self, body: dict[str, Any]) -> Iterator[bytes]:
+        for i, line in enumerate(super().stream(body)):
+            if i == self.words:
+                self.hung.set()
+                self.wake.wait(30)
+            yield line
+
+
+def test_a_worker_that_stalled_past_its_lease_and_was_taken_over_publishes_and_stores_nothing_more(
+    pg_url: str, redis_url: str
+) -> None:
+    """Found by stalling a worker for 60 s: the sweeper took its request over and answered it, then the
+    stalled worker woke and posted its own seqs 5 and 6 (other text under the same numbers) and a
+    second `done`. A frame of a generation is published only while no other worker holds its lease."""
+    from lambdas.services.generation import lease_keeper
+
+    stale = Hanging("Stale words that must never reach the client after the takeover", words=3)
+    a = make_deps(pg_url, redis_url, stale)
+    _, job = accept(a)
+    first = threading.Thread(target=GenerationService(a).run, args=(job,), daemon=True)
+    first.start()
+    assert stale.hung.wait(10)
+    lease_keeper(a.cache, LEASE_S).drop(job.request_id)  # the stalled process renews nothing
+    time.sleep(LEASE_S * 1.2)
+    b = make_deps(pg_url, redis_url, Model(ANSWER))
+    b.__dict__["connections"] = posts(a)  # the same client connection
+    GenerationService(b).run(job)  # the takeover (the sweeper's re-enqueue, or a resume's)
+    stale.wake.set()  # the stalled worker wakes up
+    first.join(10)
+    frames = posts(a).of(job.connection_id)
+    ends = [i for i, f in enumerate(frames) if isinstance(f, protocol.Done | protocol.Error)]
+    assert len(ends) == 1 and ends[0] == len(frames) - 1, frames  # one end, and nothing after it
+    assert "Stale" not in text_of(frames[3:]) and text_of(frames) == ANSWER
+    assert [a["content"] for a in answers(a, job.request_id)] == [ANSWER]
+
+
 def test_a_request_whose_worker_is_alive_is_not_generated_twice(deps: Deps, model: Model) -> None:
     _, job = accept(deps)
     assert deps.cache.claim_generation(job.request_id, "live-worker", LEASE_S)
