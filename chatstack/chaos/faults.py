@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field
 from chatstack.chaos.chats import Chat
 from chatstack.chaos.service import ServiceDir
 
-STALL_S = 20.0  # how long `model-stall` freezes the model server
+STALL_S = 20.0  # how long the `*-stall` faults freeze their process
 
 
 @dataclass
@@ -83,18 +82,23 @@ async def _nothing(run: Run) -> Injected:
     return Injected(["(each sendMessage sent on two connections at once)"])
 
 
-async def _stall_model(run: Run) -> Injected:
-    hit = run.service.kill("model", signal.SIGSTOP)
-    pid = run.service.children()["model"]
+def _stall(name: str) -> Inject:
+    """SIGSTOP the child (PostgreSQL: with its backends) for STALL_S, then SIGCONT: alive, its
+    connections open, answering nothing (a paused VM, a partition, a hung process)."""
 
-    async def wake() -> None:
-        try:
-            await asyncio.sleep(STALL_S)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
+    async def inject(run: Run) -> Injected:
+        hit = run.service.kill(name, signal.SIGSTOP)
 
-    return Injected([f"{hit} stopped for {STALL_S:.0f} s"], asyncio.create_task(wake()))
+        async def wake() -> None:
+            try:
+                await asyncio.sleep(STALL_S)
+            finally:
+                with contextlib.suppress(ProcessLookupError, KeyError):
+                    run.service.kill(name, signal.SIGCONT)
+
+        return Injected([f"{hit} stopped for {STALL_S:.0f} s"], asyncio.create_task(wake()))
+
+    return inject
 
 
 def _kill_one(name: str) -> Inject:
@@ -122,7 +126,15 @@ FAULTS: dict[str, Fault] = {
             errors_allowed=False,
             twins=True,
         ),
-        Fault("model-stall", f"SIGSTOP the model server for {STALL_S:.0f} s, then SIGCONT", _stall_model),
+        Fault("model-stall", f"SIGSTOP the model server for {STALL_S:.0f} s, then SIGCONT", _stall("model")),
+        Fault(
+            "redis-stall", f"SIGSTOP the embedded Redis for {STALL_S:.0f} s, then SIGCONT", _stall("redis")
+        ),
+        Fault(
+            "postgres-stall",
+            f"SIGSTOP the embedded PostgreSQL and its backends for {STALL_S:.0f} s, then SIGCONT",
+            _stall("postgres"),
+        ),
         Fault("model-server", "kill -9 the model server", _kill_one("model")),
         Fault("lambda-host", "kill -9 the Lambda host(s) running the worker", _kill_workers),
         Fault("redis", "kill -9 the embedded Redis", _kill_one("redis")),
