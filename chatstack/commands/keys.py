@@ -24,17 +24,22 @@ TENANT = click.option("--tenant", required=True, help="The tenant the keys belon
 
 @contextmanager
 def _service(data_dir: Path) -> Iterator[ApiKeyService]:
-    from chatstack.local.embedded import EmbeddedPostgres
+    from chatstack.local.embedded import EmbeddedPostgres, redis_socket_path
     from lambdas.config import Settings
     from lambdas.runtime import Deps
     from lambdas.services.api_keys import ApiKeyService
 
     url = os.environ.get("DATABASE_URL") or os.environ.get("CHATSTACK_DATABASE_URL") or ""
+    redis_url = os.environ.get("REDIS_URL") or os.environ.get("CHATSTACK_REDIS_URL") or ""
     if not url:
         require_service(data_dir)
-    # Shares the embedded server of the running `chatstack up`.
+    # Shares the embedded servers of the running `chatstack up`.
     pg = None if url else EmbeddedPostgres(data_dir / "pg")
-    deps = Deps(Settings(database_url=url or (pg.url if pg else ""), database_pool_max=1))
+    if not url and not redis_url:
+        redis_url = f"unix://{redis_socket_path((data_dir / 'redis').resolve())}"
+    deps = Deps(
+        Settings(database_url=url or (pg.url if pg else ""), redis_url=redis_url, database_pool_max=1)
+    )
     try:
         deps.db.migrate()
         yield ApiKeyService(deps)
@@ -105,8 +110,12 @@ def revoke(key_id: str, tenant: str, data_dir: Path) -> None:
                                  param_hint="KEY_ID") from None
     check_tenant_option(tenant)
     with _service(data_dir) as service:
+        marks = bool(service.d.settings.redis_url)
         try:
-            service.revoke(tenant, str(key_uuid))
+            service.revoke(tenant, str(key_uuid), close_connections=marks)
         except ChatError as exc:
             raise click.ClickException(exc.message) from None
     click.echo(f"revoked {key_uuid}")
+    if not marks:
+        click.echo("No REDIS_URL: WebSocket connections opened with the key keep working until they close "
+                   "(2 hours at most); set REDIS_URL to end them at their next frame.", err=True)

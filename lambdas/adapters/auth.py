@@ -32,6 +32,9 @@ class Identity:
     scopes: frozenset[str] = field(default_factory=frozenset)
     method: str = "jwt"  # "jwt" | "api_key"
     key_id: str = ""
+    # When the credential expires (epoch seconds; 0: never). A WebSocket connection is authorized once,
+    # at $connect, and may outlive its token: every later frame checks this (lambdas/handlers/_ws.py).
+    expires_at: int = 0
 
     def to_context(self) -> dict[str, str]:
         """API Gateway authorizer context: flat string values only."""
@@ -41,6 +44,7 @@ class Identity:
             "scopes": " ".join(sorted(self.scopes)),
             "method": self.method,
             "keyId": self.key_id,
+            "expiresAt": str(self.expires_at),
         }
 
     @classmethod
@@ -55,6 +59,7 @@ class Identity:
             scopes=frozenset(str(context.get("scopes") or "").split()),
             method=str(context.get("method") or "jwt"),
             key_id=str(context.get("keyId") or ""),
+            expires_at=_epoch(context.get("expiresAt")),
         )
 
     def has_scope(self, scope: str) -> bool:
@@ -121,7 +126,11 @@ class JwtVerifier:
             raise Unauthorized("The token's tenant or user id is not a valid id (see docs/security.md).")
         self._check_lifetime(claims)
         return Identity(
-            tenant_id=tenant, user_id=user, scopes=_scopes(claims.get(s.auth_scopes_claim)), method="jwt"
+            tenant_id=tenant,
+            user_id=user,
+            scopes=_scopes(claims.get(s.auth_scopes_claim)),
+            method="jwt",
+            expires_at=int(claims["exp"]),
         )
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
@@ -159,6 +168,14 @@ class JwtVerifier:
         except jwt.PyJWTError:
             raise Unauthorized("The token's signature or claims are invalid.") from None
         return claims
+
+
+def _epoch(raw: Any) -> int:
+    """An authorizer context's `expiresAt` (a string, as API Gateway passes every value): 0 if absent."""
+    try:
+        return max(0, int(str(raw or "0")))
+    except ValueError:
+        return 0
 
 
 def _scopes(raw: Any) -> frozenset[str]:

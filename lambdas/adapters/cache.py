@@ -240,6 +240,12 @@ class Cache:
         short and renewed while the generation runs, so a dead worker's request is free in seconds."""
         return bool(self._claim(keys=_claim_keys(request_id), args=_claim_args(owner, lease_s)))
 
+    def mark_key_revoked(self, key_id: str, *, ttl_s: int) -> None:
+        self.r.set(f"{P}revoked-key:{key_id}", "1", ex=ttl_s)
+
+    def key_revoked(self, key_id: str) -> bool:
+        return bool(self.r.exists(f"{P}revoked-key:{key_id}"))
+
     def generation_owner(self, request_id: str) -> str | None:
         return cast(str | None, self.r.get(_k_claim(request_id)))
 

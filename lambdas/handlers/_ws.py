@@ -5,6 +5,7 @@ one protocol `error` frame on the caller's connection."""
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.failures import dependency_down
-from lambdas.errors import ChatError, Internal, Unavailable
+from lambdas.errors import ChatError, Internal, Unauthorized, Unavailable
 from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps, deps
 
@@ -34,6 +35,16 @@ class WsRequest:
 RouteFn = Callable[[WsRequest], protocol.ServerFrame | None]
 
 
+def still_valid(identity: Identity, d: Deps) -> None:
+    """A connection is authorized once, at $connect, and may last two hours: each frame checks that
+    its credential has not expired since (the token's `exp`, an API key's expiry) nor been revoked
+    (an API key; a revocation marks it in Redis). Refused: UNAUTHORIZED; reconnect with a fresh one."""
+    if identity.expires_at and time.time() > identity.expires_at + d.settings.auth_leeway_s:
+        raise Unauthorized("The credential this connection was opened with has expired; reconnect.")
+    if identity.method == "api_key" and identity.key_id and d.cache.key_revoked(identity.key_id):
+        raise Unauthorized("The API key this connection was opened with was revoked.")
+
+
 def ws_route(fn: RouteFn) -> Callable[[dict[str, Any], LambdaContext], dict[str, int]]:
     @logger.inject_lambda_context(clear_state=True)
     @metrics.log_metrics
@@ -47,6 +58,7 @@ def ws_route(fn: RouteFn) -> Callable[[dict[str, Any], LambdaContext], dict[str,
         try:
             identity = Identity.from_context(event["requestContext"].get("authorizer"))
             logger.append_keys(tenant_id=identity.tenant_id)
+            still_valid(identity, d)
             reply = fn(WsRequest(connection_id, identity, body, d))
         except ChatError as exc:
             metrics.add_metric(name=f"Error{exc.code}", unit="Count", value=1)

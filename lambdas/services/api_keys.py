@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from lambdas import wiring
 from lambdas.adapters import identity_repo
 from lambdas.adapters.auth import SCOPES, Identity
 from lambdas.adapters.identity_repo import ApiKeyRow
@@ -81,6 +82,7 @@ class ApiKeyService:
             scopes=frozenset(row.scopes),
             method="api_key",
             key_id=row.id,
+            expires_at=int(row.expires_at.timestamp()) if row.expires_at is not None else 0,
         )
 
     def create(
@@ -120,9 +122,16 @@ class ApiKeyService:
         with self.d.db.transaction() as conn:
             return identity_repo.list_keys(conn, tenant_id=tenant_id, limit=MAX_KEYS_LISTED)
 
-    def revoke(self, tenant_id: str, key_id: str) -> ApiKeyRow:
+    def revoke(self, tenant_id: str, key_id: str, *, close_connections: bool = True) -> ApiKeyRow:
+        """Revoke the key. `close_connections=False` (an operator's command with the database alone)
+        leaves WebSocket connections opened with it working until they close (2 h at most)."""
         with self.d.db.transaction() as conn:
             row = identity_repo.revoke_key(conn, tenant_id=tenant_id, key_id=key_id)
-        if row is None:  # another tenant's key is as absent as a key that never existed
-            raise NotFound("No such API key.")
+            if row is None:  # another tenant's key is as absent as a key that never existed
+                raise NotFound("No such API key.")
+            # WebSocket connections opened with the key were authorized once, at $connect: each of their
+            # frames checks this mark, which outlives the longest connection (API Gateway's 2 h). Set
+            # before the commit: if it fails, nothing is revoked and the caller retries.
+            if close_connections:
+                self.d.cache.mark_key_revoked(row.id, ttl_s=wiring.MAX_CONNECTION_S + 60)
         return row

@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 import httpx
+import jwt
 import pytest
 import uvicorn
 from botocore.exceptions import ClientError
@@ -98,6 +99,8 @@ def test_a_cognito_user_signs_in_and_both_tokens_carry_tenant_and_scopes(cognito
         identity = verifier.verify(token)
         assert identity.tenant_id == "acme" and {"chat", "finance"} <= identity.scopes
         assert "staff" not in identity.scopes
+        # the token's exp travels with the identity (a WebSocket frame checks it after $connect)
+        assert identity.expires_at == jwt.decode(token, options={"verify_signature": False})["exp"]
 
 
 def test_without_the_trigger_cognitos_own_claims_are_refused(tmp_path: Path) -> None:
