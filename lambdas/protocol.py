@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -65,8 +66,13 @@ def _canonical_uuid(value: Any) -> Any:
 RequestId = Annotated[UUID, BeforeValidator(_canonical_uuid)]
 
 
+# Characters that show nothing: separators and format characters (zero-width space and joiners, the
+# word joiner, the byte-order mark, bidi controls).
+_INVISIBLE = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+
+
 def _has_text(value: str) -> str:
-    if not value.strip():
+    if not any(not ch.isspace() and unicodedata.category(ch) not in _INVISIBLE for ch in value):
         raise ValueError("must contain visible text")
     return value
 
@@ -82,7 +88,7 @@ class SendMessage(_Frame):
 class Resume(_Frame):
     action: Literal["resume"]
     request_id: RequestId = Field(alias="requestId")
-    after_seq: int = Field(default=0, alias="afterSeq", ge=0)
+    after_seq: int = Field(default=0, alias="afterSeq", ge=0, strict=True)
 
 
 class Cancel(_Frame):

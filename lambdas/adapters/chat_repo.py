@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from lambdas.errors import BadRequest, NotFound
+from lambdas.errors import BadRequest, NotFound, RequestGone
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -48,8 +48,8 @@ def accept_user_message(
     ).fetchone()
     assert existing is not None  # one row, whatever the joins find
     if existing["id"] is None:
-        if existing["billed"]:
-            raise BadRequest("This requestId was already used; send a new one.")
+        if existing["billed"]:  # its message is gone with its conversation
+            raise RequestGone()
     else:
         if existing["tenant_id"] != tenant_id or existing["user_id"] != user_id:
             raise BadRequest("This requestId was already used; send a new one.")

@@ -52,6 +52,8 @@ def create_app() -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":
+            return _error(400, "BAD_REQUEST", "The body is not valid JSON.")
         where = ".".join(str(p) for p in first.get("loc", ()))
         field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None  # past "body" / "query"
         message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
 from lambdas.adapters.failures import dependency_down
-from lambdas.errors import ChatError, Internal, Unauthorized, Unavailable
+from lambdas.errors import BadRequest, ChatError, Internal, Unauthorized, Unavailable
 from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps, deps
 
@@ -59,6 +59,8 @@ def ws_route(fn: RouteFn) -> Callable[[dict[str, Any], LambdaContext], dict[str,
             identity = Identity.from_context(event["requestContext"].get("authorizer"))
             logger.append_keys(tenant_id=identity.tenant_id)
             still_valid(identity, d)
+            if event.get("isBase64Encoded"):  # a binary frame (API Gateway routes it to $default)
+                raise BadRequest("Binary frames are not accepted; send the JSON frame as text.")
             reply = fn(WsRequest(connection_id, identity, body, d))
         except ChatError as exc:
             metrics.add_metric(name=f"Error{exc.code}", unit="Count", value=1)

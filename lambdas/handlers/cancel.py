@@ -9,8 +9,8 @@ from lambdas.services.chat import ChatService
 
 
 @ws_route
-def handler(req: WsRequest) -> None:
+def handler(req: WsRequest) -> protocol.ServerFrame | None:
     frame = protocol.parse_client_frame(req.body)
     if not isinstance(frame, protocol.Cancel):
         raise BadRequest("This route takes cancel frames.")
-    ChatService(req.deps).cancel(req.identity, frame)
+    return ChatService(req.deps).cancel(req.identity, frame)

@@ -53,7 +53,7 @@ class ChatService:
         returned, since the ack was already sent."""
         rid = str(msg.request_id)
         if not identity.has_scope("chat"):
-            raise Forbidden("This identity may not chat; it needs the 'chat' scope.")
+            raise Forbidden("This needs the 'chat' scope.")
         cache = self.d.cache
         fresh = RequestRecord(tenant_id=identity.tenant_id, user_id=identity.user_id)
         previous = cache.claim_request(rid, fresh, min(CLAIM_TTL_S, self.s.idempotency_ttl_s))
@@ -158,6 +158,10 @@ class ChatService:
                 return self.accept(identity, msg, connection_id)
             previous = current
         logger.info("duplicate requestId", extra={"request_id": rid})
+        with self.d.db.read() as conn:
+            gone = chat_repo.stored_request(conn, message_id=previous.message_id) is None
+        if gone:  # accepted once and no longer stored: its conversation was deleted; no ack for it
+            raise RequestGone()
         ack = protocol.Ack(
             requestId=rid, conversationId=previous.conversation_id, messageId=previous.message_id
         )
@@ -229,10 +233,21 @@ class ChatService:
         return self._follow(rid, record, connection_id, after_seq=msg.after_seq)
 
     # ---- cancel --------------------------------------------------------------------------------
-    def cancel(self, identity: Identity, msg: protocol.Cancel) -> None:
+    def cancel(self, identity: Identity, msg: protocol.Cancel) -> protocol.ServerFrame | None:
+        """Ask the request's generation to stop (its `done` says "cancelled"). A request that has
+        already ended is answered with how it ended, one whose conversation was deleted NOT_FOUND: a
+        cancel always gets an end."""
         rid = str(msg.request_id)
-        self._owned(identity, rid)
+        record = self._owned(identity, rid)
+        with self.d.db.read() as conn:
+            answer = chat_repo.stored_answer(conn, record.answer_id)
+            gone = answer is None and chat_repo.stored_request(conn, message_id=record.message_id) is None
+        if gone:
+            raise RequestGone()
+        if answer is not None:
+            return _outcome_frame(rid, answer)
         self.d.cache.request_cancel(rid, self.s.delta_ttl_s)
+        return None
 
     def _owned(self, identity: Identity, rid: str) -> RequestRecord:
         """The request's record, from Redis or, when Redis lost it (or holds only a claim whose

@@ -58,8 +58,12 @@ def sdk(service: Service, api_key: str) -> openai.OpenAI:
 
 
 def test_models_lists_the_offered_models_default_first(service: Service) -> None:
-    models = sdk(service, service.token(tenant=TENANT)).models.list()
+    client = sdk(service, service.token(tenant=TENANT))
+    models = client.models.list()
     assert [m.id for m in models.data] == ["local-extractive", "extractive-second"]
+    assert client.models.retrieve("extractive-second").id == "extractive-second"  # the SDK's retrieve
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
 
 
 def test_a_whole_answer_quotes_and_cites_the_tenants_document_and_is_metered(service: Service) -> None:

@@ -15,7 +15,7 @@ import pytest
 from lambdas import protocol
 from lambdas.adapters import chat_repo
 from lambdas.adapters.auth import Identity
-from lambdas.errors import BadRequest
+from lambdas.errors import RequestGone
 from lambdas.runtime import Deps
 from lambdas.services.chat import ChatService
 from lambdas.services.generation import GenerationService, Job
@@ -49,10 +49,22 @@ def test_resume_and_repeat_of_a_deleted_answer_end_in_not_found(pg_url: str, red
     _gone(posts(d).of("c2"), job.request_id)  # not the deleted answer's deltas
 
     again = protocol.SendMessage(action="sendMessage", requestId=rid, text="How do leases work?")
-    assert ChatService(d).accept(identity, again, "c3") is None  # acked by the repeat itself
-    frames = posts(d).of("c3")
-    assert isinstance(frames[0], protocol.Ack)
-    _gone(frames[1:], job.request_id)
+    with pytest.raises(RequestGone):  # not acked first: an ack says the message is stored
+        ChatService(d).accept(identity, again, "c3")
+    assert posts(d).of("c3") == []
+    cancel = protocol.Cancel(action="cancel", requestId=rid)
+    with pytest.raises(RequestGone):  # a cancel, too, gets an end
+        ChatService(d).cancel(identity, cancel)
+
+
+def test_a_cancel_of_a_finished_answer_is_answered_with_how_it_ended(pg_url: str, redis_url: str) -> None:
+    """It got no frame at all, while a cancel of an unknown request got NOT_FOUND."""
+    d = make_deps(pg_url, redis_url, Model())
+    identity, job = accept(d)
+    GenerationService(d).run(job)
+    cancel = protocol.Cancel(action="cancel", requestId=uuid.UUID(job.request_id))
+    ended = ChatService(d).cancel(identity, cancel)
+    assert isinstance(ended, protocol.Done) and ended.finish_reason == "stop" and ended.text
 
 
 def test_a_job_whose_conversation_was_deleted_while_queued_is_dropped_with_not_found(
@@ -113,7 +125,7 @@ def test_a_request_id_the_ledger_holds_is_never_used_again(pg_url: str, redis_ur
     again = protocol.SendMessage(action="sendMessage", requestId=uuid.UUID(job.request_id), text="Again?")
     other = Identity(tenant_id="t-other", user_id="mallory", scopes=frozenset({"chat"}))
     for who in (identity, other):
-        with pytest.raises(BadRequest, match="already used"):
+        with pytest.raises(RequestGone):  # what a repeat that Redis remembers gets too
             ChatService(d).accept(who, again, "c3")
         assert not _holds(d, who, job.request_id)  # nothing left behind
         assert d.cache.request(job.request_id) is None  # the requestId's claim let go too

@@ -303,6 +303,10 @@ def test_every_refusal_has_openais_error_shape_and_names_the_field_at_fault(api:
         assert set(error) == {"message", "type", "param", "code"}, r.text
         assert error["type"] == error["code"].lower() and error["message"], r.text
     assert [r.status_code for r in refusals] == [401, 404, 400, 404]
+    bad_json = api.client.post("/v1/api-keys", headers={**user, "Content-Type": "application/json"},
+                               content=b'{"name": ')
+    assert bad_json.status_code == 400
+    assert bad_json.json()["error"]["message"] == "The body is not valid JSON."
     assert refusals[2].json()["error"]["param"] == "expiresInDays"
 
 

@@ -132,9 +132,22 @@ def test_options_of_the_right_types_pass_and_an_integer_temperature_is_a_number(
     assert isinstance(parsed, protocol.SendMessage) and parsed.options.temperature == 1.0
 
 
-def test_text_of_only_whitespace_is_refused() -> None:
+@pytest.mark.parametrize("text", [" \n\t ", "\u200b", "\u200b\u200d\ufeff \u2060", "\u00a0\u3000", "\u202e"])
+def test_text_of_only_whitespace_or_invisible_characters_is_refused(text: str) -> None:
     with pytest.raises(BadRequest, match="visible text"):
-        protocol.parse_client_frame(json.dumps({"action": "sendMessage", "requestId": RID, "text": " \n\t "}))
+        protocol.parse_client_frame(json.dumps({"action": "sendMessage", "requestId": RID, "text": text}))
+
+
+@pytest.mark.parametrize("text", ["hi", "\u200bhi", "é", "\u4f60", "\U0001f44d"])
+def test_text_with_something_visible_passes(text: str) -> None:
+    frame = protocol.parse_client_frame(json.dumps({"action": "sendMessage", "requestId": RID, "text": text}))
+    assert isinstance(frame, protocol.SendMessage) and frame.text == text
+
+
+@pytest.mark.parametrize("after", ["3", 3.0, True])
+def test_a_resume_position_is_not_coerced(after: object) -> None:
+    with pytest.raises(BadRequest, match="afterSeq"):
+        protocol.parse_client_frame(json.dumps({"action": "resume", "requestId": RID, "afterSeq": after}))
 
 
 def test_a_message_by_another_door_has_the_frames_limits_and_errors() -> None:

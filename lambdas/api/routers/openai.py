@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
 from lambdas.api.deps import ChatCallerDep, DepsDep
-from lambdas.errors import BY_CODE, AnswerTimeout, BadRequest, ChatError, Internal, error_document
+from lambdas.errors import BY_CODE, AnswerTimeout, BadRequest, ChatError, Internal, NotFound, error_document
 from lambdas.runtime import Deps
 from lambdas.services import models as model_choice
 
@@ -153,6 +153,15 @@ class ModelList(BaseModel):
 def list_models(caller: ChatCallerDep, d: DepsDep) -> ModelList:
     """The models `model` (and the WebSocket's `options.model`) may name; the default first."""
     return ModelList(data=[ModelCard(id=m.name) for m in model_choice.offered(d.settings)])
+
+
+@router.get("/models/{model_id}", response_model=ModelCard)
+def get_model(model_id: str, caller: ChatCallerDep, d: DepsDep) -> ModelCard:
+    """One offered model (the SDKs' `models.retrieve`); 404 for a name the deployment does not offer."""
+    for offered in model_choice.offered(d.settings):
+        if offered.name == model_id:
+            return ModelCard(id=offered.name)
+    raise NotFound(f"No model {model_id[:100]!r} is offered here; GET /v1/models lists them.")
 
 
 @router.post("/chat/completions", response_model=None)

@@ -1,4 +1,6 @@
-"""A WebSocket connection is authorized once, at $connect (API Gateway runs the authorizer only then),
+"""What every WebSocket route checks before its own work (lambdas/handlers/_ws.py).
+
+A WebSocket connection is authorized once, at $connect (API Gateway runs the authorizer only then),
 and may last two hours (wiring.MAX_CONNECTION_S): each later frame checks that its credential has not
 expired since, nor, for an API key, been revoked. Real PostgreSQL and Redis; the route handlers run on
 the documented message event (tests/fixtures/events), with @connections as an in-process transport.
@@ -8,6 +10,7 @@ Found by an attack: after a key was revoked, or a token passed its `exp`, REST a
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -47,11 +50,14 @@ def deps(pg_url: str, redis_url: str) -> Iterator[Deps]:
     set_deps(None)
 
 
-def ping_as(d: Deps, identity: Identity) -> protocol.ServerFrame:
+def ping_as(d: Deps, identity: Identity, *, binary: bool = False) -> protocol.ServerFrame:
     event: dict[str, Any] = copy.deepcopy(json.loads(FIXTURE.read_text()))
     event["requestContext"]["routeKey"] = "ping"
     event["requestContext"]["authorizer"] = identity.to_context()  # what $connect's authorizer returned
     event["body"] = json.dumps({"action": "ping"})
+    if binary:  # API Gateway passes a binary frame base64-encoded (to $default: no route expression holds)
+        event["body"] = base64.b64encode(event["body"].encode()).decode()
+        event["isBase64Encoded"] = True
     ping.handler(event, LocalLambdaContext(wiring.PING))
     posts: Posts = d.__dict__["connections"]
     return posts.frames[-1]
@@ -92,3 +98,10 @@ def test_an_api_key_identity_carries_its_expiry(deps: Deps) -> None:
     identity = ApiKeyService(deps).authenticate(created.key)
     assert abs(identity.expires_at - (time.time() + 86_400)) < 120
     assert Identity.from_context(identity.to_context()) == identity
+
+
+def test_a_binary_frame_is_refused_as_binary_not_as_bad_json(deps: Deps) -> None:
+    """Found by an attack: a binary frame holding valid JSON was answered "The frame is not valid JSON"."""
+    refused = ping_as(deps, person(0), binary=True)
+    assert isinstance(refused, protocol.Error) and refused.code == "BAD_REQUEST"
+    assert "Binary frames" in refused.message
