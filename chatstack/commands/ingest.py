@@ -108,6 +108,8 @@ def ingest(paths: tuple[str, ...], tenant: str, data_dir: Path, database_url: st
 
 
 def _ingest_one(service: IngestService, tenant: str, path: Path, outcome: Outcome) -> None:
+    import psycopg
+
     from lambdas.errors import ChatError
 
     name = str(path)
@@ -128,6 +130,10 @@ def _ingest_one(service: IngestService, tenant: str, path: Path, outcome: Outcom
         return
     except OSError as exc:
         outcome.skipped.append((name, f"cannot read it ({exc.strerror or type(exc).__name__})."))
+        return
+    except psycopg.DataError as exc:  # content the database refuses: this file only, the rest go on
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        outcome.skipped.append((name, f"the database refused its content ({first})."))
         return
     if result.deduplicated:
         outcome.unchanged += 1

@@ -10,6 +10,7 @@ the model runs.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,10 +21,22 @@ from lambdas.adapters.db import Database
 from lambdas.errors import BadRequest
 from lambdas.rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_text
 from lambdas.rag.embeddings import Embedder
-from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, MAX_TEXT_CHARS, DocumentRejected, parse_document
+from lambdas.rag.parsing import (
+    MAX_DOCUMENT_BYTES,
+    MAX_TEXT_CHARS,
+    DocumentRejected,
+    clean_text,
+    clean_title,
+    parse_document,
+)
 from lambdas.rag.stores.base import Connection, DocumentRef, EmbeddedChunk, VectorStore
 
 MAX_SOURCE_CHARS = 1024
+# Refused in a source: control characters (line breaks and tabs included: a source is one line) and
+# bidi controls, which make one name display as another ("invoice\u202etxt.exe.txt").
+_BAD_SOURCE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Refused in a title given by the caller: the same but tab and line breaks, which collapse to a space.
+_BAD_TITLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,23 +83,29 @@ class IngestService:
         self, *, tenant_id: str, source: str, data: bytes, mime: str | None = None
     ) -> IngestResult:
         """Ingest an uploaded or local file; raises `DocumentRejected` for bad input."""
+        _check_identity(tenant_id, source)
         parsed = parse_document(source, data, mime=mime, max_bytes=self.max_bytes)
         return self._ingest(tenant_id, source, parsed.title, parsed.text, parsed.mime, len(data))
 
     def ingest_text(
         self, *, tenant_id: str, source: str, text: str, title: str | None = None, mime: str = "text/plain"
     ) -> IngestResult:
-        """Ingest text given directly (the JSON form of the REST API)."""
-        body = text.replace("\x00", "").strip()
+        """Ingest text given directly (the JSON form of the REST API). The title is one line: its
+        whitespace is collapsed; without one (or a blank one) it is the source."""
+        _check_identity(tenant_id, source)
+        if title is not None and _BAD_TITLE.search(title):
+            raise DocumentRejected(
+                "title: control characters and bidi controls are not allowed.", reason="bad_title"
+            )
+        body = clean_text(text).strip()
         if not body:
             raise DocumentRejected("The text is empty.", reason="empty")
         if len(body) > MAX_TEXT_CHARS:
             raise DocumentRejected(
                 f"The text is longer than {MAX_TEXT_CHARS:,} characters.", reason="too_large"
             )
-        return self._ingest(
-            tenant_id, source, (title or source).strip()[:300], body, mime, len(text.encode())
-        )
+        shown = clean_title(title) or clean_title(source)
+        return self._ingest(tenant_id, source, shown, body, mime, len(text.encode()))
 
     def _ingest(
         self, tenant_id: str, source: str, title: str, text: str, mime: str, size: int
@@ -221,6 +240,12 @@ def _check_identity(tenant_id: str, source: str) -> None:
         raise BadRequest("A document source (file name or URL) is required.")
     if len(source) > MAX_SOURCE_CHARS:
         raise BadRequest(f"The document source is longer than {MAX_SOURCE_CHARS} characters.")
+    if _BAD_SOURCE.search(source):
+        raise DocumentRejected(
+            "The document source (file name) holds control characters or bidi controls, which are not"
+            " allowed.",
+            reason="bad_source",
+        )
 
 
 def _is_uuid(value: str) -> bool:

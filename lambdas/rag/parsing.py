@@ -17,6 +17,15 @@ from lambdas.errors import BadRequest
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_TEXT_CHARS = 5_000_000
+MAX_TITLE_CHARS = 300
+
+# Dropped from titles: control characters (C0, DEL, C1; tab and line breaks are whitespace and collapse)
+# and the bidi controls that make a title display as something else (U+061C, U+200E-F, U+202A-E,
+# U+2066-9).
+_TITLE_DROP = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Dropped from text: control characters but tab, line feed, carriage return (form and line tabulation
+# become line breaks first). PostgreSQL text cannot hold NUL; the others disguise text in terminals.
+_TEXT_DROP = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 MIME_BY_SUFFIX = {
     ".md": "text/markdown",
@@ -68,7 +77,7 @@ def parse_document(
             f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
             reason="too_large",
         )
-    fallback_title = PurePath(name).stem or name
+    fallback_title = clean_title(PurePath(name).stem) or clean_title(name)
     if kind == "application/pdf":
         title, text = _pdf(data, fallback_title)
     else:
@@ -86,11 +95,25 @@ def parse_document(
         raise DocumentRejected(
             f"The text is {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}.", reason="too_large"
         )
-    return ParsedDocument(title=title.strip()[:300] or fallback_title, text=text, mime=kind)
+    return ParsedDocument(title=clean_title(title) or fallback_title, text=text, mime=kind)
+
+
+def clean_title(title: str | None) -> str:
+    """A title as one line of at most 300 characters: control and bidi characters removed, runs of
+    whitespace (line breaks included) collapsed to one space. Empty when nothing is left."""
+    if not title:
+        return ""
+    return " ".join(_TITLE_DROP.sub("", title).split())[:MAX_TITLE_CHARS].rstrip()
+
+
+def clean_text(text: str) -> str:
+    """Text without control characters (tab, line feed and carriage return stay; form feed and line
+    tabulation become line feeds)."""
+    return _TEXT_DROP.sub("", text.replace("\f", "\n").replace("\v", "\n"))
 
 
 def _decode_text(data: bytes) -> str:
-    if b"\x00" in data[:65536]:
+    if b"\x00" in data:
         raise DocumentRejected("The file looks binary (it contains NUL bytes), not text.", reason="binary")
     try:
         text = data.decode("utf-8-sig")
@@ -104,8 +127,8 @@ def _decode_text(data: bytes) -> str:
 
 def _normalise(text: str) -> str:
     # PDF extraction can yield NULs, which PostgreSQL text cannot hold.
-    text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
-    text = re.sub(r"[ \t\f\v]+\n", "\n", text)
+    text = clean_text(text).replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[ \t]+\n", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 

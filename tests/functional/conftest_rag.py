@@ -111,8 +111,9 @@ def document_rows(db: Database, tenant_id: str) -> list[dict[str, Any]]:
         ).fetchall()
 
 
-def minimal_pdf(lines: list[str], title: str | None = None) -> bytes:
-    """A valid one-page PDF showing `lines` in Helvetica, built by hand (no PDF writer needed)."""
+def minimal_pdf(lines: list[str], title: str | None = None, *, info: str | None = None) -> bytes:
+    """A valid one-page PDF showing `lines` in Helvetica, built by hand (no PDF writer needed).
+    `info` is a raw /Info dictionary (for titles as hex strings), used instead of `title`."""
     escaped = [ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for ln in lines]
     stream = "BT /F1 12 Tf 72 720 Td 14 TL " + " ".join(f"({ln}) '" for ln in escaped) + " ET"
     objects = [
@@ -123,7 +124,9 @@ def minimal_pdf(lines: list[str], title: str | None = None) -> bytes:
         f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream",
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
-    if title:
+    if info is not None:
+        objects.append(info)
+    elif title:
         objects.append(f"<< /Title ({title}) >>")
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
@@ -133,6 +136,6 @@ def minimal_pdf(lines: list[str], title: str | None = None) -> bytes:
     xref = len(out)
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     out += "".join(f"{off:010d} 00000 n \n" for off in offsets).encode()
-    info = f" /Info {len(objects)} 0 R" if title else ""
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    ref = f" /Info {len(objects)} 0 R" if title or info is not None else ""
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{ref} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)

@@ -128,3 +128,25 @@ def test_bad_uploads_get_a_4xx_with_a_reason_and_store_nothing(
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]["message"].lower()
     assert document_rows(rag_db, tenant) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("late.md", b"Filler line.\n" * 6000 + b"# Heading \x00\n"),
+        ("late.html", b"<p>" + b"Filler line. " * 6000 + b"</p><title>T\x00itle</title>"),
+        ("invoice\u202etxt.exe.txt", b"Plain text."),
+    ],
+)
+def test_nul_late_in_a_file_or_a_bidi_file_name_is_a_400_not_a_500(
+    api: str, rag_db: Database, tenant: str, name: str, data: bytes
+) -> None:
+    with httpx.Client(base_url=api, headers={"x-test-tenant": tenant}, timeout=60) as http:
+        response = http.post("/v1/documents", files={"file": (name, data, "application/octet-stream")})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "BAD_REQUEST"
+        # the connection still serves the next request (it was reset after the 500)
+        nul_title = minimal_pdf(["Quarterly numbers."], info="<< /Title <FEFF0041000000420007> >>")
+        pdf = http.post("/v1/documents", files={"file": ("t.pdf", nul_title, "application/pdf")})
+        assert pdf.status_code == 201 and pdf.json()["title"] == "AB", pdf.text
+    assert [d["source"] for d in document_rows(rag_db, tenant)] == ["t.pdf"]

@@ -135,3 +135,22 @@ def test_a_database_that_cannot_be_used_is_one_sentence(tmp_path: Path, tenant: 
         result = CliRunner().invoke(ingest, args)
         assert result.exit_code == 1 and result.output.startswith("Error: Cannot use the database: ")
         assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_pdf_with_a_nul_title_is_ingested_with_a_clean_title_and_the_batch_goes_on(
+    tmp_path: Path, rag_pg_url: str, rag_db: Database, tenant: str
+) -> None:
+    """Was: a traceback from PostgreSQL on the NUL in the title, exit 1, and `c_last.txt` never ingested."""
+    (tmp_path / "a_first.txt").write_text("The first file of the batch.")
+    nul_title = minimal_pdf(["Quarterly numbers."], info="<< /Title <FEFF0041000000420007> >>")
+    (tmp_path / "b_nul.pdf").write_bytes(nul_title)
+    (tmp_path / "c_last.txt").write_text("The last file of the batch.")
+    (tmp_path / "d_late_nul.md").write_bytes(b"Filler line.\n" * 6000 + b"# Heading \x00\n")
+    result = CliRunner().invoke(ingest, [str(tmp_path), "--tenant", tenant, "--database-url", rag_pg_url])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    skipped = [ln for ln in result.output.splitlines() if ln.startswith("Skipped")]
+    assert len(skipped) == 1 and "d_late_nul.md" in skipped[0] and "nul" in skipped[0].lower(), result.output
+    docs = document_rows(rag_db, tenant)
+    assert [Path(d["source"]).name for d in docs] == ["a_first.txt", "b_nul.pdf", "c_last.txt"]
+    assert docs[1]["title"] == "AB"
