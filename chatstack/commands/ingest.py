@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import click
 
 from chatstack.commands._local import check_tenant_option, data_dir_option, require_service
-from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, MIME_BY_SUFFIX
+from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, MIME_BY_SUFFIX, too_large_message
 
 if TYPE_CHECKING:
     from chatstack.local.embedded import EmbeddedPostgres
@@ -120,9 +120,8 @@ def _ingest_one(service: IngestService, tenant: str, path: Path, outcome: Outcom
             return
         size = info.st_size
         if size > service.max_bytes:
-            outcome.skipped.append(
-                (name, f"the file is {size / 1e6:.1f} MB; the limit is {service.max_bytes / 1e6:.0f} MB.")
-            )
+            message = too_large_message(size, service.max_bytes)
+            outcome.skipped.append((name, message[0].lower() + message[1:]))
             return
         result = service.ingest_file(tenant_id=tenant, source=source_name(path), data=path.read_bytes())
     except ChatError as exc:

@@ -65,6 +65,18 @@ def mime_for(name: str, declared: str | None = None) -> str:
     )
 
 
+def size_label(limit: int) -> str:
+    """A byte limit as people read it: "20 MiB" (binary units, as the limit is set), else bytes."""
+    mib = 1024 * 1024
+    return f"{limit // mib} MiB ({limit:,} bytes)" if limit % mib == 0 else f"{limit:,} bytes"
+
+
+def too_large_message(size: int, limit: int) -> str:
+    """The refusal of a file of `size` bytes over `limit`, in exact bytes (a rounded size can read as
+    equal to the limit)."""
+    return f"The file is {size:,} bytes; the limit is {size_label(limit)}."
+
+
 def parse_document(
     name: str, data: bytes, *, mime: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES
 ) -> ParsedDocument:
@@ -73,10 +85,7 @@ def parse_document(
     if not data:
         raise DocumentRejected("The file is empty.", reason="empty")
     if len(data) > max_bytes:
-        raise DocumentRejected(
-            f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.",
-            reason="too_large",
-        )
+        raise DocumentRejected(too_large_message(len(data), max_bytes), reason="too_large")
     fallback_title = clean_title(PurePath(name).stem) or clean_title(name)
     if kind == "application/pdf":
         title, text = _pdf(data, fallback_title)

@@ -11,7 +11,7 @@ import pytest
 from lambdas.adapters.db import Database
 from lambdas.rag.embeddings import LocalEmbedder
 from lambdas.rag.ingest import IngestService
-from lambdas.rag.parsing import DocumentRejected
+from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, DocumentRejected, parse_document, too_large_message
 from lambdas.rag.stores.pgvector import PgVectorStore
 from tests.functional.conftest_rag import *  # noqa: F403  (the fixtures)
 from tests.functional.conftest_rag import chunk_rows, document_rows, minimal_pdf
@@ -118,3 +118,11 @@ def test_a_given_title_is_one_line_and_a_blank_one_falls_back_to_the_source(
     with pytest.raises(DocumentRejected, match="title"):
         pg_service.ingest_text(tenant_id=tenant, source="x", title="Pay \u202eme", text="Text.")
     assert {d["title"] for d in document_rows(rag_db, tenant)} == {forged.title, "faq"}
+
+
+def test_the_size_refusal_states_the_limit_as_set_in_mib_and_exact_bytes() -> None:
+    """Was: "The file is 21.0 MB; the limit is 21 MB." for 20 MiB + 1 byte (bytes divided by 10^6)."""
+    with pytest.raises(DocumentRejected) as caught:
+        parse_document("big.txt", b"a" * (MAX_DOCUMENT_BYTES + 1))
+    assert caught.value.message == "The file is 20,971,521 bytes; the limit is 20 MiB (20,971,520 bytes)."
+    assert too_large_message(1001, 1000) == "The file is 1,001 bytes; the limit is 1,000 bytes."

@@ -64,6 +64,7 @@ def test_a_mixed_batch_ingests_the_good_files_and_names_each_bad_one(
     ]:
         line = next((ln for ln in out.splitlines() if ln.startswith("Skipped") and name in ln), "")
         assert reason in line.lower(), (name, out)
+    assert "the limit is 20 MiB (20,971,520 bytes)" in out
     assert "Ingested 2 file(s)" in out and "6 skipped" in out
     docs = document_rows(rag_db, tenant)
     assert [d["source"] for d in docs] == ["good.md", "manual.pdf"]

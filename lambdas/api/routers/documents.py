@@ -22,7 +22,7 @@ from lambdas.api.deps import Caller, CallerDep, ChatCallerDep, DepsDep
 from lambdas.errors import BadRequest, Forbidden, NotFound, TooLarge
 from lambdas.rag.embeddings import embedder_from_settings
 from lambdas.rag.ingest import IngestResult, IngestService
-from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, DocumentRejected
+from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, DocumentRejected, size_label
 from lambdas.rag.stores import store_from_settings
 from lambdas.runtime import Deps
 from lambdas.validation import has_control
@@ -145,7 +145,7 @@ def _record_writer(db: Database, caller: Caller, document_id: str) -> None:
 async def _from_form(request: Request, tenant_id: str, service: IngestService) -> IngestResult:
     declared = int(request.headers.get("content-length") or 0)
     if declared > MAX_DOCUMENT_BYTES + 64 * 1024:
-        raise TooLarge(f"The upload is larger than {MAX_DOCUMENT_BYTES // 1_000_000} MB.")
+        raise TooLarge(f"The upload is larger than the limit of {size_label(MAX_DOCUMENT_BYTES)}.")
     form = await request.form(max_files=1, max_fields=4)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
