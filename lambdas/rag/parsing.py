@@ -173,40 +173,66 @@ def _pdf(data: bytes, fallback_title: str) -> tuple[str, str]:
 
 
 class _TextOfHtml(HTMLParser):
-    """Visible text of an HTML page with block elements as line breaks; script/style dropped."""
+    """Visible text of an HTML page with block elements as line breaks. Dropped: script, style,
+    noscript, template and head, and any element with the `hidden` attribute or an inline style
+    `display: none` or `visibility: hidden` (with everything inside it). Stylesheets and classes are
+    not evaluated, so text hidden by a CSS class is kept."""
 
     _BLOCK = frozenset({
         "p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section",
         "article", "header", "footer", "pre", "blockquote",
     })
     _HIDDEN = frozenset({"script", "style", "noscript", "template", "head"})
+    _VOID = frozenset({
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+        "track", "wbr",
+    })
+    # Elements whose start closes an open <p> (HTML's implied end tags), and <li> closing an open <li>.
+    _CLOSES_P = _BLOCK - {"br"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.title = ""
         self.h1 = ""
-        self._hidden = 0
+        self._open: list[tuple[str, bool]] = []  # open elements: (tag, hides its content)
+        self._hidden = 0  # open elements that hide their content
         self._in_title = False
         self._in_h1 = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._HIDDEN:
-            self._hidden += 1
+        top = self._open[-1][0] if self._open else ""
+        if (top == "p" and tag in self._CLOSES_P) or (top == "li" and tag == "li"):
+            self._close(len(self._open) - 1)
+        hides = tag in self._HIDDEN or _hidden_by_attributes(attrs)
+        if tag not in self._VOID:
+            self._open.append((tag, hides))
+            self._hidden += hides
         self._in_title |= tag == "title"
         self._in_h1 |= tag == "h1"
         if tag in self._BLOCK:
             self.parts.append("\n\n" if tag in {"p", "div", "section", "article"} or tag[0] == "h" else "\n")
 
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._BLOCK and not self._hidden:  # <br/>: a line break; <div hidden/>: nothing inside
+            self.parts.append("\n")
+
     def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN and self._hidden:
-            self._hidden -= 1
+        for index in range(len(self._open) - 1, -1, -1):
+            if self._open[index][0] == tag:
+                self._close(index)
+                break
         if tag == "title":
             self._in_title = False
         if tag == "h1":
             self._in_h1 = False
         if tag in self._BLOCK:
             self.parts.append("\n")
+
+    def _close(self, index: int) -> None:
+        """Close the open element at `index` and the unclosed ones inside it."""
+        self._hidden -= sum(hides for _, hides in self._open[index:])
+        del self._open[index:]
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
@@ -216,6 +242,20 @@ class _TextOfHtml(HTMLParser):
         if self._in_h1:
             self.h1 += data
         self.parts.append(data)
+
+
+_INVISIBLE_STYLE = re.compile(
+    r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse))\b", re.I
+)
+
+
+def _hidden_by_attributes(attrs: list[tuple[str, str | None]]) -> bool:
+    for name, value in attrs:
+        if name == "hidden":
+            return True
+        if name == "style" and value and _INVISIBLE_STYLE.search(value):
+            return True
+    return False
 
 
 def _html(raw: str, fallback_title: str) -> tuple[str, str]:
