@@ -12,12 +12,21 @@ import unicodedata
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import PurePath
+from typing import Any
 
 from lambdas.errors import BadRequest
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
 MAX_TEXT_CHARS = 5_000_000
 MAX_TITLE_CHARS = 300
+# A PDF's text extraction costs time in proportion to its decompressed page contents (pypdf parses a
+# content stream again for every page that uses it), which a small file can make huge: a 3 KB file
+# whose 10 pages share one 640 KB stream took 20 s. The contents, counted per page, may reach 16 times
+# the file's size, at least 2 MiB, at most 32 MiB; at most 2,000 pages. Checked before extraction.
+MAX_PDF_PAGES = 2000
+PDF_CONTENT_FLOOR = 2 * 1024 * 1024
+PDF_CONTENT_CEILING = 32 * 1024 * 1024
+PDF_EXPANSION = 16
 
 # Dropped from titles: control characters (C0, DEL, C1; tab and line breaks are whitespace and collapse)
 # and the bidi controls that make a title display as something else (U+061C, U+200E-F, U+202A-E,
@@ -78,7 +87,12 @@ def too_large_message(size: int, limit: int) -> str:
 
 
 def parse_document(
-    name: str, data: bytes, *, mime: str | None = None, max_bytes: int = MAX_DOCUMENT_BYTES
+    name: str,
+    data: bytes,
+    *,
+    mime: str | None = None,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+    max_chars: int = MAX_TEXT_CHARS,
 ) -> ParsedDocument:
     """Extract the title and text of one document, or raise `DocumentRejected`."""
     kind = mime_for(name, mime)
@@ -88,7 +102,7 @@ def parse_document(
         raise DocumentRejected(too_large_message(len(data), max_bytes), reason="too_large")
     fallback_title = clean_title(PurePath(name).stem) or clean_title(name)
     if kind == "application/pdf":
-        title, text = _pdf(data, fallback_title)
+        title, text = _pdf(data, fallback_title, max_chars)
     else:
         raw = _decode_text(data)
         if kind == "text/html":
@@ -100,9 +114,9 @@ def parse_document(
     text = _normalise(text)
     if not text.strip():
         raise DocumentRejected("The file has no extractable text.", reason="empty")
-    if len(text) > MAX_TEXT_CHARS:
+    if len(text) > max_chars:
         raise DocumentRejected(
-            f"The text is {len(text):,} characters; the limit is {MAX_TEXT_CHARS:,}.", reason="too_large"
+            f"The text is {len(text):,} characters; the limit is {max_chars:,}.", reason="too_large"
         )
     return ParsedDocument(title=clean_title(title) or fallback_title, text=text, mime=kind)
 
@@ -151,7 +165,7 @@ def _markdown_title(text: str) -> str | None:
     return heading.group(1) if heading else None
 
 
-def _pdf(data: bytes, fallback_title: str) -> tuple[str, str]:
+def _pdf(data: bytes, fallback_title: str, max_chars: int) -> tuple[str, str]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
@@ -161,7 +175,19 @@ def _pdf(data: bytes, fallback_title: str) -> tuple[str, str]:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
             raise DocumentRejected("The PDF is encrypted.", reason="broken_pdf")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = list(reader.pages)
+        _check_pdf_cost(pages, len(data))
+        texts: list[str] = []
+        extracted = 0
+        for number, page in enumerate(pages, start=1):
+            texts.append(page.extract_text() or "")
+            extracted += len(texts[-1]) + 2
+            if extracted > max_chars + 2:  # stop now: the rest would only make it longer
+                raise DocumentRejected(
+                    f"The text is more than {max_chars:,} characters (already {extracted - 2:,} in the"
+                    f" first {number} of {len(pages)} pages); the limit is {max_chars:,}.",
+                    reason="too_large",
+                )
         meta_title = reader.metadata.title if reader.metadata else None
     except DocumentRejected:
         raise
@@ -169,7 +195,52 @@ def _pdf(data: bytes, fallback_title: str) -> tuple[str, str]:
         raise DocumentRejected(
             f"The PDF cannot be read ({type(exc).__name__}).", reason="broken_pdf"
         ) from None
-    return (str(meta_title) if meta_title else fallback_title), "\n\n".join(pages)
+    return (str(meta_title) if meta_title else fallback_title), "\n\n".join(texts)
+
+
+def _check_pdf_cost(pages: list[Any], file_bytes: int) -> None:
+    """Refuse (413) a PDF whose extraction would cost far more than its size: too many pages, or page
+    contents (content streams and the form XObjects a page uses, counted for every page that uses
+    them) decompressing beyond the budget. Decompression is cheap and pypdf caches it; parsing is not."""
+    if len(pages) > MAX_PDF_PAGES:
+        raise DocumentRejected(
+            f"The PDF has {len(pages):,} pages; the limit is {MAX_PDF_PAGES:,}.", reason="too_large"
+        )
+    budget = min(PDF_CONTENT_CEILING, max(PDF_CONTENT_FLOOR, PDF_EXPANSION * file_bytes))
+    total = 0
+    for number, page in enumerate(pages, start=1):
+        total += _page_content_bytes(page)
+        if total > budget:
+            raise DocumentRejected(
+                f"The PDF's page contents expand to more than {budget:,} bytes (already {total:,} by page"
+                f" {number} of {len(pages)}) from a file of {file_bytes:,} bytes; the limit is"
+                f" {PDF_EXPANSION} times the file's size, at least {PDF_CONTENT_FLOOR:,} and at most"
+                f" {PDF_CONTENT_CEILING:,} bytes.",
+                reason="too_large",
+            )
+
+
+def _page_content_bytes(page: Any) -> int:
+    from pypdf.generic import ArrayObject, StreamObject
+
+    streams: list[Any] = []
+    contents = page.get("/Contents")
+    if contents is not None:
+        resolved = contents.get_object()
+        streams.extend(resolved if isinstance(resolved, ArrayObject) else [resolved])
+    resources = page.get("/Resources")
+    xobjects = resources.get_object().get("/XObject") if resources is not None else None
+    if xobjects is not None:
+        for ref in xobjects.get_object().values():
+            xobject = ref.get_object()
+            if isinstance(xobject, StreamObject) and xobject.get("/Subtype") == "/Form":
+                streams.append(xobject)
+    total = 0
+    for item in streams:
+        stream = item.get_object()
+        if isinstance(stream, StreamObject):
+            total += len(stream.get_data())
+    return total
 
 
 class _TextOfHtml(HTMLParser):

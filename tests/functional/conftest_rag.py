@@ -139,3 +139,36 @@ def minimal_pdf(lines: list[str], title: str | None = None, *, info: str | None 
     ref = f" /Info {len(objects)} 0 R" if title or info is not None else ""
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{ref} >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)
+
+
+def many_page_pdf(streams: list[bytes], pages: int, *, compress: bool = True) -> bytes:
+    """A PDF of `pages` pages whose page i shows content stream `streams[i % len(streams)]` (one
+    stream shared by every page when a single one is given), Flate-compressed unless told otherwise."""
+    import zlib
+
+    count = len(streams)
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % (4 + count + i) for i in range(pages))
+        + b"] /Count %d >>" % pages,
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    for content in streams:
+        body = zlib.compress(content, 9) if compress else content
+        head = b"<< /Filter /FlateDecode /Length %d >>" if compress else b"<< /Length %d >>"
+        objects.append(head % len(body) + b"\nstream\n" + body + b"\nendstream")
+    for i in range(pages):
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >>"
+            b" /Contents %d 0 R >>" % (4 + i % count)
+        )
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)

@@ -25,7 +25,7 @@ from lambdas.rag.embeddings import LocalEmbedder
 from lambdas.rag.ingest import IngestService
 from lambdas.rag.stores.pgvector import PgVectorStore
 from tests.functional.conftest_rag import *  # noqa: F403  (the fixtures)
-from tests.functional.conftest_rag import DATA, chunk_rows, document_rows, minimal_pdf
+from tests.functional.conftest_rag import DATA, chunk_rows, document_rows, many_page_pdf, minimal_pdf
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +150,14 @@ def test_nul_late_in_a_file_or_a_bidi_file_name_is_a_400_not_a_500(
         pdf = http.post("/v1/documents", files={"file": ("t.pdf", nul_title, "application/pdf")})
         assert pdf.status_code == 201 and pdf.json()["title"] == "AB", pdf.text
     assert [d["source"] for d in document_rows(rag_db, tenant)] == ["t.pdf"]
+
+
+def test_a_pdf_bomb_is_a_413_within_seconds(api: str, rag_db: Database, tenant: str) -> None:
+    """A 10.7 KB PDF whose 60 pages share one 640 KB content stream: was 413 after 144 s of CPU."""
+    bomb = many_page_pdf([b"BT /F1 12 Tf 72 720 Td " + b"(ab) Tj " * 80000 + b"ET"], 60)
+    started = time.monotonic()
+    with httpx.Client(base_url=api, headers={"x-test-tenant": tenant}, timeout=60) as http:
+        response = http.post("/v1/documents", files={"file": ("b.pdf", bomb, "application/pdf")})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "TOO_LARGE", response.text
+    assert time.monotonic() - started < 3.0
+    assert document_rows(rag_db, tenant) == []

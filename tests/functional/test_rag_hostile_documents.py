@@ -4,6 +4,7 @@ Each is either cleaned or refused with a 4xx reason before any embedding, and ne
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -14,7 +15,7 @@ from lambdas.rag.ingest import IngestService
 from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, DocumentRejected, parse_document, too_large_message
 from lambdas.rag.stores.pgvector import PgVectorStore
 from tests.functional.conftest_rag import *  # noqa: F403  (the fixtures)
-from tests.functional.conftest_rag import chunk_rows, document_rows, minimal_pdf
+from tests.functional.conftest_rag import chunk_rows, document_rows, many_page_pdf, minimal_pdf
 
 
 class CountingEmbedder:
@@ -145,3 +146,38 @@ def test_html_hidden_by_attribute_or_inline_style_is_not_indexed(
     assert "HIDDEN" not in text and "deep" not in text
     for visible in ("Hours", "The office opens at nine.", "Closed on Sundays.*", "Monday", "Tuesday"):
         assert visible in text
+
+
+BOMB_PAGE = b"BT /F1 12 Tf 72 720 Td " + b"(ab) Tj " * 80000 + b"ET"  # 640 KB of tiny text operators
+
+
+@pytest.mark.parametrize("pages", [10, 60])
+def test_a_small_pdf_whose_pages_share_a_huge_stream_is_refused_at_once(pages: int) -> None:
+    """Was: the 3 KB (10 pages) file took 20 s and was accepted, the 10.7 KB (60 pages) one 144 s of
+    CPU before the 5,000,000-character limit refused it (the report's bomb10.pdf and bomb60.pdf)."""
+    bomb = many_page_pdf([BOMB_PAGE], pages)
+    assert len(bomb) < 11_000
+    started = time.monotonic()
+    with pytest.raises(DocumentRejected) as caught:
+        parse_document("bomb.pdf", bomb)
+    assert time.monotonic() - started < 2.0
+    assert caught.value.details["reason"] == "too_large" and "page contents" in caught.value.message
+
+
+def test_too_many_pages_are_refused_before_extraction() -> None:
+    started = time.monotonic()
+    with pytest.raises(DocumentRejected, match="2,001 pages; the limit is 2,000") as caught:
+        parse_document("long.pdf", many_page_pdf([b"BT /F1 12 Tf 72 720 Td (a) Tj ET"], 2001))
+    assert caught.value.details["reason"] == "too_large" and time.monotonic() - started < 3.0
+
+
+def test_pdf_extraction_stops_as_soon_as_the_text_is_over_the_limit() -> None:
+    """Distinct, uncompressed pages pass the contents budget; extracting all 30 takes about 20 s, but the
+    first page already holds more text than the limit allows."""
+    streams = [b"BT /F1 12 Tf 72 720 Td " + b"(a%d) Tj " % i * 25000 + b"ET" for i in range(30)]
+    pdf = many_page_pdf(streams, 30, compress=False)
+    started = time.monotonic()
+    with pytest.raises(DocumentRejected, match="first 1 of 30 pages") as caught:
+        parse_document("long.pdf", pdf, max_chars=20_000)
+    assert caught.value.details["reason"] == "too_large" and time.monotonic() - started < 5.0
+
