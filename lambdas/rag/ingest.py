@@ -1,10 +1,12 @@
 """The ingestion service: parse, chunk, embed and index documents; list and delete them.
 
 Used by `POST /v1/documents` and by `chatstack ingest`. A document is identified by
-(tenant, source). Its content hash de-duplicates: the same text under the same source (or under any
-source of the same tenant, for a new source) is not embedded again. Changed text replaces the
-document's chunks as one unit. Embedding happens before the transaction, so no lock is held while
-the model runs.
+(tenant, source). The same text and title under the same source is not written again. Changed text
+or a changed title replaces the document's chunks as one unit, re-embedded (the title is part of
+what is embedded). The same text under a new source is a document of its own; its vectors are
+copied from a document with the same text and title where the store keeps them in PostgreSQL.
+Embedding happens before the transaction, so no lock is held while the model runs; the transaction
+records the writer, and refuses (404) to re-create a document deleted while it was being replaced.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from lambdas.adapters.db import Database
-from lambdas.errors import BadRequest
-from lambdas.rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, chunk_text
+from lambdas.errors import BadRequest, NotFound
+from lambdas.rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, Chunk, chunk_text
 from lambdas.rag.embeddings import Embedder
 from lambdas.rag.parsing import (
     MAX_DOCUMENT_BYTES,
@@ -80,15 +82,23 @@ class IngestService:
         self.max_bytes = max_bytes
 
     def ingest_file(
-        self, *, tenant_id: str, source: str, data: bytes, mime: str | None = None
+        self, *, tenant_id: str, source: str, data: bytes, mime: str | None = None, writer: str | None = None
     ) -> IngestResult:
-        """Ingest an uploaded or local file; raises `DocumentRejected` for bad input."""
+        """Ingest an uploaded or local file; raises `DocumentRejected` for bad input. `writer` (the
+        caller's user id; None for the CLI) is recorded in the same transaction as the write."""
         _check_identity(tenant_id, source)
         parsed = parse_document(source, data, mime=mime, max_bytes=self.max_bytes)
-        return self._ingest(tenant_id, source, parsed.title, parsed.text, parsed.mime, len(data))
+        return self._ingest(tenant_id, source, parsed.title, parsed.text, parsed.mime, len(data), writer)
 
     def ingest_text(
-        self, *, tenant_id: str, source: str, text: str, title: str | None = None, mime: str = "text/plain"
+        self,
+        *,
+        tenant_id: str,
+        source: str,
+        text: str,
+        title: str | None = None,
+        mime: str = "text/plain",
+        writer: str | None = None,
     ) -> IngestResult:
         """Ingest text given directly (the JSON form of the REST API). The title is one line: its
         whitespace is collapsed; without one (or a blank one) it is the source."""
@@ -105,22 +115,27 @@ class IngestService:
                 f"The text is longer than {MAX_TEXT_CHARS:,} characters.", reason="too_large"
             )
         shown = clean_title(title) or clean_title(source)
-        return self._ingest(tenant_id, source, shown, body, mime, len(text.encode()))
+        return self._ingest(tenant_id, source, shown, body, mime, len(text.encode()), writer)
 
     def _ingest(
-        self, tenant_id: str, source: str, title: str, text: str, mime: str, size: int
+        self, tenant_id: str, source: str, title: str, text: str, mime: str, size: int, writer: str | None
     ) -> IngestResult:
         _check_identity(tenant_id, source)
         content_hash = hashlib.sha256(text.encode()).hexdigest()
         with self.db.transaction() as conn:
-            early = self._duplicate(conn, tenant_id, source, content_hash, title)
-        if early is not None:
-            return early
+            current = self._current(conn, tenant_id, source)
+        if current is not None and self._unchanged(current, content_hash, title):
+            return IngestResult(current["id"], source, title, current["chunk_count"], True, False)
+        replacing = current["id"] if current is not None else None
         chunks = chunk_text(text, max_tokens=self.chunk_tokens, overlap=self.overlap_tokens)
         if not chunks:
             raise DocumentRejected("The document has no text to index.", reason="empty")
         # The title goes into what is embedded: a chunk deep in a document rarely repeats its subject.
-        vectors = self.embedder.embed([f"{title}\n{chunk.text}" for chunk in chunks])
+        # So a new title is a new embedding, and identical text under another source is embedded again
+        # unless that document has the same title (then its vectors are copied).
+        vectors = self._reusable_vectors(tenant_id, content_hash, title, chunks) or self.embedder.embed(
+            [f"{title}\n{chunk.text}" for chunk in chunks]
+        )
         embedded = [
             EmbeddedChunk(c.ordinal, c.text, c.tokens, v) for c, v in zip(chunks, vectors, strict=True)
         ]
@@ -130,21 +145,27 @@ class IngestService:
                 conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended(%s, 2))", (f"{tenant_id}\x1f{source}",)
                 )
-                late = self._duplicate(conn, tenant_id, source, content_hash, title)
-                if late is not None:
-                    return late
-                row = conn.execute(
-                    "SELECT id::text AS id FROM documents WHERE tenant_id = %s AND source = %s",
-                    (tenant_id, source),
-                ).fetchone()
+                # FOR UPDATE: a delete in flight finishes first (and the row is gone), or waits for this
+                # transaction and then deletes what it wrote.
+                row = self._current(conn, tenant_id, source, lock=True)
+                if replacing is not None and (row is None or row["id"] != replacing):
+                    raise NotFound(
+                        "The document was deleted while this upload was replacing it; nothing was stored."
+                        " Upload it again to create it anew."
+                    )
+                if row is not None and self._unchanged(row, content_hash, title):  # a concurrent twin
+                    return IngestResult(row["id"], source, title, row["chunk_count"], True, False)
                 document_id = row["id"] if row else str(uuid.uuid4())
                 conn.execute(
                     "INSERT INTO documents (id, tenant_id, source, title, content_hash, mime,"
-                    " embedding_model, chunk_count, byte_size) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " embedding_model, chunk_count, byte_size, created_by, updated_by)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (tenant_id, source) DO UPDATE SET title = EXCLUDED.title,"
                     " content_hash = EXCLUDED.content_hash, mime = EXCLUDED.mime,"
                     " embedding_model = EXCLUDED.embedding_model, chunk_count = EXCLUDED.chunk_count,"
-                    " byte_size = EXCLUDED.byte_size, updated_at = now()",
+                    " byte_size = EXCLUDED.byte_size, updated_at = now(),"
+                    " created_by = COALESCE(documents.created_by, EXCLUDED.created_by),"
+                    " updated_by = EXCLUDED.updated_by",
                     (
                         document_id,
                         tenant_id,
@@ -155,6 +176,8 @@ class IngestService:
                         self.embedder.model_id,
                         len(embedded),
                         size,
+                        writer,
+                        writer,
                     ),
                 )
                 written = DocumentRef(tenant_id, document_id, content_hash, title, source)
@@ -169,35 +192,46 @@ class IngestService:
             document_id, source, title, len(embedded), deduplicated=False, replaced=row is not None
         )
 
-    def _duplicate(
-        self, conn: Connection, tenant_id: str, source: str, content_hash: str, title: str
-    ) -> IngestResult | None:
-        """The existing document when this content needs no indexing, else None."""
-        same_source = conn.execute(
+    @staticmethod
+    def _current(
+        conn: Connection, tenant_id: str, source: str, *, lock: bool = False
+    ) -> dict[str, Any] | None:
+        return conn.execute(
             "SELECT id::text AS id, content_hash, embedding_model, chunk_count, title FROM documents"
-            " WHERE tenant_id = %s AND source = %s",
+            " WHERE tenant_id = %s AND source = %s" + (" FOR UPDATE" if lock else ""),
             (tenant_id, source),
         ).fetchone()
-        if same_source is not None:
-            if (
-                same_source["content_hash"] != content_hash
-                or same_source["embedding_model"] != self.embedder.model_id
-            ):
+
+    def _unchanged(self, row: dict[str, Any], content_hash: str, title: str) -> bool:
+        """Whether the stored document already is this text under this title and model: nothing to
+        write (and no writer to record)."""
+        return bool(
+            row["content_hash"] == content_hash
+            and row["title"] == title
+            and row["embedding_model"] == self.embedder.model_id
+        )
+
+    def _reusable_vectors(
+        self, tenant_id: str, content_hash: str, title: str, chunks: Sequence[Chunk]
+    ) -> list[list[float]] | None:
+        """The vectors of another document of the tenant with the same text, title and model, when its
+        chunks are exactly these (pgvector keeps chunks in PostgreSQL; other stores answer None)."""
+        with self.db.transaction() as conn:
+            other = conn.execute(
+                "SELECT id FROM documents WHERE tenant_id = %s AND content_hash = %s AND title = %s"
+                " AND embedding_model = %s AND chunk_count = %s ORDER BY created_at LIMIT 1",
+                (tenant_id, content_hash, title, self.embedder.model_id, len(chunks)),
+            ).fetchone()
+            if other is None:
                 return None
-            if same_source["title"] != title:
-                conn.execute(
-                    "UPDATE documents SET title = %s, updated_at = now() WHERE id = %s",
-                    (title, same_source["id"]),
-                )
-            return IngestResult(same_source["id"], source, title, same_source["chunk_count"], True, False)
-        other = conn.execute(
-            "SELECT id::text AS id, source, title, chunk_count FROM documents WHERE tenant_id = %s"
-            " AND content_hash = %s AND embedding_model = %s ORDER BY created_at LIMIT 1",
-            (tenant_id, content_hash, self.embedder.model_id),
-        ).fetchone()
-        if other is None:
+            rows = conn.execute(
+                "SELECT ordinal, text, embedding::text AS embedding FROM chunks WHERE tenant_id = %s"
+                " AND document_id = %s ORDER BY ordinal",
+                (tenant_id, other["id"]),
+            ).fetchall()
+        if [(r["ordinal"], r["text"]) for r in rows] != [(c.ordinal, c.text) for c in chunks]:
             return None
-        return IngestResult(other["id"], other["source"], other["title"], other["chunk_count"], True, False)
+        return [[float(x) for x in r["embedding"].strip("[]").split(",")] for r in rows]
 
     def list_documents(self, tenant_id: str, *, limit: int = 100, offset: int = 0) -> list[DocumentInfo]:
         with self.db.transaction() as conn:

@@ -12,7 +12,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,20 @@ def tenant() -> str:
 @pytest.fixture
 def pg_service(rag_db: Database, embedder: LocalEmbedder) -> IngestService:
     return IngestService(rag_db, embedder, PgVectorStore(rag_db))
+
+
+class CountingEmbedder:
+    """The real local model, counting the texts it was asked to embed."""
+
+    def __init__(self, inner: LocalEmbedder) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self.texts = 0
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.texts += len(texts)
+        return self.inner.embed(texts)
 
 
 def corpus_files() -> list[Path]:

@@ -5,7 +5,6 @@ Each is either cleaned or refused with a 4xx reason before any embedding, and ne
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import pytest
 
@@ -15,21 +14,13 @@ from lambdas.rag.ingest import IngestService
 from lambdas.rag.parsing import MAX_DOCUMENT_BYTES, DocumentRejected, parse_document, too_large_message
 from lambdas.rag.stores.pgvector import PgVectorStore
 from tests.functional.conftest_rag import *  # noqa: F403  (the fixtures)
-from tests.functional.conftest_rag import chunk_rows, document_rows, many_page_pdf, minimal_pdf
-
-
-class CountingEmbedder:
-    """The real local model, counting the texts it was asked to embed."""
-
-    def __init__(self, inner: LocalEmbedder) -> None:
-        self.inner = inner
-        self.model_id = inner.model_id
-        self.dimension = inner.dimension
-        self.texts = 0
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        self.texts += len(texts)
-        return self.inner.embed(texts)
+from tests.functional.conftest_rag import (
+    CountingEmbedder,
+    chunk_rows,
+    document_rows,
+    many_page_pdf,
+    minimal_pdf,
+)
 
 
 @pytest.fixture

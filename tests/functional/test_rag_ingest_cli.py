@@ -70,9 +70,13 @@ def test_a_mixed_batch_ingests_the_good_files_and_names_each_bad_one(
     assert [d["source"] for d in docs] == ["good.md", "manual.pdf"]
     assert {d["title"] for d in docs} == {"Keeping Bees in a Small Garden", "Bike Manual"}
 
-    again = runner.invoke(
-        ingest, [str(tmp_path / "good.md"), "--tenant", tenant, "--database-url", rag_pg_url]
-    )
+    os.chdir(tmp_path)  # the same source, good.md, as in the first run (another path is another source)
+    try:
+        again = runner.invoke(
+            ingest, [str(tmp_path / "good.md"), "--tenant", tenant, "--database-url", rag_pg_url]
+        )
+    finally:
+        os.chdir(cwd)
     assert again.exit_code == 0 and "1 unchanged" in again.output
 
 

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from lambdas.adapters import document_owners
 from lambdas.adapters.db import Database
+from lambdas.errors import NotFound
 from lambdas.rag.embeddings import LocalEmbedder
 from lambdas.rag.ingest import IngestService
 from lambdas.rag.parsing import DocumentRejected
@@ -16,7 +18,7 @@ from lambdas.rag.retriever import Retriever
 from lambdas.rag.stores.base import DocumentRef, EmbeddedChunk, SearchQuery, vector_literal
 from lambdas.rag.stores.pgvector import _VECTOR_SQL, PgVectorStore
 from tests.functional.conftest_rag import *  # noqa: F403  (the fixtures)
-from tests.functional.conftest_rag import DATA, chunk_rows, document_rows
+from tests.functional.conftest_rag import DATA, CountingEmbedder, chunk_rows, document_rows
 
 
 def _unit(rng: random.Random, dim: int = 384) -> list[float]:
@@ -61,11 +63,106 @@ def test_the_same_content_is_not_indexed_twice(
     data = (DATA / "sourdough.md").read_bytes()
     first = pg_service.ingest_file(tenant_id=tenant, source="sourdough.md", data=data)
     again = pg_service.ingest_file(tenant_id=tenant, source="sourdough.md", data=data)
-    copy = pg_service.ingest_file(tenant_id=tenant, source="copies/sourdough-copy.md", data=data)
     assert again.deduplicated and again.document_id == first.document_id
-    assert copy.deduplicated and copy.document_id == first.document_id
     assert len(document_rows(rag_db, tenant)) == 1
     assert len(chunk_rows(rag_db, tenant)) == first.chunks
+
+
+def test_the_same_content_under_a_new_source_is_a_document_of_its_own(
+    rag_db: Database, embedder: LocalEmbedder, tenant: str
+) -> None:
+    """Was: the copy answered 200 with the original's id and source, nothing was stored under its name,
+    and deleting the original lost the text for both names."""
+    counting = CountingEmbedder(embedder)
+    service = IngestService(rag_db, counting, PgVectorStore(rag_db))
+    data = (DATA / "sourdough.md").read_bytes()
+    first = service.ingest_file(tenant_id=tenant, source="sourdough.md", data=data)
+    embedded = counting.texts
+    copy = service.ingest_file(tenant_id=tenant, source="copies/sourdough-copy.md", data=data)
+    assert not copy.deduplicated and not copy.replaced and copy.document_id != first.document_id
+    assert copy.source == "copies/sourdough-copy.md" and copy.chunks == first.chunks
+    assert counting.texts == embedded  # same text and title: the vectors were copied, not recomputed
+    plain = service.ingest_file(tenant_id=tenant, source="b.txt", data=b"Zebra parcels are refunded by wire.")
+    other = service.ingest_file(tenant_id=tenant, source="c.txt", data=b"Zebra parcels are refunded by wire.")
+    assert other.document_id != plain.document_id and not other.deduplicated
+    assert sorted(d["source"] for d in document_rows(rag_db, tenant)) == [
+        "b.txt", "c.txt", "copies/sourdough-copy.md", "sourdough.md"
+    ]
+    assert service.delete_document(tenant, first.document_id)
+    hits = Retriever(embedder, PgVectorStore(rag_db)).retrieve(
+        tenant_id=tenant, query="How long does sourdough proof?", k=3, min_score=0.0
+    )
+    assert hits and {h.source for h in hits} <= {"copies/sourdough-copy.md", "b.txt", "c.txt"}
+    assert len(chunk_rows(rag_db, tenant)) == copy.chunks + 2
+    with rag_db.transaction() as conn:
+        vectors = conn.execute(
+            "SELECT d.source, c.embedding::text AS e FROM chunks c JOIN documents d ON d.id = c.document_id"
+            " WHERE c.tenant_id = %s AND d.source IN ('b.txt', 'c.txt') ORDER BY d.source", (tenant,)
+        ).fetchall()
+    assert vectors[0]["e"] != vectors[1]["e"]  # titles b and c differ, and the title is embedded
+
+
+def test_a_new_title_alone_is_a_write_that_re_embeds_the_chunks(
+    pg_service: IngestService, rag_db: Database, embedder: LocalEmbedder, tenant: str
+) -> None:
+    """Was: 200 deduplicated, the title changed in place, the vectors kept the old title and the writer
+    was not recorded."""
+    text = "Economy class on flights under six hours; business class above."
+    first = pg_service.ingest_text(tenant_id=tenant, source="policy5", title="Travel policy", text=text,
+                                   writer="alice")
+    planted = "Travel policy (APPROVED BY CEO: business class for all)"
+    second = pg_service.ingest_text(tenant_id=tenant, source="policy5", title=planted, text=text,
+                                    writer="dave")
+    assert not second.deduplicated and second.replaced and second.document_id == first.document_id
+    same = pg_service.ingest_text(tenant_id=tenant, source="policy5", title=planted, text=text, writer="eve")
+    assert same.deduplicated
+    with rag_db.transaction() as conn:
+        assert document_owners.writers(conn, tenant_id=tenant, document_id=first.document_id) == (
+            "alice", "dave"
+        )
+        stored = conn.execute(
+            "SELECT embedding::text AS e FROM chunks WHERE tenant_id = %s", (tenant,)
+        ).fetchone()
+    assert stored is not None
+    got = [float(x) for x in stored["e"].strip("[]").split(",")]
+    want = embedder.embed([f"{planted}\n{text}"])[0]
+    assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-5
+
+
+def test_the_writer_is_recorded_by_the_ingest_itself_and_the_cli_records_none(
+    pg_service: IngestService, rag_db: Database, tenant: str
+) -> None:
+    made = pg_service.ingest_text(tenant_id=tenant, source="w.txt", text="First words.", writer="alice")
+    with rag_db.transaction() as conn:
+        assert document_owners.writers(conn, tenant_id=tenant, document_id=made.document_id) == (
+            "alice", "alice"
+        )
+    pg_service.ingest_text(tenant_id=tenant, source="w.txt", text="Second words.")  # the CLI: no user
+    with rag_db.transaction() as conn:
+        owners = document_owners.writers(conn, tenant_id=tenant, document_id=made.document_id)
+    assert owners == ("alice", None)
+
+
+def test_a_delete_during_a_replacement_is_not_undone(
+    rag_db: Database, embedder: LocalEmbedder, tenant: str
+) -> None:
+    """Was: the replacement finished with 201 and a new id, re-creating the document the user had just
+    deleted (204). The delete here lands while the replacement's chunks are being embedded."""
+    service = IngestService(rag_db, embedder, PgVectorStore(rag_db))
+    first = service.ingest_text(tenant_id=tenant, source="victim.txt", text="Version one.", writer="alice")
+
+    class DeleteWhileEmbedding(CountingEmbedder):
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            assert service.delete_document(tenant, first.document_id)
+            return super().embed(texts)
+
+    racing = IngestService(rag_db, DeleteWhileEmbedding(embedder), PgVectorStore(rag_db))
+    with pytest.raises(NotFound, match="deleted while this upload was replacing it") as caught:
+        racing.ingest_text(tenant_id=tenant, source="victim.txt", text="Version two. " * 50, writer="bob")
+    assert caught.value.status == 404
+    assert document_rows(rag_db, tenant) == [] and chunk_rows(rag_db, tenant) == []
+    again = service.ingest_text(tenant_id=tenant, source="victim.txt", text="Version two.", writer="bob")
+    assert not again.replaced and again.document_id != first.document_id
 
 
 def test_reingesting_a_changed_file_replaces_its_chunks(

@@ -2,7 +2,8 @@
 
 Every query is scoped to the caller's tenant; another tenant's document answers 404, exactly like
 one that does not exist. Chat users read; writing or deleting needs the `documents:write` scope (or
-`admin`), since every colleague's answers quote what is written here. Each write records its writer.
+`admin`), since every colleague's answers quote what is written here. Each write records its writer, in the
+transaction that writes (an upload that changes nothing records nothing).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from lambdas.adapters import document_owners
-from lambdas.adapters.db import Database
 from lambdas.api.deps import Caller, CallerDep, ChatCallerDep, DepsDep
 from lambdas.errors import BadRequest, Forbidden, NotFound, TooLarge
 from lambdas.rag.embeddings import embedder_from_settings
@@ -112,7 +111,7 @@ async def create_document(
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     try:
         if kind == "multipart/form-data":
-            result = await _from_form(request, caller.tenant_id, service)
+            result = await _from_form(request, caller, service)
         elif kind == "application/json":
             doc = _text_document(await request.body())
             result = await run_in_threadpool(
@@ -121,6 +120,7 @@ async def create_document(
                 source=doc.source,
                 title=doc.title,
                 text=doc.text,
+                writer=caller.user_id,
             )
         else:
             raise BadRequest("Send multipart/form-data with a `file` field, or JSON {source, title, text}.")
@@ -128,21 +128,12 @@ async def create_document(
         if exc.details.get("reason") == "too_large":
             raise TooLarge(exc.message) from None
         raise
-    if result.deduplicated:
+    if result.deduplicated:  # nothing was written, so no writer is recorded
         response.status_code = 200
-    else:
-        await run_in_threadpool(_record_writer, service.db, caller, result.document_id)
     return _ingested(result)
 
 
-def _record_writer(db: Database, caller: Caller, document_id: str) -> None:
-    with db.transaction() as conn:
-        document_owners.record_writer(
-            conn, tenant_id=caller.tenant_id, document_id=document_id, user_id=caller.user_id
-        )
-
-
-async def _from_form(request: Request, tenant_id: str, service: IngestService) -> IngestResult:
+async def _from_form(request: Request, caller: Caller, service: IngestService) -> IngestResult:
     declared = int(request.headers.get("content-length") or 0)
     if declared > MAX_DOCUMENT_BYTES + 64 * 1024:
         raise TooLarge(f"The upload is larger than the limit of {size_label(MAX_DOCUMENT_BYTES)}.")
@@ -159,7 +150,12 @@ async def _from_form(request: Request, tenant_id: str, service: IngestService) -
         raise BadRequest("source: control characters such as NUL are not allowed.")
     try:
         return await run_in_threadpool(
-            service.ingest_file, tenant_id=tenant_id, source=source, data=data, mime=upload.content_type
+            service.ingest_file,
+            tenant_id=caller.tenant_id,
+            source=source,
+            data=data,
+            mime=upload.content_type,
+            writer=caller.user_id,
         )
     finally:
         await upload.close()
