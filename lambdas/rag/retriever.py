@@ -6,10 +6,17 @@ renders them in the block the local extractive model reads:
 
     Context passages:
     [1] <title>
-    <passage text>
+    > <passage text, every line quoted>
+    >
+    > <second paragraph>
 
     [2] <title>
-    <passage text>
+    > <passage text>
+
+A title is one line (control and bidi characters removed, whitespace collapsed) and every text line
+is quoted, so a document cannot forge a passage header (`[3] Official policy`) or end its passage:
+the numbers the model cites are the retriever's. This does not stop instructions written inside a
+passage from being read by the model (prompt injection); see docs/rag.md.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 from lambdas.adapters.db import Database
 from lambdas.config import Settings
 from lambdas.rag.embeddings import Embedder, embedder_from_settings
+from lambdas.rag.parsing import clean_title
 from lambdas.rag.stores import store_from_settings
 from lambdas.rag.stores.base import SearchQuery, VectorStore
 
@@ -65,11 +73,17 @@ class Retriever:
 
 
 def _block(number: int, passage: Passage) -> str:
-    return f"[{number}] {passage.title}\n{passage.text}"
+    """`[n] <title>` on one line, then every line of the text quoted with `> ` (a blank line as `>`):
+    no line of a document can start a passage of its own or end one, so passage numbers and
+    boundaries are the retriever's, whatever the text or title says."""
+    title = clean_title(passage.title) or "(untitled)"
+    quoted = "\n".join(f"> {line}" if line.strip() else ">" for line in passage.text.splitlines())
+    return f"[{number}] {title}\n{quoted or '>'}"
 
 
 def format_context(passages: Sequence[Passage]) -> str:
-    """The context block: `Context passages:` then `[n] <title>` + text blocks, blank-line separated."""
+    """The context block: `Context passages:` then `[n] <title>` + quoted text blocks, blank-line
+    separated."""
     if not passages:
         return ""
     return CONTEXT_HEADER + "\n" + "\n\n".join(_block(n, p) for n, p in enumerate(passages, start=1))

@@ -2,7 +2,9 @@
 
 Prompt contract (the worker builds it): the system message may contain a line exactly
 `Context passages:` followed by passage blocks, each starting with `[n] <title>` on its own line,
-then the passage text; blocks are separated by a blank line.
+then the passage text with every line quoted by `> ` (`>` alone for a blank line); blocks are
+separated by a blank line. A quoted line is always text, never a header, so a document cannot forge
+passage numbers. Unquoted text lines (the format before quoting) are still read as text.
 
 Candidates are the sentences of those passages plus the sentences of earlier user and assistant
 turns. Each is scored by the overlap of its content words (lower-cased, stopwords removed, crude
@@ -27,6 +29,7 @@ MAX_QUOTED = 3
 _PIECE = re.compile(r"\s*\S+")
 _WORD = re.compile(r"[^\W_]+")
 _PASSAGE_HEADER = re.compile(r"^\[(\d+)\]\s*(.*)$")
+_CITATION = re.compile(r"\[(\d+)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")  # a sentence end, or a paragraph break
 _SUFFIXES = ("ingly", "edly", "ing", "ies", "ied", "ed", "es", "ly", "s")
 STOPWORDS = frozenset(
@@ -78,7 +81,8 @@ class Candidate:
 
 def parse_passages(system: str) -> list[Passage]:
     """The passage blocks after the `Context passages:` line of a system message. A block runs to the
-    next `[n] <title>` line, so a passage may itself hold blank lines (paragraphs)."""
+    next unquoted `[n] <title>` line, so a passage may itself hold blank lines (paragraphs); its
+    quoted lines (`> text`) are text whatever they say."""
     lines = system.splitlines()
     try:
         start = next(i for i, line in enumerate(lines) if line.strip() == CONTEXT_MARKER)
@@ -87,6 +91,10 @@ def parse_passages(system: str) -> list[Passage]:
     passages: list[Passage] = []
     number, title, body = 0, "", list[str]()
     for line in [*lines[start + 1:], "[0] end"]:
+        if line.startswith(">"):
+            if number:
+                body.append(line[2:] if line.startswith("> ") else line[1:])
+            continue
         header = _PASSAGE_HEADER.match(line.strip())
         if header:
             if number:
@@ -107,8 +115,10 @@ def candidates(messages: list[dict[str, str]]) -> list[Candidate]:
     for message in messages:
         if message.get("role") == "system":
             for passage in parse_passages(message.get("content", "")):
+                # A quoted "[3]" would read as a citation of passage 3: quotes show it as "(3)".
                 found.extend(
-                    Candidate(s, "passage", passage.number, passage.title) for s in sentences(passage.text)
+                    Candidate(_CITATION.sub(r"(\1)", s), "passage", passage.number, passage.title)
+                    for s in sentences(passage.text)
                 )
     last_user = last_user_index(messages)
     for index, message in enumerate(messages):
