@@ -1,10 +1,12 @@
 """Token-aware chunking with overlap.
 
-Tokens here are the pre-tokens of a BERT-style tokenizer: runs of word characters and single
-punctuation marks. They are a lower bound of the WordPiece count the embedding model sees, so the
-default size (160) leaves headroom under all-MiniLM-L6-v2's 256-piece window; a test checks this on
-the shipped corpus with the real tokenizer. Counting needs no tokenizer package, so the Lambda bundle
-chunks exactly as the laptop does.
+Tokens here are the pieces of `lambdas.core.tokens.PIECE`: the pre-tokens of a BERT-style tokenizer
+(words, single punctuation marks, single CJK characters), with a word longer than 8 characters
+counting one more piece per 4 characters. For English they are close to the WordPiece count the
+embedding model sees, so the default size (160) leaves headroom under all-MiniLM-L6-v2's 256-piece
+window; long runs without spaces (hashes, base64, URLs) and CJK text no longer make a "token" of any
+length, so their chunks stay near the window too. Tests check this with the real tokenizer. Counting
+needs no tokenizer package, so the Lambda bundle chunks exactly as the laptop does.
 
 Chunks end at a paragraph or sentence boundary when one lies in the last part of the window, and the
 next chunk starts at the first sentence inside the overlap, so a fact cut at a border is whole in one
@@ -13,11 +15,14 @@ of the two chunks. Chunk text is an exact slice of the source text.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_TOKEN = re.compile(r"\w+|[^\w\s]")
-_SENTENCE_END = frozenset(".!?:;")
+from lambdas.core.tokens import PIECE as _TOKEN
+
+# Full-width (CJK) sentence ends, written as escapes: U+3002 ideographic full stop, U+FF01 exclamation
+# mark, U+FF1F question mark, U+FF1B semicolon. A sentence ends at one without a following space.
+_CJK_SENTENCE_END = frozenset("\u3002\uff01\uff1f\uff1b")
+_SENTENCE_END = frozenset(".!?:;") | _CJK_SENTENCE_END
 DEFAULT_CHUNK_TOKENS = 160
 DEFAULT_OVERLAP_TOKENS = 32
 
@@ -32,7 +37,7 @@ class Chunk:
 
 
 def count_tokens(text: str) -> int:
-    """Pre-tokens of `text` (words and punctuation marks)."""
+    """Pieces of `text` (words, a piece per 4 characters beyond a word's 8th, marks, CJK characters)."""
     return sum(1 for _ in _TOKEN.finditer(text))
 
 
@@ -71,7 +76,8 @@ def _sentence_starts(text: str, spans: list[tuple[int, int]]) -> set[int]:
     for i in range(1, len(spans)):
         prev_start, prev_end = spans[i - 1]
         gap = text[prev_end : spans[i][0]]
-        if "\n" in gap or (text[prev_start] in _SENTENCE_END and gap):
+        mark = text[prev_start]
+        if "\n" in gap or (mark in _SENTENCE_END and gap) or mark in _CJK_SENTENCE_END:
             found.add(i)
     return found
 

@@ -79,3 +79,54 @@ def test_default_chunks_of_the_shipped_corpus_fit_the_models_256_wordpiece_windo
                 # the title line is embedded too: allow 20 pieces for it
                 longest = max(longest, len(tokenizer.encode(chunk.text).ids) + 20)
     assert 0 < longest <= 256
+
+
+def test_a_long_run_without_spaces_counts_by_its_length() -> None:
+    """Was: one 320,000-character word was 1 token, so it became one chunk of 320,046 characters."""
+    assert count_tokens("abcdefgh") == 1 and count_tokens("abcdefghi") == 2
+    assert count_tokens("x" * 320_000) == 1 + (320_000 - 8) // 4
+    text = "Intro. " + "q" * 320_000 + " Outro."
+    chunks = chunk_text(text)
+    assert all(c.tokens <= DEFAULT_CHUNK_TOKENS for c in chunks)
+    assert all(len(c.text) <= 8 + 4 * DEFAULT_CHUNK_TOKENS for c in chunks)
+    assert chunks[0].text.startswith("Intro.") and chunks[-1].text.endswith("Outro.")
+    assert "".join(c.text for c in chunk_text(text, overlap=0)).replace(" ", "") == text.replace(" ", "")
+
+
+def test_cjk_characters_count_one_each_and_chunks_end_at_full_stops() -> None:
+    # 14 ideographs and an ideographic full stop
+    clause = "\u6bcf\u4e2a\u5458\u5de5\u6bcf\u5e74\u6709\u4e8c\u5341\u5929\u5e26\u85aa\u5047\u671f\u3002"
+    assert count_tokens(clause) == 15
+    chunks = chunk_text(clause * 100)
+    assert len(chunks) >= 10 and all(c.tokens <= DEFAULT_CHUNK_TOKENS for c in chunks)
+    assert all(c.text.endswith("\u3002") for c in chunks)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param((DATA / "sourdough.md").read_text(), id="english"),
+        pytest.param(
+            "\u6bcf\u4e2a\u5458\u5de5\u6bcf\u5e74\u6709\u4e8c\u5341\u5929\u5e26\u85aa\u5047\u671f"
+            "\uff0c\u9700\u63d0\u524d\u4e24\u5468\u7533\u8bf7\u3002" * 200,
+            id="chinese",
+        ),
+        pytest.param(
+            "\u3053\u308c\u306f\u65e5\u672c\u8a9e\u306e\u6587\u3067\u3059\u3002" * 300, id="japanese"
+        ),
+        pytest.param(
+            " ".join(f"https://example.com/docs/section-{i}/page_{i * 7}.html?ref=a" for i in range(500)),
+            id="urls",
+        ),
+        pytest.param("Q" * 50_000, id="one-long-word"),
+    ],
+)
+def test_chunks_of_any_script_fit_the_models_256_wordpiece_window(text: str) -> None:
+    """Was: Chinese chunks of 160 counted tokens were 1,042 WordPieces: 75% of each was never embedded."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from lambdas.rag.embeddings import local_model_dir
+
+    tokenizer = tokenizers.Tokenizer.from_file(str(local_model_dir() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    pieces = [len(tokenizer.encode(c.text).ids) for c in chunk_text(text, max_tokens=DEFAULT_CHUNK_TOKENS)]
+    assert pieces and max(pieces) + 20 <= 256, max(pieces)  # 20 for the embedded title line

@@ -59,3 +59,10 @@ def test_token_estimate_is_deterministic_and_monotonic() -> None:
     assert estimate_tokens("") == 0
     assert estimate_tokens("hello world") == estimate_tokens("hello world")
     assert estimate_tokens("hello world again") > estimate_tokens("hello world")
+
+
+def test_estimate_tokens_is_bounded_by_length_for_long_words_and_cjk() -> None:
+    """Was: a 320,000-character word estimated 2 tokens, so the whole passage went into the prompt."""
+    assert estimate_tokens("x" * 320_000) >= 320_000 / 4
+    assert estimate_tokens("\u6bcf\u4e2a\u5458\u5de5" * 250) >= 1000
+    assert estimate_tokens("The quick brown fox jumps over the lazy dog.") <= 13
