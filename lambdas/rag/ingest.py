@@ -63,6 +63,10 @@ class DocumentInfo:
     updated_at: datetime
 
 
+# A document's rows (thousands of chunks with their vectors) in one transaction: longer than the chat
+# path's deadline (lambdas/adapters/db.py), as long as a writer that waits for another's lock needs.
+WRITE_DEADLINE_S = 60.0
+
 class IngestService:
     def __init__(
         self,
@@ -141,7 +145,7 @@ class IngestService:
         ]
         written: DocumentRef | None = None
         try:
-            with self.db.transaction() as conn:
+            with self.db.transaction(deadline_s=WRITE_DEADLINE_S) as conn:
                 conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtextextended(%s, 2))", (f"{tenant_id}\x1f{source}",)
                 )
