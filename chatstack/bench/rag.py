@@ -81,7 +81,7 @@ def store_benchmark(url: str, sizes: list[int], queries: int, batch: int) -> lis
     from lambdas.rag.stores.base import DocumentRef, EmbeddedChunk, SearchQuery
     from lambdas.rag.stores.pgvector import PgVectorStore
 
-    db = Database(url, max_size=2)
+    db = Database(url, max_size=2, deadline_s=600)  # bulk writes, ANALYZE and a cleanup of many rows
     db.migrate()
     store = PgVectorStore(db)
     rng = random.Random(42)

@@ -12,7 +12,7 @@ from lambdas.adapters import document_owners
 from lambdas.adapters.db import Database
 from lambdas.errors import NotFound
 from lambdas.rag.embeddings import LocalEmbedder
-from lambdas.rag.ingest import IngestService
+from lambdas.rag.ingest import WRITE_DEADLINE_S, IngestService
 from lambdas.rag.parsing import DocumentRejected
 from lambdas.rag.retriever import Retriever
 from lambdas.rag.stores.base import DocumentRef, EmbeddedChunk, SearchQuery, vector_literal
@@ -31,7 +31,7 @@ def _seed(db: Database, tenant_id: str, vectors: Sequence[Sequence[float]], *, t
     """Write random-vector chunks for one document straight through the store (no model)."""
     store = PgVectorStore(db)
     doc_id = str(uuid.uuid4())
-    with db.transaction() as conn:
+    with db.transaction(deadline_s=WRITE_DEADLINE_S) as conn:  # a bulk write, as the ingest's
         conn.execute(
             "INSERT INTO documents (id, tenant_id, source, title, content_hash, mime, embedding_model,"
             " chunk_count) VALUES (%s, %s, %s, %s, %s, 'text/plain', 'random', %s)",
