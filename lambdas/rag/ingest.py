@@ -251,7 +251,7 @@ class IngestService:
         """Delete a document of this tenant and its chunks; False when there is none."""
         if not _is_uuid(document_id):
             return False
-        with self.db.transaction() as conn:
+        with self.db.transaction(deadline_s=WRITE_DEADLINE_S) as conn:  # its chunks go with it
             gone = conn.execute(
                 "DELETE FROM documents WHERE tenant_id = %s AND id = %s RETURNING id",
                 (tenant_id, document_id),
