@@ -35,6 +35,10 @@ class _Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
+MAX_STOPS = 4
+MAX_STOP_CHARS = 100
+
+
 class ChatOptions(_Frame):
     """Per-message generation options. All optional; the server applies its defaults. Strict: "5" is
     not a number of tokens nor "yes" a boolean (a client that sends them has a bug to hear about)."""
@@ -46,6 +50,10 @@ class ChatOptions(_Frame):
     top_p: float | None = Field(default=None, alias="topP", gt=0.0, le=1.0)
     rag: bool = True
     model: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    # Up to 4 sequences at which the answer ends (not included), as OpenAI's and vLLM's `stop`.
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] | None = Field(
+        default=None, max_length=MAX_STOPS
+    )
 
 
 # ---- client -> server ----------------------------------------------------------------------------

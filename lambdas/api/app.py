@@ -55,7 +55,8 @@ def create_app() -> FastAPI:
         if first.get("type") == "json_invalid":
             return _error(400, "BAD_REQUEST", "The body is not valid JSON.")
         where = ".".join(str(p) for p in first.get("loc", ()))
-        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None  # past "body" / "query"
+        loc = first.get("loc", ())
+        field = str(loc[1]) if len(loc) > 1 else None  # the request's field, past "body" / "query"
         message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         return _error(400, "BAD_REQUEST", message, param=field)
 

@@ -445,6 +445,7 @@ class GenerationService:
                 temperature=job.options.get("temperature"),
                 top_p=job.options.get("topP"),
                 adapter=model.adapter,
+                stop=job.options.get("stop"),
             ):
                 if chunk.usage is not None:
                     usage = chunk.usage

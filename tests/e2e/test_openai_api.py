@@ -86,6 +86,21 @@ def test_a_whole_answer_quotes_and_cites_the_tenants_document_and_is_metered(ser
     assert messages[1]["outputTokens"] == completion.usage.completion_tokens
 
 
+def test_stop_ends_the_answer_before_the_sequence_through_the_whole_pipeline(service: Service) -> None:
+    """`stop` reaches the model (job options, the LMI body) and the answer ends before it: it was
+    refused at first, and before that silently ignored."""
+    client = sdk(service, service.token(user="stopper", tenant=TENANT))
+    whole = client.chat.completions.create(
+        model="local-extractive", messages=[{"role": "user", "content": QUESTION}]
+    ).choices[0].message.content or ""
+    assert "15 min" in whole
+    cut = client.chat.completions.create(
+        model="local-extractive", messages=[{"role": "user", "content": QUESTION}], stop=["15 min"]
+    ).choices[0]
+    assert cut.finish_reason == "stop" and "15 min" not in (cut.message.content or "")
+    assert whole.startswith(cut.message.content or "") and len(cut.message.content or "") < len(whole)
+
+
 def test_a_streamed_answer_arrives_in_chunks_with_a_final_usage_chunk(service: Service) -> None:
     client = sdk(service, service.token(user="streamer", tenant=TENANT))
     stream = client.chat.completions.create(

@@ -159,3 +159,16 @@ def test_a_message_by_another_door_has_the_frames_limits_and_errors() -> None:
     with pytest.raises(BadRequest, match="text"):
         protocol.send_message({**base, "text": "hi \ud800"})
     assert protocol.send_message({**base, "text": "x" * protocol.MAX_TEXT_CHARS}).text
+
+
+@pytest.mark.parametrize("stop", [["a", "b", "c", "d", "e"], [""], ["x" * 101], "end", [1]])
+def test_stop_sequences_are_four_strings_at_most(stop: object) -> None:
+    frame = {"action": "sendMessage", "requestId": RID, "text": "hi", "options": {"stop": stop}}
+    with pytest.raises(BadRequest, match="stop"):
+        protocol.parse_client_frame(json.dumps(frame))
+
+
+def test_stop_sequences_pass_as_given() -> None:
+    frame = {"action": "sendMessage", "requestId": RID, "text": "hi", "options": {"stop": ["\n\n", "END"]}}
+    parsed = protocol.parse_client_frame(json.dumps(frame))
+    assert isinstance(parsed, protocol.SendMessage) and parsed.options.stop == ["\n\n", "END"]

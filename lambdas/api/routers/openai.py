@@ -85,8 +85,8 @@ class StreamOptions(BaseModel):
 class CompletionRequest(BaseModel):
     """The fields of OpenAI's chat-completions request that the service honours, typed as OpenAI
     types them and not coerced (as on the WebSocket: `"5"` or `true` is no token limit). Fields that
-    would change the answer and that the service cannot honour (`stop`, `tools`, a JSON
-    `response_format`, `logprobs`) are refused when set, not ignored; IGNORED lists those accepted and
+    would change the answer and that the service cannot honour (`tools`, a JSON `response_format`,
+    `logprobs`) are refused when set, not ignored; IGNORED lists those accepted and
     unused; anything else is refused by name, as OpenAI's API refuses it."""
 
     model_config = ConfigDict(extra="allow")
@@ -101,8 +101,8 @@ class CompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1, strict=True)
     n: int = Field(default=1, ge=1, le=1, strict=True)
     conversation_id: uuid.UUID | None = None
+    stop: str | list[str] | None = None  # checked as the WebSocket's options.stop (4 at most)
     # Refused when set to anything but their "off" value (None, empty, "text", false, "none").
-    stop: str | list[str] | None = None
     tools: list[Any] | None = None
     functions: list[Any] | None = None
     tool_choice: Any = None
@@ -116,7 +116,6 @@ class CompletionRequest(BaseModel):
         for name in sorted(set(self.model_extra or {}) - IGNORED):
             raise BadRequest(f"{name}: this request field is not supported.", param=name)
         unsupported = {
-            "stop": bool(self.stop),
             "tools": bool(self.tools),
             "functions": bool(self.functions),
             "tool_choice": self.tool_choice not in (None, "none", "auto"),
@@ -128,6 +127,12 @@ class CompletionRequest(BaseModel):
         for name, used in unsupported.items():
             if used:
                 raise BadRequest(f"{name}: this service does not support it; leave it out.", param=name)
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        if len(stops) > protocol.MAX_STOPS or not all(0 < len(s) <= protocol.MAX_STOP_CHARS for s in stops):
+            raise BadRequest(
+                f"stop: at most {protocol.MAX_STOPS} sequences of 1 to {protocol.MAX_STOP_CHARS} characters.",
+                param="stop",
+            )
         if None not in (self.max_tokens, self.max_completion_tokens) and (
             self.max_tokens != self.max_completion_tokens
         ):
@@ -176,8 +181,9 @@ def chat_completions(
     rid = str(uuid.uuid4())
     # Not a WebSocket: frames are read from the request's Redis stream, never posted to a connection.
     connection_id = f"openai-{rid}"
+    stop = [body.stop] if isinstance(body.stop, str) else body.stop
     options = {"maxTokens": body.max_tokens or body.max_completion_tokens, "temperature": body.temperature,
-               "topP": body.top_p, "model": model}
+               "topP": body.top_p, "model": model, "stop": stop or None}
     msg = protocol.send_message({
         "action": "sendMessage",
         "requestId": rid,
