@@ -92,8 +92,10 @@ class Unavailable(Internal):
 
     status = 503
 
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("The service is briefly unavailable; retry shortly.", retry_after=retry_after)
+    def __init__(
+        self, retry_after: float, message: str = "The service is briefly unavailable; retry shortly."
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 class AnswerTimeout(Internal):

@@ -8,12 +8,14 @@ matters for the few minutes a request is streaming.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from lambdas.adapters import sockets
@@ -135,8 +137,14 @@ def _k_generation(rid: str) -> str:
 GENERATION_MARK_TTL_S = 3600
 
 
+def _evalsha(pipe: Any, script: Any, keys: list[str], args: list[Any]) -> None:
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
 def _claim_keys(request_id: str) -> list[str]:
-    return [_k_claim(request_id), _k_generation(request_id)]
+    # The lease, the mark of its latest owner, and the re-enqueue mark, which the claim consumes: from
+    # here the generation is live (its lease says so), and once it ends a repeat may enqueue it again.
+    return [_k_claim(request_id), _k_generation(request_id), _k_requeue(request_id)]
 
 
 def _claim_args(owner: str, lease_s: float) -> list[Any]:
@@ -240,6 +248,23 @@ class Cache:
         short and renewed while the generation runs, so a dead worker's request is free in seconds."""
         return bool(self._claim(keys=_claim_keys(request_id), args=_claim_args(owner, lease_s)))
 
+    def _pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+        """Run the commands `build` adds to a pipeline (not a transaction), scripts by EVALSHA alone:
+        a Script object in a pipeline makes redis-py ask SCRIPT EXISTS first, a round trip more for
+        every pipeline. A Redis that lost its scripts (restarted) answers NOSCRIPT: they are loaded
+        and the pipeline runs again (what ran of it the first time was reads, or refused)."""
+        for attempt in (1, 2):
+            pipe = self.r.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                for script in (self._claim, self._renew):
+                    self.r.script_load(script.script)
+        raise AssertionError("unreachable")
+
     def mark_key_revoked(self, key_id: str, *, ttl_s: int) -> None:
         self.r.set(f"{P}revoked-key:{key_id}", "1", ex=ttl_s)
 
@@ -258,18 +283,25 @@ class Cache:
         Redis forgot them); returns the ones another owner holds now."""
         if not leases:
             return []
-        pipe = self.r.pipeline(transaction=False)
-        for rid, owner in leases.items():
-            self._renew(keys=[_k_claim(rid)], args=[owner, int(lease_s * 1000)], client=pipe)
-        results = pipe.execute()
+        def build(pipe: Any) -> None:
+            for rid, owner in leases.items():
+                _evalsha(pipe, self._renew, [_k_claim(rid)], [owner, int(lease_s * 1000)])
+
+        results = self._pipeline(build)
         return [rid for rid, ok in zip(leases, results, strict=True) if not ok]
 
     def release_generation(self, request_id: str, owner: str) -> None:
         self._release(keys=[_k_claim(request_id)], args=[owner])
 
     def mark_requeued(self, request_id: str, ttl_s: float) -> bool:
-        """True for the first caller in `ttl_s`: one re-enqueue of an orphaned request at a time."""
+        """True for the first caller in `ttl_s`: one re-enqueue of an orphaned request at a time. The
+        generation that takes the request consumes the mark."""
         return bool(self.r.set(_k_requeue(request_id), "1", nx=True, px=int(ttl_s * 1000)))
+
+    def generation_pending(self, request_id: str) -> bool:
+        """A generation of the request runs (its lease is held) or is queued (enqueued again, not yet
+        taken): one round trip."""
+        return bool(self.r.exists(_k_claim(request_id), _k_requeue(request_id)))
 
     def keep_outcome(self, request_id: str, outcome: dict[str, Any], ttl_s: int) -> None:
         """An answer that could not be stored (PostgreSQL down), kept for the redelivery to store."""
@@ -286,15 +318,16 @@ class Cache:
     ) -> GenerationStart | None:
         """`claim_generation`, then (when it took the lease) `kept_outcome`, `is_cancelled`, `replay`
         and `history`, all in one pipeline: None while another owner holds the lease."""
-        pipe = self.r.pipeline(transaction=False)
-        self._claim(keys=_claim_keys(request_id), args=_claim_args(owner, lease_s), client=pipe)
-        pipe.get(_k_outcome(request_id))
-        pipe.exists(_k_cancel(request_id))
-        pipe.xrange(_k_stream(request_id))
-        pipe.exists(_k_stream(request_id))
-        pipe.exists(_k_hist(conversation_id))
-        pipe.lrange(_k_hist(conversation_id), 0, -1)
-        claimed, kept, cancelled, entries, streamed, cached, turns = pipe.execute()
+        def build(pipe: Any) -> None:
+            _evalsha(pipe, self._claim, _claim_keys(request_id), _claim_args(owner, lease_s))
+            pipe.get(_k_outcome(request_id))
+            pipe.exists(_k_cancel(request_id))
+            pipe.xrange(_k_stream(request_id))
+            pipe.exists(_k_stream(request_id))
+            pipe.exists(_k_hist(conversation_id))
+            pipe.lrange(_k_hist(conversation_id), 0, -1)
+
+        claimed, kept, cancelled, entries, streamed, cached, turns = self._pipeline(build)
         if not claimed:  # what was read belongs to the holder's generation
             return None
         return GenerationStart(
@@ -426,6 +459,7 @@ return 0
 _CLAIM_GENERATION = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[3])
+  redis.call('DEL', KEYS[3])
   return 1
 end
 return 0

@@ -37,6 +37,7 @@ RECONNECT_TIMEOUT_S = 60.0
 # it woke, whatever the client was promised. The chat path's transactions take milliseconds.
 DEADLINE_S = 5.0
 _TICK_S = 0.1  # how often the deadlines are looked at
+_IDLE_S = 5.0  # how long the watch thread outlives the last guarded transaction
 # psycopg_pool retries a failed connection after 1 s, doubling each time (1, 2, 4, 8, 16 s...): after a
 # 20 s outage the pool would sit idle up to 16 s more. A steady 1 s pace (bounded by reconnect_timeout)
 # brings it back within a second of the server's return.
@@ -65,9 +66,10 @@ def _sever(conn: psycopg.Connection[Any]) -> None:
 
 
 class Deadlines:
-    """One thread per process that cuts the connections of transactions past their deadline (see
-    DEADLINE_S). Guarding a transaction costs a dict insertion and removal under a lock; the thread
-    starts with the first guard and ticks every _TICK_S."""
+    """One thread per process (`DEADLINES`, shared by every Database) that cuts the connections of
+    transactions past their deadline (see DEADLINE_S). Guarding a transaction costs a dict insertion
+    and removal under a lock; the thread starts with a guard, ticks every _TICK_S, and ends after
+    _IDLE_S with nothing to watch (an idle process, a test's closed database, keeps no thread)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -90,18 +92,29 @@ class Deadlines:
                 self._due.pop(key, None)
 
     def _run(self) -> None:
+        idle_since = time.monotonic()
         while True:
             time.sleep(_TICK_S)
             now = time.monotonic()
             with self._lock:
+                if self._due:
+                    idle_since = now
+                elif now - idle_since > _IDLE_S:
+                    self._thread = None  # the next guard starts another
+                    return
                 late = [key for key, (due, _, _) in self._due.items() if due <= now]
                 for key in late:
                     _, seconds, conn = self._due.pop(key)
+                    # Most often PostgreSQL not answering; it can also be other work inside the
+                    # transaction (a queue send, an index write) that ran past it.
                     logger.warning(
-                        "PostgreSQL did not answer in time; the connection is cut",
+                        "a transaction passed its deadline; its connection is cut",
                         extra={"deadline_s": seconds},
                     )
                     _sever(conn)
+
+
+DEADLINES = Deadlines()
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -138,7 +151,7 @@ class Database:
         self.url = url
         self.password = password
         self.deadline_s = deadline_s
-        self.deadlines = Deadlines()
+        self.deadlines = DEADLINES
         base: dict[str, Any] = {
             "row_factory": dict_row,
             "autocommit": False,
@@ -160,12 +173,17 @@ class Database:
             reconnect_timeout=RECONNECT_TIMEOUT_S,
         )
 
+    def _seconds(self, asked: float | None) -> float:
+        """A transaction's deadline: what it asks for (a report, a bulk write), never less than the
+        database's own (an operator's longer CHATSTACK_DATABASE_DEADLINE_S holds for those too)."""
+        return max(asked or 0.0, self.deadline_s)
+
     @contextmanager
     def transaction(self, deadline_s: float | None = None) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         """A connection in a transaction: committed on success, rolled back on any error; the whole of
         it, COMMIT included, within `deadline_s` (default: the database's), or its connection is cut
         and it fails with OperationalError (lambdas.adapters.failures: a dependency down)."""
-        with self.pool.connection() as conn, self.deadlines.guard(conn, deadline_s or self.deadline_s):
+        with self.pool.connection() as conn, self.deadlines.guard(conn, self._seconds(deadline_s)):
             try:
                 yield conn
             except BaseException:
@@ -183,7 +201,7 @@ class Database:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             try:
-                with self.deadlines.guard(conn, deadline_s or self.deadline_s):
+                with self.deadlines.guard(conn, self._seconds(deadline_s)):
                     try:
                         yield conn
                     finally:
@@ -202,7 +220,7 @@ class Database:
         with self.pool.connection() as conn:
             conn.autocommit = True
             try:
-                with self.deadlines.guard(conn, deadline_s or self.deadline_s):
+                with self.deadlines.guard(conn, self._seconds(deadline_s)):
                     yield conn
             finally:
                 if not (conn.closed or conn.broken):  # a broken one is discarded by the pool

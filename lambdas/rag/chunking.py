@@ -15,9 +15,13 @@ of the two chunks. Chunk text is an exact slice of the source text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from lambdas.core.tokens import CJK
 from lambdas.core.tokens import PIECE as _TOKEN
+
+_CJK_CHAR = re.compile(f"[{CJK}]")
 
 # Full-width (CJK) sentence ends, written as escapes: U+3002 ideographic full stop, U+FF01 exclamation
 # mark, U+FF1F question mark, U+FF1B semicolon. A sentence ends at one without a following space.
@@ -55,18 +59,19 @@ def chunk_text(
         return []
     starts = _sentence_starts(text, spans)
     paragraph_starts = _paragraph_starts(text, spans)
+    words = _word_starts(text, spans)
     chunks: list[Chunk] = []
     begin = 0
     total = len(spans)
     while begin < total:
         end = min(begin + max_tokens, total)
         if end < total:
-            end = _best_cut(begin, end, max_tokens, starts, paragraph_starts)
+            end = _best_cut(begin, end, max_tokens, starts, paragraph_starts, words)
         piece = text[spans[begin][0] : spans[end - 1][1]]
         chunks.append(Chunk(ordinal=len(chunks), text=piece, tokens=end - begin))
         if end >= total:
             break
-        begin = _next_begin(begin, end, overlap, starts)
+        begin = _next_begin(begin, end, overlap, starts, words)
     return chunks
 
 
@@ -92,21 +97,46 @@ def _paragraph_starts(text: str, spans: list[tuple[int, int]]) -> set[int]:
     return found
 
 
-def _best_cut(begin: int, end: int, max_tokens: int, starts: set[int], paragraphs: set[int]) -> int:
+def _word_starts(text: str, spans: list[tuple[int, int]]) -> set[int]:
+    """Token indexes that begin a word (or a mark, or a CJK character): every index but the later
+    pieces of a long word, which are not cut apart unless the word fills a whole window."""
+    found = {0}
+    for i in range(1, len(spans)):
+        start = spans[i][0]
+        joined = start == spans[i - 1][1] and _in_word(text[start - 1]) and _in_word(text[start])
+        if not joined:
+            found.add(i)
+    return found
+
+
+def _in_word(ch: str) -> bool:
+    return (ch.isalnum() or ch == "_") and not _CJK_CHAR.match(ch)
+
+
+def _best_cut(
+    begin: int, end: int, max_tokens: int, starts: set[int], paragraphs: set[int], words: set[int]
+) -> int:
     """The end (exclusive) of the chunk starting at `begin`: a paragraph break in the last half of
-    the window, else a sentence break in its last third, else the full window."""
-    for floor, boundaries in ((begin + max_tokens // 2, paragraphs), (begin + (2 * max_tokens) // 3, starts)):
+    the window, else a sentence break in its last third, else the last word break, else the full
+    window (one word longer than it)."""
+    for floor, boundaries in (
+        (begin + max_tokens // 2, paragraphs),
+        (begin + (2 * max_tokens) // 3, starts),
+        (begin, words),
+    ):
         for cut in range(end, floor, -1):
             if cut in boundaries:
                 return cut
     return end
 
 
-def _next_begin(begin: int, end: int, overlap: int, starts: set[int]) -> int:
-    """Where the next chunk starts: the first sentence start inside the overlap, else `end - overlap`."""
+def _next_begin(begin: int, end: int, overlap: int, starts: set[int], words: set[int]) -> int:
+    """Where the next chunk starts: the first sentence start inside the overlap, else the first word
+    start from `end - overlap` on, else `end - overlap`."""
     if overlap == 0:
         return end
-    for candidate in range(end - overlap, end):
-        if candidate in starts and candidate > begin:
-            return candidate
+    for boundaries in (starts, words):
+        for candidate in range(end - overlap, end + 1):
+            if candidate in boundaries and candidate > begin:
+                return candidate
     return max(end - overlap, begin + 1)

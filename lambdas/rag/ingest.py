@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from lambdas.adapters.db import Database
 from lambdas.errors import BadRequest, NotFound
 from lambdas.rag.chunking import DEFAULT_CHUNK_TOKENS, DEFAULT_OVERLAP_TOKENS, Chunk, chunk_text
@@ -63,9 +65,10 @@ class DocumentInfo:
     updated_at: datetime
 
 
-# A document's rows (thousands of chunks with their vectors) in one transaction: longer than the chat
-# path's deadline (lambdas/adapters/db.py), as long as a writer that waits for another's lock needs.
-WRITE_DEADLINE_S = 60.0
+# A document's rows (thousands of chunks with their vectors) in one transaction, with an OpenSearch
+# store's bulk writes to every region inside it: longer than the chat path's deadline
+# (lambdas/adapters/db.py), as long as a writer that waits for another's lock needs.
+WRITE_DEADLINE_S = 300.0
 
 class IngestService:
     def __init__(
@@ -186,6 +189,12 @@ class IngestService:
                 )
                 written = DocumentRef(tenant_id, document_id, content_hash, title, source)
                 self.store.write(conn, written, embedded)
+        except psycopg.OperationalError:
+            # The connection failed (or its deadline cut it) perhaps after the server committed: the
+            # index entries written for this content may be the ones PostgreSQL now records, so they
+            # stay. If the commit did not happen they are orphans, which searches never return (they
+            # keep only the content PostgreSQL records) and the next write of the document replaces.
+            raise
         except BaseException:
             if written is not None:
                 self.store.undo(written)

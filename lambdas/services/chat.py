@@ -236,7 +236,7 @@ class ChatService:
     def cancel(self, identity: Identity, msg: protocol.Cancel) -> protocol.ServerFrame | None:
         """Ask the request's generation to stop (its `done` says "cancelled"). A request that has
         already ended is answered with how it ended, one whose conversation was deleted NOT_FOUND: a
-        cancel always gets an end."""
+        cancel always gets an end. A failed answer being retried is the retry's to end."""
         rid = str(msg.request_id)
         record = self._owned(identity, rid)
         with self.d.db.read() as conn:
@@ -244,8 +244,9 @@ class ChatService:
             gone = answer is None and chat_repo.stored_request(conn, message_id=record.message_id) is None
         if gone:
             raise RequestGone()
-        if answer is not None:
-            return _outcome_frame(rid, answer)
+        failed = answer is not None and answer.finish_reason == "error"
+        if answer is not None and not (failed and self.d.cache.generation_pending(rid)):
+            return _outcome_frame(rid, answer)  # ended, and no retry of it runs or waits
         self.d.cache.request_cancel(rid, self.s.delta_ttl_s)
         return None
 

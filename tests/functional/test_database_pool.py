@@ -109,7 +109,7 @@ def test_a_server_that_stops_answering_fails_the_transaction_at_its_deadline_and
     cut connection once the server answers again."""
     from lambdas.adapters.failures import dependency_down
 
-    db = Database(pg_url, max_size=1, min_size=1, deadline_s=0.5)
+    db = Database(pg_url, max_size=1, min_size=1, deadline_s=1.0)
     try:
         stalled = _backend(db)
         os.kill(stalled, signal.SIGSTOP)
@@ -124,7 +124,7 @@ def test_a_server_that_stops_answering_fails_the_transaction_at_its_deadline_and
             wake.cancel()
             os.kill(stalled, signal.SIGCONT)
         assert dependency_down(failed.value)
-        assert waited < 5, waited  # the deadline (0.5 s), not the stall (which lasts until SIGCONT)
+        assert waited < 6, waited  # the deadline (1 s), not the stall (which lasts until SIGCONT)
         assert _backend(db) != stalled  # the next transaction runs on a new connection
     finally:
         db.close()
@@ -132,20 +132,39 @@ def test_a_server_that_stops_answering_fails_the_transaction_at_its_deadline_and
 
 def test_a_transaction_within_its_deadline_commits_and_one_past_it_is_rolled_back(pg_url: str) -> None:
     """The deadline covers the whole transaction, COMMIT included: work past it is not committed."""
-    db = Database(pg_url, max_size=1, min_size=1, deadline_s=0.5)
+    db = Database(pg_url, max_size=1, min_size=1, deadline_s=1.0)
     table = f"deadline_{os.getpid()}"
     try:
-        with db.transaction() as conn:
+        with db.transaction(deadline_s=30) as conn:  # the set-up is not what is tested
             conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (n int)")
-        with db.transaction() as conn:
+            conn.execute(f"TRUNCATE {table}")
+        with db.transaction(deadline_s=30) as conn:
             conn.execute(f"INSERT INTO {table} VALUES (1)")
         with pytest.raises(psycopg.OperationalError), db.transaction() as conn:
             conn.execute(f"INSERT INTO {table} VALUES (2)")
-            conn.execute("SELECT pg_sleep(2)")  # the server itself is slow
-        with db.transaction(deadline_s=5) as conn:  # a longer one asked for its own
-            conn.execute("SELECT pg_sleep(0.7)")
+            conn.execute("SELECT pg_sleep(3)")  # the server itself is slow
+        with db.transaction(deadline_s=30) as conn:  # a longer one asked for its own
+            conn.execute("SELECT pg_sleep(1.3)")
             rows = conn.execute(f"SELECT n FROM {table} ORDER BY n").fetchall()
             conn.execute(f"DROP TABLE {table}")
         assert rows == [{"n": 1}]
     finally:
         db.close()
+
+
+def test_one_watch_thread_serves_every_database_and_ends_when_idle(pg_url: str) -> None:
+    """A review counted a thread per Database, never stopped (the suite builds dozens)."""
+    from lambdas.adapters import db as db_module
+
+    first, second = Database(pg_url, max_size=1), Database(pg_url, max_size=1)
+    try:
+        assert first.deadlines is second.deadlines is db_module.DEADLINES
+        with first.read() as conn:
+            conn.execute("SELECT 1")
+        watching = [t for t in threading.enumerate() if t.name == "db-deadlines"]
+        assert len(watching) == 1
+    finally:
+        first.close()
+        second.close()
+    watching[0].join(db_module._IDLE_S + 2)
+    assert not watching[0].is_alive()  # nothing to watch: the thread ended

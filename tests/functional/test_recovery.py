@@ -571,6 +571,52 @@ def test_a_claim_whose_acceptance_died_frees_its_request_id_in_a_minute_not_a_da
     assert cache.r.ttl(key) > CLAIM_TTL_S  # accepted: remembered for the day
 
 
+def test_a_second_retry_of_a_failed_answer_is_retried_again_not_left_waiting(
+    pg_url: str, redis_url: str
+) -> None:
+    """The model stays down: the first retry fails at once. A second repeat within the re-enqueue
+    mark's 20 s got an ack and then nothing (no job, nothing running). The generation that takes a
+    request consumes its mark, so the second repeat is enqueued again and ends in its own error."""
+    model = Down()
+    d = make_deps(pg_url, redis_url, Model())
+    d.__dict__["model"] = ModelClient(model)
+    identity, job = accept(d)
+    GenerationService(d).run(job)  # fails: stored as failed
+    msg = protocol.SendMessage(action="sendMessage", requestId=uuid.UUID(job.request_id), text="again")
+    for attempt, connection in enumerate(("c8", "c9"), start=1):
+        before = len(sent(d).jobs)
+        assert ChatService(d).accept(identity, msg, connection) is None
+        retry = [s for s in sent(d).jobs[before:] if s["job"]["requestId"] == job.request_id]
+        assert len(retry) == 1, f"retry {attempt} was not enqueued"
+        GenerationService(d).run(Job.parse(retry[0]["job"]))  # the model is still down
+        assert isinstance(posts(d).of(connection)[-1], protocol.Error)
+
+
+def test_a_cancel_of_a_failed_answer_whose_retry_is_queued_cancels_the_retry(
+    pg_url: str, redis_url: str
+) -> None:
+    """While a retry waits, the stored row still says `error`: the cancel answered with that old error
+    and set nothing, and the retry then streamed to "stop"."""
+    model = Down()
+    d = make_deps(pg_url, redis_url, Model())
+    d.__dict__["model"] = ModelClient(model)
+    identity, job = accept(d)
+    GenerationService(d).run(job)
+    model.up = True
+    rid = uuid.UUID(job.request_id)
+    before = len(sent(d).jobs)
+    assert ChatService(d).accept(identity, protocol.SendMessage(action="sendMessage", requestId=rid,
+                                                                text="again"), "c8") is None
+    (retry,) = [s for s in sent(d).jobs[before:] if s["job"]["requestId"] == job.request_id]
+    assert ChatService(d).cancel(identity, protocol.Cancel(action="cancel", requestId=rid)) is None
+    GenerationService(d).run(Job.parse(retry["job"]))
+    done = posts(d).of("c8")[-1]
+    assert isinstance(done, protocol.Done) and done.finish_reason == "cancelled"
+    # and once nothing runs, a cancel of the (now cancelled) answer is answered with how it ended
+    ended = ChatService(d).cancel(identity, protocol.Cancel(action="cancel", requestId=rid))
+    assert isinstance(ended, protocol.Done) and ended.finish_reason == "cancelled"
+
+
 def test_after_redis_restarted_empty_the_frames_still_reach_the_watchers(deps: Deps) -> None:
     from lambdas.services.generation import Stream
 

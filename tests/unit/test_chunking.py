@@ -130,3 +130,22 @@ def test_chunks_of_any_script_fit_the_models_256_wordpiece_window(text: str) -> 
     tokenizer.no_truncation()
     pieces = [len(tokenizer.encode(c.text).ids) for c in chunk_text(text, max_tokens=DEFAULT_CHUNK_TOKENS)]
     assert pieces and max(pieces) + 20 <= 256, max(pieces)  # 20 for the embedded title line
+
+
+def test_chunks_of_long_words_start_and_end_between_words() -> None:
+    """Counting a long word as several pieces (so that it cannot hide in one) let chunk borders fall
+    inside words ("...responsibili" / "ities ..."); a border now falls between words unless one word
+    fills a whole window."""
+    words = ["responsibilities", "internationalization", "a", "data", "pneumonoultramicroscopic"]
+    text = " ".join(words[(i * 7) % len(words)] for i in range(3000))
+    at = 0
+    chunks = chunk_text(text)
+    assert len(chunks) > 10
+    for chunk in chunks:
+        start = text.index(chunk.text, max(0, at - len(chunk.text)))
+        end = start + len(chunk.text)
+        assert start == 0 or text[start - 1] == " ", chunk.text[:30]
+        assert end == len(text) or text[end] == " ", chunk.text[-30:]
+        at = end
+    one_word = "x" * 5000  # longer than a window: it must still be cut
+    assert len(chunk_text(one_word)) > 1

@@ -32,7 +32,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lambdas import protocol
 from lambdas.adapters.auth import Identity
 from lambdas.api.deps import ChatCallerDep, DepsDep
-from lambdas.errors import BY_CODE, AnswerTimeout, BadRequest, ChatError, Internal, NotFound, error_document
+from lambdas.errors import (
+    BY_CODE,
+    AnswerTimeout,
+    BadRequest,
+    ChatError,
+    Internal,
+    NotFound,
+    Unavailable,
+    error_document,
+)
 from lambdas.runtime import Deps
 from lambdas.services import models as model_choice
 
@@ -310,6 +319,8 @@ def _whole(
         elif frame is late:
             raise timeout
         elif isinstance(frame, protocol.Error):
+            if frame.code == "INTERNAL" and frame.retry_after:  # a dependency down: retry shortly (503)
+                raise Unavailable(frame.retry_after, frame.message)
             raise BY_CODE.get(frame.code, Internal)(frame.message, retry_after=frame.retry_after)
         elif isinstance(frame, protocol.Done):
             text = getattr(frame, "text", None) or "".join(parts)
