@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import re
 import socket
@@ -25,7 +26,6 @@ from psycopg_pool import ConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
 from lambdas.adapters import sockets
-from lambdas.observability import logger
 
 MIGRATION_LOCK_ID = 0x63686174  # "chat"
 CONNECT_TIMEOUT_S = 2
@@ -42,6 +42,9 @@ _IDLE_S = 5.0  # how long the watch thread outlives the last guarded transaction
 # 20 s outage the pool would sit idle up to 16 s more. A steady 1 s pace (bounded by reconnect_timeout)
 # brings it back within a second of the server's return.
 AttemptWithBackoff.DELAY_BACKOFF = 1.0
+# The standard logger, as the other adapters: Powertools' (lambdas.observability) would take over the
+# `chatstack` logger tree of any process that imports this module, `chatstack up`'s own lines included.
+log = logging.getLogger(__name__)
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -107,10 +110,7 @@ class Deadlines:
                     _, seconds, conn = self._due.pop(key)
                     # Most often PostgreSQL not answering; it can also be other work inside the
                     # transaction (a queue send, an index write) that ran past it.
-                    logger.warning(
-                        "a transaction passed its deadline; its connection is cut",
-                        extra={"deadline_s": seconds},
-                    )
+                    log.warning("a transaction passed its deadline (%g s); its connection is cut", seconds)
                     _sever(conn)
 
 

@@ -7,6 +7,8 @@ Errors are mapped in one place: a ChatError becomes `{"error": {"message", "type
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,10 +20,12 @@ from lambdas.api.docs import add_docs
 from lambdas.api.middleware import RequestGuard
 from lambdas.api.routers import api_keys, conversations, documents, health, limits, openai, usage
 from lambdas.errors import ChatError, Unavailable, error_document
-from lambdas.observability import logger
 from lambdas.runtime import Deps, deps
 
 API_TITLE = "chatstack REST API"
+# The standard logger: the app also runs inside `chatstack up`, whose own `chatstack.up` lines must not
+# pass through Powertools' handler (lambdas.observability takes the `chatstack` logger tree).
+log = logging.getLogger(__name__)
 
 
 def _error(
@@ -69,7 +73,7 @@ def create_app() -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         if dependency_down(exc):  # PostgreSQL or Redis is down: as on the WebSocket, retry shortly
-            logger.warning("request failed: a dependency is unavailable", extra={"error": str(exc)})
+            log.warning("request failed: a dependency is unavailable: %s", exc)
             down = Unavailable(deps().settings.dependency_retry_after_s)
             return _error(down.status, down.code, down.message, down.retry_after)
         return _error(500, "INTERNAL", "The request failed; please retry.")
