@@ -19,7 +19,7 @@ def test_every_case_reports_both_variants(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     variants = {
         "reads": ["python timeout", "kernel timeout"],
-        "redis": ["python timeout", "kernel timeout"],
+        "redis": ["python timeout", "kernel timeout", "kernel timeout, owner-checked"],
         "postgres": ["transaction, checked by a query", "read, checked by a poll"],
         "http": ["urllib3", "http1"],
         "handoff": ["anyio to_thread", "own threads"],
