@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,12 +147,9 @@ def test_the_banner_offers_no_dev_token_that_the_templates_refuse(
     """As deployed, the authorizers accept the Cognito stand-in's tokens and API keys, not the dev
     issuer's: the printed links carried a dev token that every route refused (401 and 403)."""
     svc, _ = deployed
-    assert svc.proc.stdout is not None
-    lines: list[str] = []
-    while not lines or not lines[-1].startswith("  healthz:"):
-        line = svc.proc.stdout.readline()
-        assert line, "".join(lines)
-        lines.append(line)
-    banner = "".join(lines)
+    deadline = time.monotonic() + 30
+    while "  healthz:" not in (banner := svc.stdout()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "  healthz:" in banner, banner
     assert "chatstack is up" in banner and "Cognito stand-in" in banner and "as-deployed.json" in banner
     assert "?token=eyJ" not in banner

@@ -24,6 +24,10 @@ class Service:
     data_dir: Path
     proc: subprocess.Popen[str]
 
+    def stdout(self) -> str:
+        """What `chatstack up` printed on stdout so far (its banner first)."""
+        return (self.data_dir.parent / f"{self.data_dir.name}.out").read_text()
+
     def token(
         self,
         user: str = "alice",
@@ -38,9 +42,12 @@ class Service:
 
 def start_service(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Service:
     log = open(data_dir.parent / f"{data_dir.name}.log", "w")  # noqa: SIM115  (closed with the process)
+    # stdout to a file, never an unread pipe: a service that writes more than a pipe holds would block
+    # on it (the `lambda-host` fault once hung every chat that way). `Service.stdout()` reads it.
+    out = open(data_dir.parent / f"{data_dir.name}.out", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "chatstack.cli", "up", "--port", "0", "--data-dir", str(data_dir), *extra],
-        stdout=subprocess.PIPE,
+        stdout=out,
         stderr=log,
         text=True,
         env={**os.environ, **(env or {})},
