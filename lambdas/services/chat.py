@@ -123,8 +123,7 @@ class ChatService:
         # Redis had forgotten it, PostgreSQL had not: a repeat, which generates nothing, so the admission
         # above must not hold a reservation until it expires.
         self._release(rid, identity)
-        self.send(connection_id, ack)
-        self._follow(rid, record, connection_id, retry=True)
+        self._follow(rid, record, connection_id, retry=True, ack=ack)
         return None
 
     def _release(self, rid: str, identity: Identity) -> None:
@@ -158,29 +157,36 @@ class ChatService:
                 return self.accept(identity, msg, connection_id)
             previous = current
         logger.info("duplicate requestId", extra={"request_id": rid})
-        with self.d.db.read() as conn:
-            gone = chat_repo.stored_request(conn, message_id=previous.message_id) is None
-        if gone:  # accepted once and no longer stored: its conversation was deleted; no ack for it
-            raise RequestGone()
         ack = protocol.Ack(
             requestId=rid, conversationId=previous.conversation_id, messageId=previous.message_id
         )
-        self.send(connection_id, ack)
-        self._follow(rid, previous, connection_id, retry=True)
+        self._follow(rid, previous, connection_id, retry=True, ack=ack)
         return None
 
     def _follow(
-        self, rid: str, record: RequestRecord, connection_id: str, after_seq: int = 0, *, retry: bool = False
+        self,
+        rid: str,
+        record: RequestRecord,
+        connection_id: str,
+        after_seq: int = 0,
+        *,
+        retry: bool = False,
+        ack: protocol.Ack | None = None,
     ) -> int:
         """Put a connection on a request: send its stored outcome when it is finished, else replay
         what was streamed (live frames follow) and enqueue it again when its generation died. Watch
         first, then read: a frame published in between arrives twice, never not at all; clients drop
-        deltas whose seq they already have. Returns the frames sent."""
+        deltas whose seq they already have. A repeat's `ack` goes first, unless the request is gone
+        (RequestGone is raised: an ack says the message is stored). Returns the frames sent."""
         self.d.cache.watch(rid, connection_id, self.s.delta_ttl_s)
         with self.d.db.transaction() as conn:
             answer = chat_repo.stored_answer(conn, record.answer_id)
             unfinished = answer is None or (retry and answer.finish_reason == "error")
             stored = chat_repo.stored_request(conn, message_id=record.message_id) if unfinished else None
+        if ack is not None:
+            if answer is None and stored is None and record.state == "accepted":
+                raise RequestGone()  # its conversation was deleted; no ack for it
+            self.send(connection_id, ack)
         retried = False
         if retry and answer is not None and answer.finish_reason == "error" and stored is not None:
             # A repeated sendMessage of a failed answer retries it (same answer id; the ledger adds up):

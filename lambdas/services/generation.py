@@ -178,10 +178,7 @@ class Stream:
         if result.superseded:
             # This worker stalled past its lease and another took the request over: its frames would
             # repeat seqs with other text, and end the request twice.
-            logger.warning("generation taken over by another worker; this one stops",
-                           extra={"request_id": self.rid})
-            metrics.add_metric(name="GenerationsSuperseded", unit=MetricUnit.Count, value=1)
-            self.superseded = True
+            self._supersede()
             return
         self.cancelled = result.cancelled
         if not result.watchers and self.watchers:
@@ -194,6 +191,26 @@ class Stream:
             self.watchers = result.watchers
         for connection_id in list(self.watchers):
             self._post(connection_id, data, forget=True)
+
+    def taken_over(self) -> bool:
+        """Whether another worker has taken this generation's lease since (asked before the answer is
+        stored, which publishes nothing). Redis down: not known, so False, and the store goes ahead
+        (the first final answer stored is the one kept, chat_repo.record_answer)."""
+        if self.superseded or not self.owner:
+            return self.superseded
+        try:
+            holder = self.d.cache.latest_generation(self.rid)
+        except RedisError:
+            return False
+        if holder is not None and holder != self.owner:
+            self._supersede()
+        return self.superseded
+
+    def _supersede(self) -> None:
+        logger.warning("generation taken over by another worker; this one stops",
+                       extra={"request_id": self.rid})
+        metrics.add_metric(name="GenerationsSuperseded", unit=MetricUnit.Count, value=1)
+        self.superseded = True
 
     def repost(self, data: str) -> None:
         """Post a frame already in the request's stream to everyone watching, again."""
@@ -603,9 +620,9 @@ class GenerationService:
     def _store(self, job: Job, stream: Stream, out: Outcome) -> None:
         """Store the answer, or, when PostgreSQL cannot take it, keep it in Redis for the redelivery,
         tell the client to retry later, and raise so the job is delivered again. Never `done` before
-        the answer is stored. A generation taken over (`stream.superseded`, or its lease held by
-        another now) stores nothing: the worker that took it over answers."""
-        if stream.superseded or self._superseded(job, stream):
+        the answer is stored. A generation taken over (`Stream.taken_over`) stores nothing: the worker that
+        took it over answers."""
+        if stream.taken_over():
             return
         try:
             self._record(job, out)
@@ -631,22 +648,6 @@ class GenerationService:
         )
         stream.publish(protocol.error_frame(error, job.request_id))
         raise AnswerNotStored(f"answer of {job.request_id} not stored") from failure
-
-    def _superseded(self, job: Job, stream: Stream) -> bool:
-        """Whether another worker has taken this generation's lease since (it stalled past its lease and
-        was taken over), so that it stores nothing; Redis down: not known, and the store goes ahead
-        (the first final answer stored is the one kept, chat_repo.record_answer)."""
-        if not stream.owner:
-            return False
-        try:
-            holder = self.d.cache.latest_generation(job.request_id)
-        except RedisError:
-            return False
-        if holder is not None and holder != stream.owner:
-            logger.warning("generation taken over by another worker; this one stops",
-                           extra={"request_id": job.request_id})
-            stream.superseded = True
-        return stream.superseded
 
     def _record(self, job: Job, out: Outcome) -> None:
         s = self.s

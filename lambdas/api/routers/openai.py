@@ -120,6 +120,11 @@ class CompletionRequest(BaseModel):
     top_logprobs: int | None = None
     modalities: list[str] | None = None
 
+    @property
+    def stops(self) -> list[str]:
+        """`stop` as the list it may be given as a string of."""
+        return [self.stop] if isinstance(self.stop, str) else self.stop or []
+
     @model_validator(mode="after")
     def _honoured(self) -> CompletionRequest:
         for name in sorted(set(self.model_extra or {}) - IGNORED):
@@ -136,7 +141,7 @@ class CompletionRequest(BaseModel):
         for name, used in unsupported.items():
             if used:
                 raise BadRequest(f"{name}: this service does not support it; leave it out.", param=name)
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        stops = self.stops
         if len(stops) > protocol.MAX_STOPS or not all(0 < len(s) <= protocol.MAX_STOP_CHARS for s in stops):
             raise BadRequest(
                 f"stop: at most {protocol.MAX_STOPS} sequences of 1 to {protocol.MAX_STOP_CHARS} characters.",
@@ -190,9 +195,8 @@ def chat_completions(
     rid = str(uuid.uuid4())
     # Not a WebSocket: frames are read from the request's Redis stream, never posted to a connection.
     connection_id = f"openai-{rid}"
-    stop = [body.stop] if isinstance(body.stop, str) else body.stop
     options = {"maxTokens": body.max_tokens or body.max_completion_tokens, "temperature": body.temperature,
-               "topP": body.top_p, "model": model, "stop": stop or None}
+               "topP": body.top_p, "model": model, "stop": body.stops or None}
     msg = protocol.send_message({
         "action": "sendMessage",
         "requestId": rid,
