@@ -80,9 +80,19 @@ def test_the_failover_function_may_promote_only_this_deployments_members(synth: 
                     granted.setdefault(action, set()).update(
                         render(r) for r in as_list(statement["Resource"])
                     )
+        # FailoverGlobalCluster is authorized on the global cluster and on DB clusters; AWS's sample
+        # policy names every member, the writer being demoted (the primary) as well as the target:
+        # https://docs.aws.amazon.com/r53recovery/latest/dg/security_iam_region_switch_aurora.html
+        # (resource types: https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonrds.html).
         assert granted["rds:FailoverGlobalCluster"] == {
             f"arn:aws:rds::{account}:global-cluster:{synth.config.physical_name('global')}",
-            f"arn:aws:rds:{region}:{account}:cluster:{synth.config.physical_name('aurora', region)}",
+            *(
+                f"arn:aws:rds:{member}:{account}:cluster:{synth.config.physical_name('aurora', member)}"
+                for member in synth.config.regions
+            ),
+        }
+        assert granted["rds:DescribeGlobalClusters"] == {
+            f"arn:aws:rds::{account}:global-cluster:{synth.config.physical_name('global')}"
         }
         (valkey,) = [
             r for r in granted["elasticache:FailoverGlobalReplicationGroup"] if ":replicationgroup:" in r

@@ -36,7 +36,7 @@ class AutomaticFailover(Construct):
         function: lambda_.Function,
         primary_region: str,
         global_cluster_id: str,
-        cluster_id: str,
+        member_clusters: dict[str, str],
         valkey_global_id: str | None,
         valkey_group_id: str,
         probe_failures: int,
@@ -45,12 +45,24 @@ class AutomaticFailover(Construct):
         super().__init__(scope, id)
         stack = Stack.of(self)
         arn = f"arn:{stack.partition}"
+        global_cluster_arn = f"{arn}:rds::{stack.account}:global-cluster:{global_cluster_id}"
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["rds:DescribeGlobalClusters"], resources=[global_cluster_arn])
+        )
+        # FailoverGlobalCluster authorizes the global cluster and DB clusters (Service Authorization
+        # Reference, list_amazonrds.html); AWS's sample policy for a Region switch names the global
+        # cluster and every member cluster, the writer being left as well as the target
+        # (https://docs.aws.amazon.com/r53recovery/latest/dg/security_iam_region_switch_aurora.html).
+        # `member_clusters` maps each region of the global database to its cluster identifier.
         function.add_to_role_policy(
             iam.PolicyStatement(
-                actions=["rds:DescribeGlobalClusters", "rds:FailoverGlobalCluster"],
+                actions=["rds:FailoverGlobalCluster"],
                 resources=[
-                    f"{arn}:rds::{stack.account}:global-cluster:{global_cluster_id}",
-                    f"{arn}:rds:{stack.region}:{stack.account}:cluster:{cluster_id}",
+                    global_cluster_arn,
+                    *(
+                        f"{arn}:rds:{region}:{stack.account}:cluster:{cluster}"
+                        for region, cluster in sorted(member_clusters.items())
+                    ),
                 ],
             )
         )

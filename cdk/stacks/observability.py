@@ -110,7 +110,7 @@ class ObservabilityStack(ChatstackStack):
             function=functions[wiring.FAILOVER.name],
             primary_region=primary,
             global_cluster_id=config.physical_name("global"),
-            cluster_id=data.db_cluster_id,
+            member_clusters={r: config.physical_name("aurora", r) for r in config.regions},
             valkey_global_id=data.valkey_global_id,
             valkey_group_id=config.physical_name("valkey"),
             probe_failures=config.failover.probe_failures,
