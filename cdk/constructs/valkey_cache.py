@@ -29,7 +29,14 @@ JOINING_MEMBER_OMITS = (
     "AtRestEncryptionEnabled",
     "TransitEncryptionEnabled",
     "TransitEncryptionMode",
+    # Governed by the Global Datastore's AutomaticFailoverEnabled once a member. Unconfirmed whether
+    # CreateReplicationGroup refuses it on a joining group; the Terraform AWS provider never sends it
+    # there (internal/service/elasticache/replication_group.go, resourceReplicationGroupCreate), and
+    # its acceptance test creates a secondary with MultiAZEnabled but without it, so leave it out.
+    "AutomaticFailoverEnabled",
 )
+# AuthToken stays on a joining group: no AWS source refuses it there, the member's transit
+# encryption (inherited) is on, and both regions read the same token from Secrets Manager.
 
 
 class ValkeyCache(Construct):
@@ -81,7 +88,7 @@ class ValkeyCache(Construct):
             global_replication_group_id=join_global_id,
             num_cache_clusters=1 + replicas,
             multi_az_enabled=True,
-            automatic_failover_enabled=True,
+            automatic_failover_enabled=True if standalone else None,
             at_rest_encryption_enabled=True if standalone else None,
             kms_key_id=key.key_arn,
             transit_encryption_enabled=True if standalone else None,
@@ -114,7 +121,7 @@ class ValkeyCache(Construct):
                 "GlobalDatastore",
                 global_replication_group_id_suffix=found_global_suffix,
                 global_replication_group_description="chatstack hot path across regions",
-                automatic_failover_enabled=True,
+                automatic_failover_enabled=True if standalone else None,
                 members=[
                     elasticache.CfnGlobalReplicationGroup.GlobalReplicationGroupMemberProperty(
                         replication_group_id=self.replication_group.ref,
