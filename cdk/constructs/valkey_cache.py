@@ -121,7 +121,7 @@ class ValkeyCache(Construct):
                 "GlobalDatastore",
                 global_replication_group_id_suffix=found_global_suffix,
                 global_replication_group_description="chatstack hot path across regions",
-                automatic_failover_enabled=True if standalone else None,
+                automatic_failover_enabled=True,
                 members=[
                     elasticache.CfnGlobalReplicationGroup.GlobalReplicationGroupMemberProperty(
                         replication_group_id=self.replication_group.ref,
