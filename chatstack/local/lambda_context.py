@@ -69,14 +69,19 @@ class LocalHandler:
     def new_context(self) -> LocalLambdaContext:
         return LocalLambdaContext(self.function, region=self.region, account_id=self.account_id)
 
-    def __call__(self, event: dict[str, Any], context: Any = None) -> Any:
+    def load(self) -> Handler:
+        """Import the handler now (what Lambda's init phase does before the first invocation)."""
         if self._target is None:
             # Imported late so that reading the wiring (or building the app) imports no handler code.
             target = getattr(importlib.import_module(self.function.module), self.function.attribute)
             if not callable(target):
                 raise TypeError(f"{self.function.handler} is not callable")
             self._target = target
-        return self._target(event, context if context is not None else self.new_context())
+        return self._target
+
+    def __call__(self, event: dict[str, Any], context: Any = None) -> Any:
+        target = self._target if self._target is not None else self.load()
+        return target(event, context if context is not None else self.new_context())
 
     def __repr__(self) -> str:
         return f"LocalHandler({self.function.handler!r})"

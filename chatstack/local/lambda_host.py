@@ -133,9 +133,12 @@ def remote_functions(urls: list[str] | HostPool) -> dict[str, RemoteFunction]:
     return {f.name: RemoteFunction(pool, f) for f in wiring.FUNCTIONS}
 
 
-def create_host_app() -> Any:
+def create_host_app(*, preload: bool = True) -> Any:
     """The ASGI app of the host process: `POST /2015-03-31/functions/{name}/invocations` for every
     function of the wiring module, each invocation on a thread (the handlers are sync, as in Lambda).
+    With `preload` (the default), every handler module is imported before the app is returned, as Lambda's init
+    phase imports a function's handler before its first invocation: otherwise the first invocation of
+    each function in each host pays the import (about 0.1 s of CPU each), in the middle of traffic.
 
     A bare ASGI app, not a Starlette route: two invocations per chat pass here, and Starlette's
     routing, request and middleware layers cost a few percent of the hosts' CPU under load."""
@@ -144,6 +147,9 @@ def create_host_app() -> Any:
     from chatstack.local.threads import Threads
 
     handlers = {f.name: load_handler(f) for f in wiring.FUNCTIONS}
+    if preload:
+        for handler in handlers.values():
+            handler.load()
     threads = Threads(1000, "lambda")
     prefix, suffix = INVOKE_PATH.split("{name}")
 
@@ -229,7 +235,8 @@ def main() -> None:
     # request then met a reset, and the invocation failed (the SQS mapping retried it after a backoff,
     # a WebSocket route answered "Internal server error"). An hour outlives any pause in the traffic.
     config = uvicorn.Config(
-        create_host_app(), log_level="warning", lifespan="off", timeout_keep_alive=HOST_KEEP_ALIVE_S,
+        create_host_app(), log_level="warning", lifespan="off",
+        timeout_keep_alive=HOST_KEEP_ALIVE_S,
         access_log=False,  # at "warning" none is printed, but uvicorn formats one per invocation
     )
     server = uvicorn.Server(config)

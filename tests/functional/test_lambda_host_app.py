@@ -58,3 +58,24 @@ async def test_an_unknown_function_and_a_body_that_is_not_json_are_refused(host:
         origin.request, "POST", INVOKE_PATH.format(name="pre_token"), b"{not json"
     )
     assert garbled.status == 400 and "json" in json.loads(garbled.data)["message"]
+
+
+def test_the_host_imports_every_handler_before_its_first_invocation() -> None:
+    """Lambda's init phase imports a function's handler before the first invocation; the host's app does
+    the same, so a burst does not pay each handler's import (about 0.1 s of CPU) in its first requests.
+    A fresh interpreter, since this test process has imported the handlers already."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from chatstack.local.lambda_host import create_host_app\n"
+        "from lambdas import wiring\n"
+        "modules = [f.module for f in wiring.FUNCTIONS]\n"
+        "before = [m for m in modules if m in sys.modules]\n"
+        "create_host_app()\n"
+        "print(len(before), sum(m in sys.modules for m in modules), len(modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    before, after, total = map(int, out.stdout.split())
+    assert before == 0 and after == total > 0
