@@ -4,7 +4,10 @@ tokens, and no computation, so what a benchmark measures is the pipeline in fron
 
     python -m chatstack.bench.fake_model --ttft-ms 20 --token-ms 10   # prints its URL
 
-`GET /ping` answers 200 as the LMI container's health check does.
+`GET /ping` answers 200 as the LMI container's health check does. `PUT /timing` with
+`{"ttft_ms": ..., "token_ms": ...}` changes the timing of the answers that start after it (the benchmark
+that started the server uses it to slow the model down for one phase and back); it and `GET /timing`
+answer the timing and how many requests `/invocations` has taken.
 """
 
 from __future__ import annotations
@@ -37,9 +40,13 @@ def _line(obj: dict[str, Any]) -> bytes:
 
 
 def create_app(ttft_ms: float, token_ms: float) -> Starlette:
+    timing = {"ttft_ms": ttft_ms, "token_ms": token_ms}
+    taken = [0]
+
     async def answer(max_tokens: int, rid: str) -> AsyncIterator[bytes]:
         # Sleep to deadlines, not by fixed steps: a late wake-up does not slow the whole answer down.
         start = time.perf_counter()
+        ttft_ms, token_ms = timing["ttft_ms"], timing["token_ms"]
         for i in range(max_tokens):
             due = start + (ttft_ms + i * token_ms) / 1000
             if (wait := due - time.perf_counter()) > 0:
@@ -50,6 +57,7 @@ def create_app(ttft_ms: float, token_ms: float) -> Starlette:
         yield _line({"id": rid, "object": "chat.completion.chunk", "choices": [], "usage": usage})
 
     async def invocations(request: Request) -> Response:
+        taken[0] += 1
         body = await request.json()
         max_tokens = max(1, int(body.get("max_tokens") or 64))
         rid = f"fake-{time.monotonic_ns()}"
@@ -65,7 +73,21 @@ def create_app(ttft_ms: float, token_ms: float) -> Starlette:
     async def ping(_: Request) -> Response:
         return Response(status_code=200)
 
-    return Starlette(routes=[Route("/invocations", invocations, methods=["POST"]), Route("/ping", ping)])
+    async def timing_route(request: Request) -> Response:
+        if request.method == "PUT":
+            body = await request.json()
+            for key in timing:
+                if key in body:
+                    timing[key] = float(body[key])
+        return JSONResponse({**timing, "requests": taken[0]})
+
+    return Starlette(
+        routes=[
+            Route("/invocations", invocations, methods=["POST"]),
+            Route("/ping", ping),
+            Route("/timing", timing_route, methods=["GET", "PUT"]),
+        ]
+    )
 
 
 def main() -> None:

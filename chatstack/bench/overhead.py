@@ -171,6 +171,112 @@ async def pipeline(
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """What a burst of N chats costs before each chat's first token, and the time to first token that
+    follows from it: N chats sent at once on C cores, each needing `cpu_ms` of CPU (all processes
+    together) before its first token reaches the client, cannot give the median chat its first token
+    sooner than ceil(N/2) * cpu_ms / C, plus the model's own time to first token, however the work
+    is scheduled. A lower bound: it assumes every core busy with nothing else."""
+
+    cpu_ms_per_chat: dict[str, float]  # per process group, and "total"
+    p50_floor_ms: float  # the pipeline's TTFT p50 can be no lower
+    window_ok: bool  # every chat reached the model in the first window, and no token left too early
+
+    @staticmethod
+    def bound_ms(chats: int, cpu_ms: float, cores: int, model_ttft_ms: float) -> float:
+        return -(-chats // 2) * cpu_ms / max(cores, 1) + model_ttft_ms
+
+
+async def cpu_before_first_token(
+    ws_url: str,
+    tokens: list[str],
+    model_url: str,
+    groups: dict[str, list[int]],
+    *,
+    cores: int,
+    model_ttft_ms: float,
+    model_token_ms: float,
+) -> Floor:
+    """CPU per chat, per process group, that a burst of len(tokens) chats spends before each chat's
+    first token reaches its client; the fake model's timing is changed for the measurement and back.
+
+    The model is slowed down: its first token `hold` after each request, the next one `hold` later.
+    So the work of every chat up to the model (gateway, sendMessage, PostgreSQL, Redis, the queue, the
+    worker up to its model request) falls in a first window that ends just before the first tokens are
+    due, and the first token's way out (the worker's read, the publish, the post, the gateway, the
+    client) in a second one that ends when the last client has its first token, before any second
+    token. What the processes spend idle (polls, timers), measured just before, is taken off both."""
+    n = len(tokens)
+    hold_s = max(1.5, 0.03 * n)  # acks for 50 chats take about 0.4 s on two cores
+    clients = await asyncio.gather(*(ChatClient.connect(ws_url, token=t, open_timeout=120) for t in tokens))
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def set_timing(ttft_ms: float, token_ms: float) -> int:
+            """The requests the model has taken so far."""
+            answer = await http.put(f"{model_url}/timing", json={"ttft_ms": ttft_ms, "token_ms": token_ms})
+            answer.raise_for_status()
+            return int(answer.json()["requests"])
+
+        async def requests_taken() -> int:
+            answer = await http.get(f"{model_url}/timing")
+            answer.raise_for_status()
+            return int(answer.json()["requests"])
+
+        taken_before = await set_timing(hold_s * 1000, hold_s * 1000)
+        try:
+            await asyncio.sleep(0.5)  # what the last run left (stored answers, usage) settles
+            idle = CpuMeter(groups, tree=frozenset({"postgres"}))
+            idle.start()
+            await asyncio.sleep(2.0)
+            idle_per_s = {k: v / 2.0 for k, v in idle.seconds().items()}
+            meter = CpuMeter(groups, tree=frozenset({"postgres"}))
+            meter.start()
+            started = time.perf_counter()
+            replies = await asyncio.gather(
+                *(c.send(QUESTION, options={"maxTokens": 2, "rag": False}) for c in clients)
+            )
+            await asyncio.sleep(max(0.0, hold_s - 0.1 - (time.perf_counter() - started)))
+            first_window = time.perf_counter() - started
+            to_model = meter.seconds()
+            all_at_model = await requests_taken() - taken_before == n
+            early = any(r.first_delta_at is not None for r in replies)
+            meter.start()
+            second_started = time.perf_counter()
+
+            async def first_delta(reply: Any) -> None:
+                async for _ in reply:
+                    return
+
+            async with asyncio.timeout(hold_s + 30):
+                await asyncio.gather(*(first_delta(r) for r in replies))
+            second_window = time.perf_counter() - second_started
+            first_out = meter.seconds()
+            late = time.perf_counter() - started > 2 * hold_s  # second tokens may have started
+            async with asyncio.timeout(2 * hold_s + 60):
+                for reply in replies:
+                    async for _ in reply:
+                        pass
+        finally:
+            await set_timing(model_ttft_ms, model_token_ms)
+            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    per_chat = {
+        name: round(
+            (to_model[name] + first_out[name] - idle_per_s.get(name, 0.0) * (first_window + second_window))
+            * 1000
+            / n,
+            2,
+        )
+        for name in to_model
+    }
+    per_chat["total"] = round(sum(per_chat.values()), 2)
+    return Floor(
+        cpu_ms_per_chat=per_chat,
+        p50_floor_ms=round(Floor.bound_ms(n, per_chat["total"], cores, model_ttft_ms), 1),
+        window_ok=all_at_model and not early and not late,
+    )
+
+
 class ServerUrl(str):
     """A server's URL that also names its process (for the CPU figures)."""
 
@@ -207,10 +313,14 @@ class CpuMeter:
     def start(self) -> None:
         self._start = self._read()
 
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds per group since `start`."""
+        end = self._read()
+        return {n: end[n] - self._start.get(n, 0.0) for n in end}
+
     def per_chat_ms(self, chats: int) -> dict[str, float]:
         """Milliseconds of CPU per answered chat since `start`, per group, and their total."""
-        end = self._read()
-        figures = {n: round((end[n] - self._start.get(n, 0.0)) * 1000 / max(chats, 1), 2) for n in end}
+        figures = {n: round(spent * 1000 / max(chats, 1), 2) for n, spent in self.seconds().items()}
         figures["total"] = round(sum(figures.values()), 2)
         return figures
 
@@ -455,6 +565,12 @@ def plot_ttft(results: dict[str, Any], path: Path, title: str) -> None:
     help="Run everything (the service, the model, this client) on the first N of the cores this "
     "process may use; Linux. Default: all of them.",
 )
+@click.option(
+    "--floor",
+    is_flag=True,
+    help="Also measure, at each burst level, the CPU each chat costs before its first token and the "
+    "lowest TTFT p50 that allows on these cores (fake model only; about 3 s + 0.1 s per chat more).",
+)
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
 @click.option("--out", default=".bench/overhead.json", show_default=True, type=click.Path(dir_okay=False))
 def overhead(
@@ -470,6 +586,7 @@ def overhead(
     lambda_processes: int | None,
     fixed_flush_ms: int,
     cores: int | None,
+    floor: bool,
     plot: Path | None,
     out: str,
 ) -> None:
@@ -479,6 +596,8 @@ def overhead(
     counts = [int(x) for x in levels.split(",") if x.strip()]
     if not counts or min(counts) < 1:
         raise click.BadParameter("give positive integers, e.g. 1,50,500", param_hint="--concurrency")
+    if floor and (model_url or model_kind != "fake"):
+        raise click.UsageError("--floor slows the fake model down for a while: it needs --model fake.")
     if cores is not None:
         pin_to_cores(cores)
     lambda_processes = lambda_hosts(lambda_processes)
@@ -548,6 +667,33 @@ def overhead(
                     click.echo(
                         f"       Redis per chat: {p['redis_per_chat']['round_trips']:g} round trips, "
                         f"{p['redis_per_chat']['commands']:g} commands"
+                    )
+                if floor and arrival == "burst":
+                    used = usable_cores()
+                    found = await cpu_before_first_token(
+                        info["websocket"],
+                        tokens[:n],
+                        url,
+                        groups,
+                        cores=used,
+                        model_ttft_ms=ttft_ms,
+                        model_token_ms=token_ms,
+                    )
+                    added_floor = round(found.p50_floor_ms - d["ttft_ms"]["p50"], 1)
+                    results[str(n)][arrival]["floor"] = {
+                        "cpu_ms_before_first_token": found.cpu_ms_per_chat,
+                        "cores": used,
+                        "pipeline_p50_floor_ms": found.p50_floor_ms,
+                        "added_p50_floor_ms": added_floor,
+                        "window_ok": found.window_ok,
+                    }
+                    click.echo(
+                        "       before the first token, CPU ms per chat: "
+                        + ", ".join(f"{k} {v:.1f}" for k, v in found.cpu_ms_per_chat.items())
+                        + f" | on {used} cores the pipeline's p50 can be no lower than "
+                        f"{found.p50_floor_ms:.0f} ms (added {added_floor:+.0f} ms; measured "
+                        f"{p['ttft_ms']['p50']:.0f}, added {added['p50']:+.0f})"
+                        + ("" if found.window_ok else " | WINDOWS OVERLAPPED: these figures are not clean")
                     )
         if redis_counter is not None:
             redis_counter.close()

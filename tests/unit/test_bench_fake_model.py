@@ -31,6 +31,29 @@ def test_the_fake_model_streams_what_the_model_client_parses_at_its_stated_pace(
     assert elapsed >= 0.020 + 39 * 0.005
 
 
+def test_the_fake_model_takes_a_new_timing_for_later_answers_and_counts_requests() -> None:
+    """`bench overhead --floor` slows the fake model down for one phase and back, and checks through the
+    request count that every chat reached the model within its first window."""
+    with TestClient(create_app(ttft_ms=5, token_ms=5)) as client:
+        assert client.get("/timing").json() == {"ttft_ms": 5.0, "token_ms": 5.0, "requests": 0}
+        answer = client.put("/timing", json={"ttft_ms": 300, "token_ms": 1})
+        assert answer.json() == {"ttft_ms": 300.0, "token_ms": 1.0, "requests": 0}
+        started = time.perf_counter()
+        client.post("/invocations", json={"messages": [], "max_tokens": 2})
+        assert time.perf_counter() - started >= 0.3
+        assert client.get("/timing").json()["requests"] == 1
+
+
+def test_the_floor_is_half_the_burst_times_the_cpu_per_chat_over_the_cores() -> None:
+    """The median of N chats sent at once (the ceil(N/2)-th first token) needs that many chats' CPU
+    before it, shared by the cores, plus the model's own time to first token."""
+    from chatstack.bench.overhead import Floor
+
+    assert Floor.bound_ms(50, 8.0, 2, 20.0) == 25 * 8.0 / 2 + 20.0
+    assert Floor.bound_ms(5, 10.0, 1, 0.0) == 30.0  # the third of five
+    assert Floor.bound_ms(50, 8.0, 4, 20.0) == 70.0
+
+
 def test_posts_are_counted_per_stream_second_and_per_thousand_tokens() -> None:
     run = Run(chats=[Chat(0.1, 6, 300, 2.0), Chat(0.2, 4, 200, 3.0)], failures=1, wall_s=5.0)
     figures = run.figures()
