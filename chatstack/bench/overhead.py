@@ -173,14 +173,23 @@ async def pipeline(
 
 @dataclass(frozen=True, slots=True)
 class Floor:
-    """What a burst of N chats costs before each chat's first token, and the time to first token that
-    follows from it: N chats sent at once on C cores, each needing `cpu_ms` of CPU (all processes
-    together) before its first token reaches the client, cannot give the median chat its first token
-    sooner than ceil(N/2) * cpu_ms / C, plus the model's own time to first token, however the work
-    is scheduled. A lower bound: it assumes every core busy with nothing else."""
+    """What a burst of N chats costs before each chat's first token, measured with nothing else running.
 
+    `own_ms`: each chat's time to first token less the model's, when the model holds every first token
+    long enough that all N chats have done their work up to the model before any token comes back:
+    what the pipeline adds to a burst with no answers streaming at the same time. Scheduling cannot
+    take the pipeline's TTFT p50 much below p50(own_ms) plus the model's time to first token: what is
+    left is the burst's own work.
+
+    `cpu_ms_per_chat`: the CPU every chat costs before its first token reaches the client, per process
+    group. On C cores the median chat's first token needs ceil(N/2) chats' worth of it first, so
+    `cpu_bound_ms` = ceil(N/2) * total / C + the model's time to first token. An estimate, not a
+    strict bound: CPU per chat is lower when chats arrive staggered (fewer threads contend) and comes
+    in ticks of 10 ms per process, from which the processes' idle CPU is taken off."""
+
+    own_ms: list[float]
     cpu_ms_per_chat: dict[str, float]  # per process group, and "total"
-    p50_floor_ms: float  # the pipeline's TTFT p50 can be no lower
+    cpu_bound_ms: float
     window_ok: bool  # every chat reached the model in the first window, and no token left too early
 
     @staticmethod
@@ -188,7 +197,7 @@ class Floor:
         return -(-chats // 2) * cpu_ms / max(cores, 1) + model_ttft_ms
 
 
-async def cpu_before_first_token(
+async def burst_floor(
     ws_url: str,
     tokens: list[str],
     model_url: str,
@@ -198,15 +207,15 @@ async def cpu_before_first_token(
     model_ttft_ms: float,
     model_token_ms: float,
 ) -> Floor:
-    """CPU per chat, per process group, that a burst of len(tokens) chats spends before each chat's
-    first token reaches its client; the fake model's timing is changed for the measurement and back.
+    """A burst of len(tokens) chats with the fake model holding its tokens (see Floor); the model's
+    timing is changed for the measurement and back.
 
-    The model is slowed down: its first token `hold` after each request, the next one `hold` later.
-    So the work of every chat up to the model (gateway, sendMessage, PostgreSQL, Redis, the queue, the
-    worker up to its model request) falls in a first window that ends just before the first tokens are
-    due, and the first token's way out (the worker's read, the publish, the post, the gateway, the
-    client) in a second one that ends when the last client has its first token, before any second
-    token. What the processes spend idle (polls, timers), measured just before, is taken off both."""
+    The model's first token comes `hold` after each request, the next `hold` later. So the work of
+    every chat up to the model (gateway, sendMessage, PostgreSQL, Redis, the queue, the worker up to
+    its model request) falls in a first window that ends just before the first tokens are due, and the
+    first token's way out (the worker's read, the publish, the post, the gateway, the client) in a
+    second one that ends when the last client has its first token, before any second token. What the
+    processes spend idle (polls, timers), measured just before, is taken off both."""
     n = len(tokens)
     hold_s = max(1.5, 0.03 * n)  # acks for 50 chats take about 0.4 s on two cores
     clients = await asyncio.gather(*(ChatClient.connect(ws_url, token=t, open_timeout=120) for t in tokens))
@@ -260,19 +269,16 @@ async def cpu_before_first_token(
         finally:
             await set_timing(model_ttft_ms, model_token_ms)
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    idle_s = first_window + second_window
     per_chat = {
-        name: round(
-            (to_model[name] + first_out[name] - idle_per_s.get(name, 0.0) * (first_window + second_window))
-            * 1000
-            / n,
-            2,
-        )
+        name: round((to_model[name] + first_out[name] - idle_per_s.get(name, 0.0) * idle_s) * 1000 / n, 2)
         for name in to_model
     }
     per_chat["total"] = round(sum(per_chat.values()), 2)
     return Floor(
+        own_ms=[(r.ttft_s - hold_s) * 1000 for r in replies if r.ttft_s is not None],
         cpu_ms_per_chat=per_chat,
-        p50_floor_ms=round(Floor.bound_ms(n, per_chat["total"], cores, model_ttft_ms), 1),
+        cpu_bound_ms=round(Floor.bound_ms(n, per_chat["total"], cores, model_ttft_ms), 1),
         window_ok=all_at_model and not early and not late,
     )
 
@@ -670,7 +676,7 @@ def overhead(
                     )
                 if floor and arrival == "burst":
                     used = usable_cores()
-                    found = await cpu_before_first_token(
+                    found = await burst_floor(
                         info["websocket"],
                         tokens[:n],
                         url,
@@ -679,21 +685,28 @@ def overhead(
                         model_ttft_ms=ttft_ms,
                         model_token_ms=token_ms,
                     )
-                    added_floor = round(found.p50_floor_ms - d["ttft_ms"]["p50"], 1)
+                    own_p50 = percentile(found.own_ms, 50)
+                    isolated = round(own_p50 + ttft_ms - d["ttft_ms"]["p50"], 1)
                     results[str(n)][arrival]["floor"] = {
+                        "own_ms": summary([ms / 1000 for ms in found.own_ms]),
+                        "added_p50_alone_ms": isolated,
                         "cpu_ms_before_first_token": found.cpu_ms_per_chat,
                         "cores": used,
-                        "pipeline_p50_floor_ms": found.p50_floor_ms,
-                        "added_p50_floor_ms": added_floor,
+                        "cpu_bound_p50_ms": found.cpu_bound_ms,
                         "window_ok": found.window_ok,
                     }
                     click.echo(
-                        "       before the first token, CPU ms per chat: "
-                        + ", ".join(f"{k} {v:.1f}" for k, v in found.cpu_ms_per_chat.items())
-                        + f" | on {used} cores the pipeline's p50 can be no lower than "
-                        f"{found.p50_floor_ms:.0f} ms (added {added_floor:+.0f} ms; measured "
-                        f"{p['ttft_ms']['p50']:.0f}, added {added['p50']:+.0f})"
+                        f"       one burst of {n}, the model holding its tokens: the pipeline's own time to "
+                        f"first token p50 {own_p50:.0f} ms, so added p50 {isolated:+.0f} ms with nothing "
+                        f"streaming (the closed loop above, whose later rounds arrive staggered: "
+                        f"{added['p50']:+.0f})"
                         + ("" if found.window_ok else " | WINDOWS OVERLAPPED: these figures are not clean")
+                    )
+                    click.echo(
+                        "       CPU ms per chat before its first token: "
+                        + ", ".join(f"{k} {v:.1f}" for k, v in found.cpu_ms_per_chat.items())
+                        + f" | ceil(N/2) chats of it on {used} cores + the model: p50 >= about "
+                        f"{found.cpu_bound_ms:.0f} ms"
                     )
         if redis_counter is not None:
             redis_counter.close()
