@@ -57,7 +57,7 @@ class ChatService:
         cache = self.d.cache
         fresh = RequestRecord(tenant_id=identity.tenant_id, user_id=identity.user_id)
         previous = cache.claim_request(rid, fresh, min(CLAIM_TTL_S, self.s.idempotency_ttl_s))
-        if previous is not None:  # a repeat spends no rate budget: it generates nothing
+        if previous is not None:  # a repeat spends no rate budget, unless it retries a failed answer
             return self._repeat(identity, msg, rid, previous, connection_id)
         admitted = False
         try:
@@ -120,10 +120,10 @@ class ChatService:
         )
         if accepted.created:
             return ack
-        # Redis had forgotten it, PostgreSQL had not: a repeat, which generates nothing, so the admission
-        # above must not hold a reservation until it expires.
+        # Redis had forgotten it, PostgreSQL had not: a repeat, which generates nothing unless it retries a
+        # failed answer (then admitted as that answer, by _follow), so the admission above is given back.
         self._release(rid, identity)
-        self._follow(rid, record, connection_id, retry=True, ack=ack)
+        self._follow(rid, record, connection_id, retry=True, ack=ack, admit=identity)
         return None
 
     def _release(self, rid: str, identity: Identity) -> None:
@@ -160,7 +160,7 @@ class ChatService:
         ack = protocol.Ack(
             requestId=rid, conversationId=previous.conversation_id, messageId=previous.message_id
         )
-        self._follow(rid, previous, connection_id, retry=True, ack=ack)
+        self._follow(rid, previous, connection_id, retry=True, ack=ack, admit=identity)
         return None
 
     def _follow(
@@ -172,28 +172,52 @@ class ChatService:
         *,
         retry: bool = False,
         ack: protocol.Ack | None = None,
+        admit: Identity | None = None,
     ) -> int:
         """Put a connection on a request: send its stored outcome when it is finished, else replay
         what was streamed (live frames follow) and enqueue it again when its generation died. Watch
         first, then read: a frame published in between arrives twice, never not at all; clients drop
         deltas whose seq they already have. A repeat's `ack` goes first, unless the request is gone
-        (RequestGone is raised: an ack says the message is stored). Returns the frames sent."""
+        (RequestGone is raised: an ack says the message is stored). Returns the frames sent.
+
+        A repeat that retries a failed answer generates again, so it passes the limits as a new
+        message does (`admit`: the repeat's sender; a refusal is raised before the ack). It reserves
+        for the stored message, which the retry answers, not for the repeat's copy of it, and as a
+        follow-up does: the stored turns may fill the prompt."""
         self.d.cache.watch(rid, connection_id, self.s.delta_ttl_s)
         with self.d.db.transaction() as conn:
             answer = chat_repo.stored_answer(conn, record.answer_id)
             unfinished = answer is None or (retry and answer.finish_reason == "error")
             stored = chat_repo.stored_request(conn, message_id=record.message_id) if unfinished else None
-        if ack is not None:
-            if answer is None and stored is None and record.state == "accepted":
-                raise RequestGone()  # its conversation was deleted; no ack for it
-            self.send(connection_id, ack)
-        retried = False
-        if retry and answer is not None and answer.finish_reason == "error" and stored is not None:
-            # A repeated sendMessage of a failed answer retries it (same answer id; the ledger adds up):
-            # in progress again, so what was streamed is replayed and the new attempt follows live.
-            answer = None
-            RecoveryService(self.d).requeue_if_orphaned(stored, connection_id, retry_failed=True)
-            retried = True
+        failed = retry and answer is not None and answer.finish_reason == "error" and stored is not None
+        # A retry already queued or running holds its own admission: a repeat of it just follows it.
+        retrying = failed and not self.d.cache.generation_pending(rid)
+        holder: Identity | None = None
+        try:
+            if ack is not None:
+                if answer is None and stored is None and record.state == "accepted":
+                    raise RequestGone()  # its conversation was deleted; no ack for it
+                if retrying and admit is not None and stored is not None:
+                    LimitService(self.d).admit_message(admit, connection_id, request=_as_sent(stored))
+                    holder = admit
+                self.send(connection_id, ack)
+            retried = requeued = False
+            if failed and stored is not None:
+                # A repeated sendMessage of a failed answer retries it (same answer id; the ledger adds
+                # up): in progress again, so what was streamed is replayed and the new attempt follows.
+                answer = None
+                requeued = RecoveryService(self.d).requeue_if_orphaned(
+                    stored, connection_id, retry_failed=True
+                )
+                retried = True
+        except BaseException:
+            if holder is not None:
+                self._release(rid, holder)
+            raise
+        if holder is not None and not requeued and not self.d.cache.generation_pending(rid):
+            # Nothing was enqueued for this admission, nor by another repeat meanwhile (whose retry then
+            # holds it): nothing would settle it.
+            self._release(rid, holder)
         if answer is not None:  # finished: its stored outcome, with the whole text, says it all
             return int(self.send(connection_id, _outcome_frame(rid, answer)))
         if stored is None and record.state == "accepted":
@@ -279,6 +303,19 @@ class ChatService:
         if record is None or (record.tenant_id, record.user_id) != (identity.tenant_id, identity.user_id):
             raise NotFound("No such request.")
         return record
+
+
+def _as_sent(stored: chat_repo.StoredRequest) -> protocol.SendMessage:
+    """The stored message as the sendMessage it came from, in its conversation (what a retry reserves)."""
+    return protocol.SendMessage.model_validate(
+        {
+            "action": "sendMessage",
+            "requestId": stored.request_id,
+            "conversationId": stored.conversation_id,
+            "text": stored.text,
+            "options": stored.options,
+        }
+    )
 
 
 def _outcome_frame(rid: str, answer: chat_repo.StoredAnswer) -> protocol.ServerFrame:

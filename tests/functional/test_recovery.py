@@ -694,3 +694,41 @@ def test_a_later_message_gets_its_history_from_postgres_when_redis_has_no_window
         {"role": "assistant", "content": ANSWER},
         {"role": "user", "content": "What is my cat called?"},
     ]
+
+
+def test_a_retry_of_a_failed_answer_passes_the_limits_as_a_new_message_does(
+    pg_url: str, redis_url: str
+) -> None:
+    """A repeated sendMessage of a failed answer generates it again. It went straight to the queue: a
+    user whose daily quota was used up got whole answers by retrying failed ones, as many at once as
+    they had failed (no answer-in-flight cap either). It is admitted now, for the stored message (not
+    the repeat's copy of it, which may ask for less), refused before its ack, and its hold is settled
+    by the retry's answer."""
+    from lambdas.errors import QuotaExceeded
+    from lambdas.services.limits import LimitService, LimitSet
+
+    model = Down()
+    d = make_deps(pg_url, redis_url, Model(), limits_enabled=True, limit_answers_in_flight_per_user=1)
+    d.__dict__["model"] = ModelClient(model)
+    identity, job = accept(d)
+    GenerationService(d).run(job)  # the model is down: the answer fails and is stored as failed
+    model.up = True
+    limits = LimitService(d)
+    # a quota that pays for a one-token answer to "again", not for a retry of the stored message
+    limits.set_overrides(identity.tenant_id, LimitSet(tokens_per_user_per_day=1000), updated_by="test")
+    msg = protocol.SendMessage.model_validate({"action": "sendMessage", "requestId": job.request_id,
+                                               "text": "again", "options": {"maxTokens": 1, "rag": False}})
+    before = len(sent(d).jobs)
+    with pytest.raises(QuotaExceeded):
+        ChatService(d).accept(identity, msg, "c8")
+    assert [s for s in sent(d).jobs[before:] if s["job"]["requestId"] == job.request_id] == []
+    assert posts(d).of("c8") == []  # refused before its ack
+    # Once the quota allows it, the retry is acked, enqueued and answered; its answer settles its hold,
+    # so the user's one answer-in-flight slot is free again.
+    limits.set_overrides(identity.tenant_id, LimitSet(), updated_by="test")
+    assert ChatService(d).accept(identity, msg, "c8") is None
+    (retry,) = [s for s in sent(d).jobs[before:] if s["job"]["requestId"] == job.request_id]
+    GenerationService(d).run(Job.parse(retry["job"]))
+    assert isinstance(posts(d).of("c8")[-1], protocol.Done)
+    fresh = protocol.SendMessage(action="sendMessage", requestId=uuid.uuid4(), text="a new one")
+    assert isinstance(ChatService(d).accept(identity, fresh, "c8"), protocol.Ack)
