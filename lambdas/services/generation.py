@@ -451,6 +451,7 @@ class GenerationService:
         )
         out.input_tokens = prompt.input_tokens
         usage: tuple[int, int] | None = None
+        began = False  # the model sent a chunk: it read the prompt
         try:
             # options.model picks an offered model (BAD_REQUEST names the choices); the tenant's LoRA
             # adapter comes from the deployment's mapping, never from the client.
@@ -464,6 +465,7 @@ class GenerationService:
                 adapter=model.adapter,
                 stop=job.options.get("stop"),
             ):
+                began = True
                 if chunk.usage is not None:
                     usage = chunk.usage
                 if chunk.text:
@@ -484,6 +486,8 @@ class GenerationService:
                 if chunk.finish_reason:
                     out.finish = chunk.finish_reason
         except ChatError as exc:
+            if not began:  # unreachable, its breaker open, or it refused the request: no prompt was read
+                out.input_tokens = 0
             self._fail(job, stream, batcher, shown, out, exc)
             return
         except Exception:  # the model client's contract is ChatError; anything else is a bug

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -732,3 +733,21 @@ def test_a_retry_of_a_failed_answer_passes_the_limits_as_a_new_message_does(
     assert isinstance(posts(d).of("c8")[-1], protocol.Done)
     fresh = protocol.SendMessage(action="sendMessage", requestId=uuid.uuid4(), text="a new one")
     assert isinstance(ChatService(d).accept(identity, fresh, "c8"), protocol.Ack)
+
+
+def test_an_answer_the_model_never_began_bills_no_tokens(pg_url: str, redis_url: str) -> None:
+    """The model was unreachable (or its breaker open) before the first chunk: it never read the prompt.
+    The failed answer's usage row said the whole prompt's input tokens and dollars, spent from the
+    user's quotas: during an outage every attempt and retry used up quota for nothing."""
+    d = make_deps(pg_url, redis_url, Model(), limits_enabled=True,
+                  model_price_per_1k_output_tokens_usd=1.0)
+    d.__dict__["model"] = ModelClient(Down())
+    identity, job = accept(d, text="A question long enough that its prompt has tokens to bill.")
+    GenerationService(d).run(job)
+    assert isinstance(posts(d).of(job.connection_id)[-1], protocol.Error)
+    with d.db.transaction() as conn:
+        usage = conn.execute("SELECT input_tokens, output_tokens, cost_usd, finish_reason FROM usage_records"
+                             " WHERE request_id = %s", (job.request_id,)).fetchone()
+    assert usage == {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0, "finish_reason": "error"}
+    day = datetime.now(UTC).strftime("%Y%m%d")
+    assert float(d.cache.r.get(f"cs:{{{identity.tenant_id}}}:qu:alice:d:{day}") or 0) == 0
