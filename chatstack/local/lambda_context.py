@@ -39,7 +39,12 @@ class LocalLambdaContext:
     tenant_id = None
 
     def __init__(
-        self, function: Function, *, region: str = DEFAULT_REGION, account_id: str = DEFAULT_ACCOUNT_ID
+        self,
+        function: Function,
+        *,
+        region: str = DEFAULT_REGION,
+        account_id: str = DEFAULT_ACCOUNT_ID,
+        timeout_s: float | None = None,
     ) -> None:
         self.function_name = function.name
         self.memory_limit_in_mb = function.memory_mb
@@ -48,7 +53,8 @@ class LocalLambdaContext:
         self.log_group_name = f"/aws/lambda/{function.name}"
         day = datetime.now(UTC).strftime("%Y/%m/%d")
         self.log_stream_name = f"{day}/[{self.function_version}]{uuid.uuid4().hex}"
-        self._deadline = time.monotonic() + function.timeout_s
+        self.timeout_s = function.timeout_s if timeout_s is None else timeout_s
+        self._deadline = time.monotonic() + self.timeout_s
 
     def get_remaining_time_in_millis(self) -> int:
         """Milliseconds left before the function's timeout, counted from the invocation's start."""
@@ -66,8 +72,11 @@ class LocalHandler:
         self.account_id = account_id
         self._target: Handler | None = None
 
-    def new_context(self) -> LocalLambdaContext:
-        return LocalLambdaContext(self.function, region=self.region, account_id=self.account_id)
+    def new_context(self, timeout_s: float | None = None) -> LocalLambdaContext:
+        """`timeout_s`: the function's timeout where it is not the wiring's (the Lambda host is told)."""
+        return LocalLambdaContext(
+            self.function, region=self.region, account_id=self.account_id, timeout_s=timeout_s
+        )
 
     def load(self) -> Handler:
         """Import the handler now (what Lambda's init phase does before the first invocation)."""

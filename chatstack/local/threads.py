@@ -46,6 +46,11 @@ class Threads:
         return self._started
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """The call's future, on the running loop. Whoever settles it first wins: a caller that gives up
+        (e.g. sets a timeout's exception on it) drops the call's own outcome, as a cancelled one does."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._jobs.put((fn, args, loop, future))
@@ -56,7 +61,7 @@ class Threads:
                     self._started = number
             if number is not None:
                 threading.Thread(target=self._serve, name=f"{self.name}-{number}", daemon=True).start()
-        return await future
+        return future
 
     def _serve(self) -> None:
         while True:
@@ -79,10 +84,10 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *
 
 
 def _succeed(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.cancelled():  # the caller stopped waiting: the result is dropped
+    if not future.done():  # the caller stopped waiting (cancelled, timed out): the result is dropped
         future.set_result(result)
 
 
 def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.cancelled():
+    if not future.done():
         future.set_exception(exc)
