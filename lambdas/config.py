@@ -102,6 +102,9 @@ class Settings(BaseModel):
     sweep_interval_s: float = Field(default=30.0, ge=0.1, le=86_400)
     restart_limit: int = Field(default=5, ge=0, le=1000)
     restart_window_s: float = Field(default=60.0, gt=0, le=86_400)
+    # Function timeouts other than the wiring's (or, with --as-deployed, the templates'), for the local
+    # Lambda hosts only: "NAME=SECONDS,...", e.g. a test's short worker timeout.
+    function_timeouts: str = ""
 
     # Streaming and memory
     # Delta pacing (lambdas/core/deltas.py): the gap between deltas grows from flush_interval_ms to
@@ -193,9 +196,31 @@ class Settings(BaseModel):
                 raise ValueError(f"{item!r} has no name; write NAME=VALUE items separated by commas")
         return value
 
+    @field_validator("function_timeouts")
+    @classmethod
+    def _function_timeouts(cls, value: str) -> str:
+        parse_function_timeouts(value)
+        return value
+
     @property
     def algorithms(self) -> list[str]:
         return self.auth_algorithms.split(",")
+
+
+def parse_function_timeouts(value: str) -> dict[str, float]:
+    """`function_timeouts` as {name: seconds}; raises ValueError for a malformed item."""
+    timeouts: dict[str, float] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, _, seconds = (text.strip() for text in item.partition("="))
+        try:
+            timeouts[name] = float(seconds)
+        except ValueError:
+            timeouts[name] = 0.0
+        if not name or not 0 < timeouts[name] <= 900:
+            raise ValueError(f"{item!r} is not NAME=SECONDS with 0 < SECONDS <= 900")
+    return timeouts
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:

@@ -9,15 +9,19 @@ one GIL; separate processes use separate cores, as API Gateway and Lambda are se
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import sys
 import threading
 import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from chatstack.local.internal_auth import ENV_SECRET, SecretGuard, body_of, secret_headers
-from chatstack.local.lambda_context import NotInvoked, load_handler
+from chatstack.local.lambda_context import LocalLambdaContext, NotInvoked, load_handler
 from chatstack.local.process import ReadyProcess, run_event_loop
 from lambdas import wiring
 from lambdas.adapters.http1 import NoAnswer, Origin
@@ -25,6 +29,13 @@ from lambdas.adapters.http1 import NoAnswer, Origin
 INVOKE_PATH = "/2015-03-31/functions/{name}/invocations"
 READY = "lambda host ready on "
 HOST_KEEP_ALIVE_S = 3600
+# The function's timeout, as the caller (standing in for the Lambda service, which holds the function's
+# configuration) tells the host with each invocation; without it the host uses the wiring's.
+TIMEOUT_HEADER = "x-chatstack-function-timeout-ms"
+# How a host exits once an invocation timed out: its environment is torn down, as Lambda does, and `up`
+# starts a new one at once (not counted as a death: chatstack.local.supervisor).
+RECYCLE_EXIT_CODE = 75
+TIMED_OUT = "Sandbox.Timedout"
 
 
 class FunctionError(Exception):
@@ -93,16 +104,27 @@ class RemoteFunction:
         self.pool = pool
         self.function = function
         self.path = INVOKE_PATH.format(name=function.name)
+        from lambdas.config import get_settings, parse_function_timeouts
+
+        overrides = parse_function_timeouts(get_settings().function_timeouts)
+        self.timeout_s: float = overrides.get(function.name, function.timeout_s)
+        self.headers = {"Content-Type": "application/json", TIMEOUT_HEADER: str(int(self.timeout_s * 1000))}
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> Any:
         body = json.dumps(event).encode()
         tried: set[int] = set()
-        headers = {"Content-Type": "application/json", **_internal_headers()}
+        headers = {**self.headers, **_internal_headers()}
         while True:
             index = self.pool.acquire(tried)
             try:
+                # The host answers at the timeout; 5 s more is for a host that answers nothing (hung),
+                # which the liveness probe then replaces.
                 response = self.pool.origins[index].request(
-                    "POST", self.path, body, headers, read_timeout_s=self.function.timeout_s + 5,
+                    "POST",
+                    self.path,
+                    body,
+                    headers,
+                    read_timeout_s=self.timeout_s + 5,
                     retry_dropped=False,
                 )
                 break
@@ -133,12 +155,38 @@ def remote_functions(urls: list[str] | HostPool) -> dict[str, RemoteFunction]:
     return {f.name: RemoteFunction(pool, f) for f in wiring.FUNCTIONS}
 
 
-def create_host_app(*, preload: bool = True) -> Any:
+class _TimedOut(Exception):
+    """Set on an invocation's future by its timer: the function's timeout passed first."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_TimedOut())
+
+
+def recycle() -> None:
+    """Tear the environment down: every thread of this process stops at once, the one still running
+    the timed-out handler with them, so nothing of that invocation acts afterwards (Python cannot stop
+    one thread). `up` starts a new host at once (RECYCLE_EXIT_CODE)."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(RECYCLE_EXIT_CODE)
+
+
+def create_host_app(on_timeout: Callable[[], None] = recycle, *, preload: bool = True) -> Any:
     """The ASGI app of the host process: `POST /2015-03-31/functions/{name}/invocations` for every
     function of the wiring module, each invocation on a thread (the handlers are sync, as in Lambda).
-    With `preload` (the default), every handler module is imported before the app is returned, as Lambda's init
-    phase imports a function's handler before its first invocation: otherwise the first invocation of
-    each function in each host pays the import (about 0.1 s of CPU each), in the middle of traffic.
+    With `preload` (the default), every handler module is imported before the app is returned, as
+    Lambda's init phase imports a function's handler before its first invocation: otherwise the first
+    invocation of each function in each host pays the import (about 0.1 s of CPU each), in the middle
+    of traffic.
+
+    An invocation still running at the function's timeout is answered at once with Lambda's timeout
+    error (200, `X-Amz-Function-Error: Unhandled`, `{"errorType": "Sandbox.Timedout", "errorMessage":
+    "RequestId: ... Error: Task timed out after N.00 seconds"}`), then `on_timeout` runs: by default
+    the process exits (`recycle`), as Lambda tears down the environment of a timed-out invocation. One
+    timer per invocation on the event loop; no thread is added.
 
     A bare ASGI app, not a Starlette route: two invocations per chat pass here, and Starlette's
     routing, request and middleware layers cost a few percent of the hosts' CPU under load."""
@@ -152,10 +200,11 @@ def create_host_app(*, preload: bool = True) -> Any:
             handler.load()
     threads = Threads(1000, "lambda")
     prefix, suffix = INVOKE_PATH.split("{name}")
+    timeout_header = TIMEOUT_HEADER.encode()
 
-    def run(name: str, event: Any) -> tuple[bytes, bool]:
+    def run(name: str, event: Any, context: LocalLambdaContext) -> tuple[bytes, bool]:
         try:
-            result, failed = handlers[name](event), False
+            result, failed = handlers[name](event, context), False
         except Exception as exc:  # reported to the caller as a function error, like Lambda
             if str(exc) != "Unauthorized":  # an authorizer's refusal is an answer, not a failure
                 traceback.print_exc()
@@ -188,7 +237,29 @@ def create_host_app(*, preload: bool = True) -> Any:
             refusal = {"Type": "User", "message": "Could not parse request body into json"}
             await respond(send, 400, json.dumps(refusal).encode(), [])
             return
-        result, failed = await threads.run(run, name, event)
+        timeout_s: float | None = None
+        for key, value in scope["headers"]:
+            if key == timeout_header:
+                timeout_s = int(value) / 1000
+                break
+        context = handlers[name].new_context(timeout_s)
+        future = threads.submit(run, name, event, context)
+        timer = asyncio.get_running_loop().call_later(context.timeout_s, _expire, future)
+        try:
+            result, failed = await future
+        except _TimedOut:
+            after = f"Task timed out after {context.timeout_s:.2f} seconds"
+            message = f"RequestId: {context.aws_request_id} Error: {after}"
+            # What Lambda writes to the function's log; then the environment goes (on_timeout).
+            stamp = datetime.now(UTC).isoformat()
+            print(
+                f"{stamp} {context.aws_request_id} {after} ({name}); the Lambda host exits", file=sys.stderr
+            )
+            error = json.dumps({"errorType": TIMED_OUT, "errorMessage": message}).encode()
+            await respond(send, 200, error, [(b"x-amz-function-error", b"Unhandled")])
+            on_timeout()
+            return
+        timer.cancel()
         await respond(send, 200, result, [(b"x-amz-function-error", b"Unhandled")] if failed else [])
 
     secret = os.environ.get(ENV_SECRET)
@@ -197,30 +268,29 @@ def create_host_app(*, preload: bool = True) -> Any:
 
 def lambda_host_process(index: int = 0) -> ReadyProcess:
     """A Lambda host in its own process (the environment it inherits is the functions' settings)."""
-    return ReadyProcess(
+    host = ReadyProcess(
         [sys.executable, "-m", "chatstack.local.lambda_host"],
         READY,
         f"Lambda host {index}",
         name=f"lambda-{index}",
     )
+    host.recycle_code = RECYCLE_EXIT_CODE
+    return host
 
 
 def main() -> None:
-    import asyncio
-    import contextlib
-    import socket
+    warm_up()
+    serve(create_host_app())
+
+
+def warm_up() -> None:
+    """The cold start, once, before the first invocation."""
     import warnings
 
-    import uvicorn
-
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     from lambdas.runtime import deps
 
-    d = deps()  # cold start once, before the first invocation
+    d = deps()
     d.cache.ping()
     d.connections  # noqa: B018
     d.queue  # noqa: B018
@@ -230,18 +300,32 @@ def main() -> None:
     with contextlib.suppress(Exception):
         if d.retriever is not None:
             d.retriever.retrieve(tenant_id="warm-up", query="warm up", k=1, min_score=1.0)
+
+
+def serve(app: Any) -> None:
+    """Serves `app` on a free loopback port and prints READY and its URL once it listens."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     # The gateway's HostPool is the only client and keeps its connections for reuse. uvicorn's default
     # keep-alive (5 s) closed idle ones while the pool could pick one for the next invocation: the
     # request then met a reset, and the invocation failed (the SQS mapping retried it after a backoff,
     # a WebSocket route answered "Internal server error"). An hour outlives any pause in the traffic.
     config = uvicorn.Config(
-        create_host_app(), log_level="warning", lifespan="off",
+        app,
+        log_level="warning",
+        lifespan="off",
         timeout_keep_alive=HOST_KEEP_ALIVE_S,
         access_log=False,  # at "warning" none is printed, but uvicorn formats one per invocation
     )
     server = uvicorn.Server(config)
 
-    async def serve() -> None:
+    async def run() -> None:
         task = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             if task.done():
@@ -250,7 +334,7 @@ def main() -> None:
         print(f"{READY}http://127.0.0.1:{port}", flush=True)
         await task
 
-    run_event_loop(serve())
+    run_event_loop(run())
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ class Child(ABC):
     # The signal the kernel sends when `up` dies, and the one `stop` sends first.
     parent_death_signal: int = signal.SIGKILL
     stop_signal: int = signal.SIGTERM
+    # The exit code of a child that ended itself on purpose to be started anew (a Lambda host after a
+    # timed-out invocation): restarted at once and not counted as a death.
+    recycle_code: int | None = None
 
     def _popen(self, cmd: list[str], *, stdout: int | IO[Any] | None, **kwargs: Any) -> None:
         self.proc = subprocess.Popen(

@@ -366,9 +366,13 @@ class LocalRuntime:
         )
         app = self._app(gateway, sqs, functions)
         config = uvicorn.Config(
-            app, log_level=o.log_level, lifespan="off", timeout_graceful_shutdown=5,
+            app,
+            log_level=o.log_level,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
             # Below "info" uvicorn prints no access line, but still formats one for every request.
-            access_log=o.log_level in ("trace", "debug", "info"), **gateway.server_options,
+            access_log=o.log_level in ("trace", "debug", "info"),
+            **gateway.server_options,
         )
         self.server = server = uvicorn.Server(config)
         # The page's user may chat and add documents to its own tenant (the upload button).
@@ -427,7 +431,10 @@ class LocalRuntime:
         from lambdas.config import get_settings
 
         s = get_settings()
-        policy = RestartPolicy(limit=s.restart_limit, window_s=s.restart_window_s)
+        policy = RestartPolicy(
+            limit=s.restart_limit,
+            window_s=s.restart_window_s,
+        )
 
         pool = self.pool
         assert pool is not None

@@ -10,7 +10,8 @@ available messages at once (no batching window) in batches of up to `queue.batch
 `max_concurrency` worker invocations in threads, keeps strict order and at most one batch in flight
 per message group, redelivers failed messages after a growing backoff (standing in for the
 visibility timeout) and moves a message to the dead-letter list after `queue.max_receive_count`
-receives, as SQS's redrive policy does. Invocations are not cut off at the visibility timeout.
+receives, as SQS's redrive policy does. The Lambda host ends a worker invocation at the function's
+timeout (Lambda's `Sandbox.Timedout` error): a failed invocation, so the batch is redelivered.
 """
 
 from __future__ import annotations

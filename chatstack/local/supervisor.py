@@ -72,6 +72,13 @@ class Supervisor:
                 continue
             now = time.monotonic()
             self.on_down(child)
+            if child.recycle_code is not None and code == child.recycle_code:
+                # It ended itself to be started anew (a Lambda host after a timed-out invocation, as
+                # Lambda recycles an environment): at once, and no death.
+                log.warning("%s exited after a timed-out invocation; starting a new one", child.what)
+                await self._restart(child)
+                up_since = time.monotonic()
+                continue
             if now - up_since > p.window_s:
                 delay = p.first_delay_s  # it ran well for a while: this is a new incident
             deaths.append(now)
@@ -85,16 +92,19 @@ class Supervisor:
             log.warning("%s exited (code %s); restarting in %g s", child.what, code, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, p.max_delay_s)
-            try:
-                await asyncio.to_thread(child.prepare)
-                child.spawn()  # on this (the loop's) thread: see chatstack.local.process
-                await asyncio.to_thread(child.wait_ready)
-            except (Exception, SystemExit) as exc:  # wait_ready says why in one sentence
-                log.warning("%s did not restart: %s", child.what, exc)
-                await asyncio.to_thread(child.stop)
-                up_since = time.monotonic()
-                continue  # its exit code is seen at once and counted as a death
+            await self._restart(child)
             up_since = time.monotonic()
-            self.restarts[child.name] += 1
-            log.warning("%s restarted (pid %s)", child.what, child.pid)
-            self.on_up(child)
+
+    async def _restart(self, child: Child) -> None:
+        try:
+            await asyncio.to_thread(child.prepare)
+            child.spawn()  # on this (the loop's) thread: see chatstack.local.process
+            await asyncio.to_thread(child.wait_ready)
+        except (Exception, SystemExit) as exc:  # wait_ready says why in one sentence
+            log.warning("%s did not restart: %s", child.what, exc)
+            await asyncio.to_thread(child.stop)
+            return  # its exit code is seen at once and counted as a death
+        self.restarts[child.name] += 1
+        log.warning("%s restarted (pid %s)", child.what, child.pid)
+        self.on_up(child)
+

@@ -131,3 +131,25 @@ def test_a_child_that_never_says_it_is_ready_is_reported_in_one_sentence() -> No
         silent.wait_ready(timeout_s=0.5)
     silent.stop()
     assert str(info.value) == "The test child did not become ready in 0.5 s."
+
+
+RECYCLES = "print('ready on http://x', flush=True); import time, os; time.sleep(0.3); os._exit(75)"
+
+
+
+def test_a_child_that_recycles_itself_is_started_again_at_once_and_is_no_death() -> None:
+    async def scenario() -> None:
+        c = child(RECYCLES)
+        c.recycle_code = 75  # what a Lambda host exits with after a timed-out invocation
+        c.wait_ready()
+        sup = Supervisor([c], FAST, lambda ch: None, lambda ch: None)
+        task = asyncio.create_task(sup.run())
+        started = time.monotonic()
+        # More recycles than FAST's limit of deaths (2), and no backoff between them.
+        await until(lambda: sup.restarts["child"] >= 4)
+        assert not task.done() and time.monotonic() - started < 4
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        c.stop()
+
+    asyncio.run(scenario())
