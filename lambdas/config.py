@@ -102,6 +102,10 @@ class Settings(BaseModel):
     sweep_interval_s: float = Field(default=30.0, ge=0.1, le=86_400)
     restart_limit: int = Field(default=5, ge=0, le=1000)
     restart_window_s: float = Field(default=60.0, gt=0, le=86_400)
+    # A child that is alive but answers no probe for liveness_failures probes in a row, one every
+    # liveness_interval_s (each given that long to answer), is killed and restarted (0: never probed).
+    liveness_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    liveness_failures: int = Field(default=6, ge=0, le=1000)
     # Function timeouts other than the wiring's (or, with --as-deployed, the templates'), for the local
     # Lambda hosts only: "NAME=SECONDS,...", e.g. a test's short worker timeout.
     function_timeouts: str = ""

@@ -221,6 +221,19 @@ class RedisChild(Child):
     def spawn(self) -> None:
         self._popen([self.binary, str(self.config)], stdout=subprocess.DEVNULL)
 
+    def probe(self, timeout_s: float) -> bool | None:
+        import redis
+
+        client = redis.Redis(
+            unix_socket_path=str(self.socket), socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
     def wait_ready(self, timeout_s: float = 30.0) -> str:
         import redis
 

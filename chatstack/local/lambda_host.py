@@ -32,6 +32,8 @@ HOST_KEEP_ALIVE_S = 3600
 # The function's timeout, as the caller (standing in for the Lambda service, which holds the function's
 # configuration) tells the host with each invocation; without it the host uses the wiring's.
 TIMEOUT_HEADER = "x-chatstack-function-timeout-ms"
+# The liveness probe `up` sends (answered on the event loop, never on a handler thread).
+ALIVE_PATH = "/.chatstack/alive"
 # How a host exits once an invocation timed out: its environment is torn down, as Lambda does, and `up`
 # starts a new one at once (not counted as a death: chatstack.local.supervisor).
 RECYCLE_EXIT_CODE = 75
@@ -220,6 +222,9 @@ def create_host_app(on_timeout: Callable[[], None] = recycle, *, preload: bool =
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if path == ALIVE_PATH:  # the liveness probe: answered here, whatever the handler threads do
+            await respond(send, 200, b"{}", [])
+            return
         name = path[len(prefix) : -len(suffix)] if path.startswith(prefix) and path.endswith(suffix) else ""
         if name not in handlers:
             message = f"Function not found: {name}" if name else f"No such path: {path}"
@@ -273,6 +278,7 @@ def lambda_host_process(index: int = 0) -> ReadyProcess:
         READY,
         f"Lambda host {index}",
         name=f"lambda-{index}",
+        probe_path=ALIVE_PATH,
     )
     host.recycle_code = RECYCLE_EXIT_CODE
     return host

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import http.client
 import os
 import queue
 import signal
@@ -23,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import urlsplit
 
 PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
@@ -84,6 +86,21 @@ class Child(ABC):
         """None while it runs, else its exit code (negative: killed by that signal)."""
         return None if self.proc is None else self.proc.poll()
 
+    def probe(self, timeout_s: float) -> bool | None:
+        """Liveness: True if it answered within `timeout_s` (from any thread); None: not probed."""
+        return None
+
+    def kill_hung(self) -> None:
+        """SIGKILL it and its process group (alive but not answering: a stopped process takes no
+        SIGTERM); the supervisor then sees it exit and restarts it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own group (process_group=0 in _popen)
+        except (ProcessLookupError, PermissionError):
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -112,12 +129,14 @@ class ReadyProcess(Child):
         env: dict[str, str] | None = None,
         name: str = "",
         spawn: bool = True,
+        probe_path: str = "",
     ) -> None:
         self.cmd = cmd
         self.marker = marker
         self.what = what
         self.name = name or what
         self.env = env
+        self.probe_path = probe_path  # GET it for liveness (200 expected); empty: not probed
         if spawn:
             self.spawn()
 
@@ -150,6 +169,26 @@ class ReadyProcess(Child):
             raise SystemExit(f"The {self.what} exited before it was ready (exit code {self.proc.wait()}).")
         self.url = line.rsplit(self.marker, 1)[1].strip()
         return self.url
+
+    def probe(self, timeout_s: float) -> bool | None:
+        if not self.probe_path or not self.url:
+            return None
+        from chatstack.local.internal_auth import ENV_SECRET, secret_headers
+
+        return http_alive(self.url, self.probe_path, timeout_s, secret_headers(os.environ.get(ENV_SECRET)))
+
+
+def http_alive(url: str, path: str, timeout_s: float, headers: dict[str, str] | None = None) -> bool:
+    """GET `path` of the server at `url` answers 200 within `timeout_s` (connecting included)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
 
 
 def stop_all(children: list[Child], timeout_s: float = 10.0) -> None:

@@ -95,7 +95,7 @@ def model_process(backend: str, token_rate: float, extra: list[str]) -> ReadyPro
         str(token_rate),
         *extra,
     ]
-    return ReadyProcess(cmd, "model server ready on ", "model server", name="model")
+    return ReadyProcess(cmd, "model server ready on ", "model server", name="model", probe_path="/ping")
 
 
 def _pin_port(child: ReadyProcess) -> None:
@@ -434,6 +434,8 @@ class LocalRuntime:
         policy = RestartPolicy(
             limit=s.restart_limit,
             window_s=s.restart_window_s,
+            probe_interval_s=s.liveness_interval_s,
+            probe_failures=s.liveness_failures,
         )
 
         pool = self.pool

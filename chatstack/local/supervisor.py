@@ -22,6 +22,10 @@ class RestartPolicy:
     limit: int = 5  # more deaths than this within window_s: give up
     window_s: float = 60.0
     poll_s: float = 0.2
+    # Liveness: a child that answers none of `probe_failures` probes in a row, one every
+    # `probe_interval_s` (each given that long), is killed and then restarted as a dead one. 0: off.
+    probe_interval_s: float = 5.0
+    probe_failures: int = 0
 
 
 class ChildKeepsDying(Exception):
@@ -65,11 +69,14 @@ class Supervisor:
         deaths: deque[float] = deque()
         delay = p.first_delay_s
         up_since = time.monotonic()
+        liveness = _Liveness(child, p)
         while True:
             code = child.poll()
             if code is None:
+                liveness.check()
                 await asyncio.sleep(p.poll_s)
                 continue
+            liveness.reset()
             now = time.monotonic()
             self.on_down(child)
             if child.recycle_code is not None and code == child.recycle_code:
@@ -108,3 +115,49 @@ class Supervisor:
         log.warning("%s restarted (pid %s)", child.what, child.pid)
         self.on_up(child)
 
+
+class _Liveness:
+    """The probes of one running child, from its watch loop: one at a time, each in a worker thread
+    and bounded by the interval; after `probe_failures` unanswered in a row the child is killed."""
+
+    def __init__(self, child: Child, policy: RestartPolicy) -> None:
+        self.child = child
+        self.policy = policy
+        self.misses = 0
+        self.next_at = time.monotonic() + policy.probe_interval_s
+        self.probe: asyncio.Task[bool | None] | None = None
+
+    def reset(self) -> None:
+        if self.probe is not None:
+            self.probe.cancel()  # its thread ends within its timeout; the answer is dropped
+        self.probe = None
+        self.misses = 0
+        self.next_at = time.monotonic() + self.policy.probe_interval_s
+
+    def check(self) -> None:
+        p = self.policy
+        if p.probe_failures <= 0:
+            return
+        if self.probe is None:
+            if time.monotonic() >= self.next_at:
+                self.next_at = time.monotonic() + p.probe_interval_s
+                self.probe = asyncio.create_task(asyncio.to_thread(self.child.probe, p.probe_interval_s))
+            return
+        if not self.probe.done():
+            return
+        answered = self.probe.result() if not self.probe.cancelled() and not self.probe.exception() else False
+        self.probe = None
+        if answered is None:  # this child has no probe
+            self.next_at = float("inf")
+            return
+        self.misses = 0 if answered else self.misses + 1
+        if self.misses >= p.probe_failures:
+            log.warning(
+                "%s (pid %s) is running but answered none of %d probes in %g s; killing it to restart it",
+                self.child.what,
+                self.child.pid,
+                self.misses,
+                self.misses * p.probe_interval_s,
+            )
+            self.child.kill_hung()
+            self.misses = 0

@@ -134,7 +134,17 @@ def test_a_child_that_never_says_it_is_ready_is_reported_in_one_sentence() -> No
 
 
 RECYCLES = "print('ready on http://x', flush=True); import time, os; time.sleep(0.3); os._exit(75)"
-
+# A small HTTP server: its liveness probe is GET /, answered 200 while the process runs.
+HTTP = """
+import http.server, socketserver
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header('Content-Length', '0'); self.end_headers()
+    def log_message(self, *a): pass
+s = socketserver.TCPServer(('127.0.0.1', 0), H)
+print(f'ready on http://127.0.0.1:{s.server_address[1]}', flush=True)
+s.serve_forever()
+"""
 
 
 def test_a_child_that_recycles_itself_is_started_again_at_once_and_is_no_death() -> None:
@@ -153,3 +163,35 @@ def test_a_child_that_recycles_itself_is_started_again_at_once_and_is_no_death()
         c.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_child_alive_but_not_answering_its_probe_is_killed_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy = RestartPolicy(
+        first_delay_s=0.1, limit=2, window_s=60, poll_s=0.05, probe_interval_s=0.3, probe_failures=3
+    )
+
+    async def scenario() -> None:
+        c = ReadyProcess(
+            [sys.executable, "-c", HTTP], "ready on ", "test server", name="server", probe_path="/"
+        )
+        c.wait_ready()
+        first = c.pid
+        assert first is not None
+        sup = Supervisor([c], policy, lambda ch: None, lambda ch: None)
+        task = asyncio.create_task(sup.run())
+        await asyncio.sleep(1.5)  # answering: probed five times, left alone
+        assert c.pid == first and sup.restarts == {"server": 0}
+        os.kill(first, signal.SIGSTOP)  # alive, its socket open, answering nothing
+        stopped = time.monotonic()
+        await until(lambda: sup.restarts["server"] == 1, timeout_s=10)
+        # Three probes of 0.3 s unanswered, then the kill and the restart's backoff and start.
+        assert time.monotonic() - stopped < 3.5 and not pid_alive(first) and c.pid != first
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        c.stop()
+
+    with caplog.at_level(logging.WARNING, logger="chatstack.up"):
+        asyncio.run(scenario())
+    assert any("answered none of 3 probes" in m for m in caplog.messages)
