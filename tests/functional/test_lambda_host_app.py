@@ -76,6 +76,8 @@ def test_the_host_imports_every_handler_before_its_first_invocation() -> None:
         "create_host_app()\n"
         "print(len(before), sum(m in sys.modules for m in modules), len(modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
     before, after, total = map(int, out.stdout.split())
     assert before == 0 and after == total > 0
