@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 PREFIX = "CHATSTACK_"
 INTERNAL_SECRET_HEADER = "x-chatstack-internal"
@@ -77,6 +77,9 @@ class Settings(BaseModel):
     # Estimated cost: the profile's instance price per hour over its configured throughput, per 1K
     # output tokens; input (prefill) tokens cost this fraction of an output token (docs/configuration.md).
     model_price_per_1k_output_tokens_usd: float = Field(default=0.0, ge=0)
+    # The same price per offered model where it differs (each on its own endpoint): "NAME=USD,...";
+    # a model not listed costs model_price_per_1k_output_tokens_usd.
+    model_prices: str = ""
     input_token_cost_ratio: float = Field(default=0.1, ge=0, le=1)
     model_max_context_tokens: int = Field(default=4096, ge=256)
     max_output_tokens: int = Field(default=512, ge=1, le=8192)
@@ -206,6 +209,29 @@ class Settings(BaseModel):
         parse_function_timeouts(value)
         return value
 
+    @field_validator("model_prices")
+    @classmethod
+    def _prices_of_offered_models(cls, value: str, info: ValidationInfo) -> str:
+        offered = _offered_names(info.data.get("models", ""), info.data.get("model_profile", ""))
+        unknown = [name for name in parse_model_prices(value) if name not in offered]
+        if unknown:
+            raise ValueError(
+                f"it names {', '.join(unknown)}, which this deployment does not offer "
+                f"(models: {', '.join(offered)})"
+            )
+        return value
+
+    def offered_model_names(self) -> list[str]:
+        """The names of the models this deployment offers, the default first (lambdas.services.models)."""
+        return _offered_names(self.models, self.model_profile)
+
+    def price_per_1k_output_tokens(self, model: str | None) -> float:
+        """The estimated cost of 1,000 output tokens of `model` (None: the default model)."""
+        default = self.model_price_per_1k_output_tokens_usd
+        if not self.model_prices:
+            return default
+        return parse_model_prices(self.model_prices).get(model or self.offered_model_names()[0], default)
+
     @property
     def algorithms(self) -> list[str]:
         return self.auth_algorithms.split(",")
@@ -225,6 +251,27 @@ def parse_function_timeouts(value: str) -> dict[str, float]:
         if not name or not 0 < timeouts[name] <= 900:
             raise ValueError(f"{item!r} is not NAME=SECONDS with 0 < SECONDS <= 900")
     return timeouts
+
+
+def _offered_names(models: str, model_profile: str) -> list[str]:
+    names = [item.partition("=")[0].strip() for item in models.split(",") if item.strip()]
+    return names or [model_profile]
+
+
+def parse_model_prices(value: str) -> dict[str, float]:
+    """`model_prices` as {model: USD per 1,000 output tokens}; raises ValueError for a malformed item."""
+    prices: dict[str, float] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, _, usd = (text.strip() for text in item.partition("="))
+        try:
+            prices[name] = float(usd)
+        except ValueError:
+            prices[name] = -1.0
+        if not name or not 0 <= prices[name] < float("inf"):
+            raise ValueError(f"{item!r} is not NAME=USD with USD a number, 0 or more")
+    return prices
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:

@@ -33,7 +33,7 @@ from lambdas.errors import ChatError, Internal, RequestGone, TooLarge
 from lambdas.observability import logger, metrics
 from lambdas.runtime import Deps
 from lambdas.services import models
-from lambdas.services.limits import LimitService
+from lambdas.services.limits import LimitService, token_cost_usd
 
 UNCOMMITTED_GRACE_S = 60.0
 COMMIT_WAIT_S = 2.0
@@ -655,11 +655,7 @@ class GenerationService:
 
     def _record(self, job: Job, out: Outcome) -> None:
         s = self.s
-        cost = (
-            (Decimal(out.output_tokens) + Decimal(out.input_tokens) * Decimal(str(s.input_token_cost_ratio)))
-            * Decimal(str(s.model_price_per_1k_output_tokens_usd))
-            / 1000
-        )
+        cost = token_cost_usd(s, out.input_tokens, out.output_tokens, out.model or None)
         with self.d.db.transaction() as conn:
             stored = chat_repo.record_answer(
                 conn,

@@ -38,6 +38,7 @@ from lambdas.core.prompt import PER_MESSAGE_OVERHEAD, PROMPT_JOINS, answer_cap
 from lambdas.core.tokens import estimate_tokens
 from lambdas.errors import QuotaExceeded, RateLimited
 from lambdas.runtime import Deps
+from lambdas.services import models
 
 MINUTE_MS = 60_000
 MAX_COUNT = 10**12  # a limit beyond this is a typo, not a policy
@@ -136,10 +137,12 @@ def reserved_tokens(settings: Settings, msg: protocol.SendMessage, *, history: b
     return min(budget, fixed + 2 * PER_MESSAGE_OVERHEAD + PROMPT_JOINS) + max_tokens
 
 
-def token_cost_usd(settings: Settings, input_tokens: int, output_tokens: int) -> Decimal:
-    """The estimated cost of tokens (docs/identity.md, "Estimated cost")."""
+def token_cost_usd(
+    settings: Settings, input_tokens: int, output_tokens: int, model: str | None = None
+) -> Decimal:
+    """The estimated cost of tokens of `model` (None: the default; docs/identity.md, "Estimated cost")."""
     weighted = Decimal(output_tokens) + Decimal(input_tokens) * Decimal(str(settings.input_token_cost_ratio))
-    return weighted * Decimal(str(settings.model_price_per_1k_output_tokens_usd)) / 1000
+    return weighted * Decimal(str(settings.price_per_1k_output_tokens(model))) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +252,9 @@ class LimitService:
         if request is not None:
             tokens = reserved_tokens(self.s, request, history=history)
             max_out = answer_cap(request.options.max_tokens, self.s.max_output_tokens)
-            dollars = float(token_cost_usd(self.s, tokens - max_out, max_out))
+            # the model that will answer: its price (each offered model may have its own)
+            model = models.choose(self.s, request.options.model).name
+            dollars = float(token_cost_usd(self.s, tokens - max_out, max_out, model))
             hold = Hold(
                 request_id=str(request.request_id),
                 ledger_key=f"{tag}:holds",

@@ -60,3 +60,27 @@ def test_the_lora_profile_renders_the_setting_the_worker_maps_tenants_with() -> 
     for tenant in ("acme", "globex", "initech"):
         assert models.tenant_adapter(settings, tenant) == profile.adapter_for_tenant(tenant)
     assert get_profile("llama-3.1-8b-instruct").tenant_adapters_setting() == ""
+
+
+def test_each_offered_model_may_have_its_own_price_and_the_rest_cost_the_deployment_s() -> None:
+    settings = Settings(models="small,large=http://10.0.0.1/invocations", model_prices="large=2.5",
+                        model_price_per_1k_output_tokens_usd=0.5)
+    assert settings.price_per_1k_output_tokens("large") == 2.5
+    assert settings.price_per_1k_output_tokens("small") == 0.5
+    assert settings.price_per_1k_output_tokens(None) == 0.5  # the default model, small
+    priced_default = Settings(models="small,large", model_prices="small=0.25")
+    assert priced_default.price_per_1k_output_tokens(None) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("prices", "why"),
+    [
+        ("huge=1", "CHATSTACK_MODEL_PRICES: .*names huge, which this deployment does not offer"),
+        ("large=cheap", "is not NAME=USD"),
+        ("large=-1", "is not NAME=USD"),
+        ("=1", "is not NAME=USD"),
+    ],
+)
+def test_a_price_for_a_model_not_offered_or_not_a_price_is_refused_at_start(prices: str, why: str) -> None:
+    with pytest.raises(SystemExit, match=why):
+        settings_from_env({"CHATSTACK_MODELS": "small,large", "CHATSTACK_MODEL_PRICES": prices})
