@@ -195,6 +195,22 @@ def test_a_finance_user_reads_usage_totals_by_day_user_and_model_as_json_and_csv
     assert api.client.get("/v1/limits", headers=finance).status_code == 403
 
 
+def test_a_usage_parameter_the_route_does_not_take_is_refused_not_ignored(api: Api) -> None:
+    """`tenant=B` was ignored: tenant A's finance user got A's report under a request for B's."""
+    mine, other = tenant(), tenant()
+    usage_row(api, mine, "alice", "m", (1, 1), "0.001")
+    usage_row(api, other, "bob", "m", (9, 9), "0.009")
+    finance = api.bearer("fin", mine, "finance")
+    r = api.client.get("/v1/usage", params={"tenant": other}, headers=finance)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "tenant" and "always of the caller's own tenant" in error["message"]
+    typo = api.client.get("/v1/usage", params={"groupby": "user"}, headers=finance)
+    assert typo.status_code == 400 and typo.json()["error"]["param"] == "groupby"
+    fine = api.client.get("/v1/usage", params={"group_by": "user", "limit": 5}, headers=finance)
+    assert fine.status_code == 200
+
+
 def test_usage_is_bounded_by_from_and_to(api: Api) -> None:
     t = tenant()
     usage_row(api, t, "alice", "m", (1, 1), "0.001")

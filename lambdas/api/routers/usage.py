@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from lambdas.adapters import usage_repo
@@ -21,6 +21,7 @@ FinanceDep = Annotated[Caller, Depends(require_scope("finance"))]
 MAX_RANGE = timedelta(days=400)
 REPORT_DEADLINE_S = 25.0  # a report reads up to 400 days of usage records
 CSV_COLUMNS = ("group", "requests", "input_tokens", "output_tokens", "cost_usd")
+PARAMETERS = ("group_by", "from", "to", "format", "limit")
 
 
 class UsageTotals(BaseModel):
@@ -65,6 +66,7 @@ def _cell(value: str) -> str:
                      "description": "The report, as JSON or (format=csv) CSV."}},
 )
 def usage(
+    request: Request,
     caller: FinanceDep,
     db: DatabaseDep,
     group_by: Annotated[Literal["day", "tenant", "user", "model"], Query()] = "day",
@@ -74,6 +76,15 @@ def usage(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Any:
+    # A parameter this route does not take is refused, not ignored: `tenant=B` would otherwise answer the
+    # caller's own tenant's report under a request that asked for another's.
+    for name in request.query_params:
+        if name not in PARAMETERS:
+            why = "the report is always of the caller's own tenant" if name == "tenant" else "unknown"
+            raise BadRequest(
+                f"This route takes no {name!r} parameter ({why}); it takes {', '.join(PARAMETERS)}.",
+                param=name,
+            )
     now = datetime.now(UTC)
     try:
         begin = _utc(start) if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
