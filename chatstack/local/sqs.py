@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from chatstack.local.lambda_context import Handler, NotInvoked, invoke
+from chatstack.local.lambda_host import FunctionError
 from chatstack.local.threads import Threads
 from lambdas.wiring import Queue
 
@@ -467,6 +468,11 @@ class LocalSqs:
             logger.warning("worker not invoked (%s): the batch of %d is retried", exc, len(batch))
             for message in batch:
                 message.receive_count -= 1
+            failed = None
+        except FunctionError as exc:  # the host printed the handler's traceback; one line here
+            logger.warning(
+                "worker failed (%s: %s): the whole batch of %d is retried", exc.error_type, exc, len(batch)
+            )
             failed = None
         except Exception:
             logger.exception("worker failed: the whole batch of %d is retried", len(batch))
