@@ -80,3 +80,24 @@ def test_a_batch_of_two_conversations_runs_both_and_reports_each_failure(deps: D
     result = worker.handler(event, LocalLambdaContext(wiring.WORKER))
     failed = sorted(item["itemIdentifier"] for item in result["batchItemFailures"])
     assert failed == sorted(record["messageId"] for record in event["Records"])
+
+
+def test_a_job_is_not_started_when_the_invocation_s_time_is_nearly_spent(deps: Deps) -> None:
+    """Jobs of one conversation run in order; one that would start with less than the margin left is
+    reported failed (it comes back in a new invocation) rather than cut by the function's timeout,
+    which ends every job of the invocation. Old jobs whose message was never committed are dropped
+    without error, so a job that runs is not reported."""
+    def old_job(conversation: str) -> dict[str, Any]:
+        return {**uncommitted_job(), "conversationId": conversation, "enqueuedAt": time.time() - 3600}
+
+    def batch() -> dict[str, Any]:
+        conversation = str(uuid.uuid4())
+        first, second = sqs_event(old_job(conversation), 1), sqs_event(old_job(conversation), 1)
+        second["Records"][0]["messageId"] = str(uuid.uuid4())
+        return {"Records": first["Records"] + second["Records"]}
+
+    assert worker.handler(batch(), LocalLambdaContext(wiring.WORKER)) == {"batchItemFailures": []}
+    late = batch()
+    nearly_spent = LocalLambdaContext(wiring.WORKER, timeout_s=worker.JOB_START_MARGIN_S - 1)
+    result = worker.handler(late, nearly_spent)
+    assert result == {"batchItemFailures": [{"itemIdentifier": late["Records"][1]["messageId"]}]}
