@@ -38,6 +38,9 @@ ALIVE_PATH = "/.chatstack/alive"
 # starts a new one at once (not counted as a death: chatstack.local.supervisor).
 RECYCLE_EXIT_CODE = 75
 TIMED_OUT = "Sandbox.Timedout"
+# The answer of every other invocation of a host that tears its environment down (Recycled).
+RECYCLED_HEADER = "x-chatstack-recycled"
+RECYCLED_BODY = b'{"Type": "Service", "message": "The execution environment was recycled."}'
 
 
 class FunctionError(Exception):
@@ -50,6 +53,13 @@ class FunctionError(Exception):
 
 class HostsUnavailable(NotInvoked):
     """No Lambda host accepted the connection (all are down or restarting)."""
+
+
+class Recycled(NotInvoked):
+    """The host tore its environment down under this invocation because another one on it timed out
+    (a local host runs many invocations where a Lambda environment runs one). Not this invocation's
+    failure: the caller may run it again, and a queue does not count the receive (it may have run in
+    part, as an invocation cut by a service fault may have)."""
 
 
 class HostPool:
@@ -129,6 +139,11 @@ class RemoteFunction:
                     read_timeout_s=self.timeout_s + 5,
                     retry_dropped=False,
                 )
+                if response.headers.get(RECYCLED_HEADER) == "not-started":
+                    # The host is tearing its environment down and ran nothing of it: another may.
+                    self.pool.mark_down(index)
+                    tried.add(index)
+                    continue
                 break
             except NoAnswer as exc:
                 if exc.sent:  # dropped mid-invocation: like Lambda, a failed invocation (it may have run)
@@ -138,6 +153,8 @@ class RemoteFunction:
                 tried.add(index)
             finally:
                 self.pool.release(index)
+        if response.headers.get(RECYCLED_HEADER):  # cut: it ran in part when the host went
+            raise Recycled(f"The Lambda host of {self.function.name} was recycled under the invocation.")
         payload = json.loads(response.data or b"null")
         if response.status != 200:
             raise RuntimeError(f"Lambda invoke of {self.function.name} answered {response.status}: {payload}")
@@ -159,6 +176,10 @@ def remote_functions(urls: list[str] | HostPool) -> dict[str, RemoteFunction]:
 
 class _TimedOut(Exception):
     """Set on an invocation's future by its timer: the function's timeout passed first."""
+
+
+class _Recycled(Exception):
+    """Set on the other invocations' futures when one timed out: the environment is going."""
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
@@ -188,7 +209,9 @@ def create_host_app(on_timeout: Callable[[], None] = recycle, *, preload: bool =
     error (200, `X-Amz-Function-Error: Unhandled`, `{"errorType": "Sandbox.Timedout", "errorMessage":
     "RequestId: ... Error: Task timed out after N.00 seconds"}`), then `on_timeout` runs: by default
     the process exits (`recycle`), as Lambda tears down the environment of a timed-out invocation. One
-    timer per invocation on the event loop; no thread is added.
+    timer per invocation on the event loop; no thread is added. The host's other invocations, cut by
+    that, are answered 503 with `x-chatstack-recycled: cut` first (RemoteFunction raises Recycled, a
+    NotInvoked), and one that arrives meanwhile with `not-started` (another host runs it).
 
     A bare ASGI app, not a Starlette route: two invocations per chat pass here, and Starlette's
     routing, request and middleware layers cost a few percent of the hosts' CPU under load."""
@@ -203,6 +226,8 @@ def create_host_app(on_timeout: Callable[[], None] = recycle, *, preload: bool =
     threads = Threads(1000, "lambda")
     prefix, suffix = INVOKE_PATH.split("{name}")
     timeout_header = TIMEOUT_HEADER.encode()
+    pending: dict[asyncio.Future[Any], asyncio.Event] = {}  # invocations running, to their answer
+    recycling = False
 
     def run(name: str, event: Any, context: LocalLambdaContext) -> tuple[bytes, bool]:
         try:
@@ -247,12 +272,34 @@ def create_host_app(on_timeout: Callable[[], None] = recycle, *, preload: bool =
             if key == timeout_header:
                 timeout_s = int(value) / 1000
                 break
+        if recycling:  # the environment is going: another host runs it (nothing of it ran here)
+            await respond(send, 503, RECYCLED_BODY, [(RECYCLED_HEADER.encode(), b"not-started")])
+            return
         context = handlers[name].new_context(timeout_s)
         future = threads.submit(run, name, event, context)
+        answered = asyncio.Event()
+        pending[future] = answered
         timer = asyncio.get_running_loop().call_later(context.timeout_s, _expire, future)
         try:
-            result, failed = await future
-        except _TimedOut:
+            try:
+                result, failed = await future
+            except _Recycled:
+                await respond(send, 503, RECYCLED_BODY, [(RECYCLED_HEADER.encode(), b"cut")])
+                return
+            except _TimedOut:
+                await time_out(send, name, context, future)
+                return
+            timer.cancel()
+            await respond(send, 200, result, [(b"x-amz-function-error", b"Unhandled")] if failed else [])
+        finally:
+            pending.pop(future, None)
+            answered.set()
+
+    async def time_out(send: Send, name: str, context: LocalLambdaContext, future: Any) -> None:
+        """Answer Lambda's timeout error, the host's other invocations as recycled, then tear down."""
+        nonlocal recycling
+        recycling = True
+        try:
             after = f"Task timed out after {context.timeout_s:.2f} seconds"
             message = f"RequestId: {context.aws_request_id} Error: {after}"
             # What Lambda writes to the function's log; then the environment goes (on_timeout).
@@ -262,10 +309,15 @@ def create_host_app(on_timeout: Callable[[], None] = recycle, *, preload: bool =
             )
             error = json.dumps({"errorType": TIMED_OUT, "errorMessage": message}).encode()
             await respond(send, 200, error, [(b"x-amz-function-error", b"Unhandled")])
+            others = {f: answered for f, answered in pending.items() if f is not future}
+            for other in others:
+                if not other.done():
+                    other.set_exception(_Recycled())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):  # their answers written before the process goes
+                    await asyncio.gather(*(answered.wait() for answered in others.values()))
+        finally:
             on_timeout()
-            return
-        timer.cancel()
-        await respond(send, 200, result, [(b"x-amz-function-error", b"Unhandled")] if failed else [])
 
     secret = os.environ.get(ENV_SECRET)
     return SecretGuard(app, secret=secret) if secret else app

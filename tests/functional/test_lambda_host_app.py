@@ -33,7 +33,8 @@ EVENT: dict[str, Any] = json.loads(
 @pytest.fixture
 async def host(serve_routes: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv("CHATSTACK_INTERNAL_SECRET", raising=False)
-    app = create_host_app()
+    # In this test process a timed-out invocation must not end the process (the host's default).
+    app = create_host_app(on_timeout=lambda: None)
     return str(await serve_routes(lambda _: [Mount("/", app=app)]))
 
 

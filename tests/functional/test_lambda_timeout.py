@@ -24,6 +24,7 @@ from chatstack.local.lambda_host import (
     RECYCLE_EXIT_CODE,
     FunctionError,
     HostPool,
+    Recycled,
     RemoteFunction,
 )
 from chatstack.local.process import ReadyProcess
@@ -79,3 +80,28 @@ def test_an_invocation_within_its_timeout_is_answered_and_the_host_stays(host: R
     assert first["echo"] == {"n": 1} and 1000 < first["remainingMs"] <= 2000
     time.sleep(2.5)  # past the timeout of the invocation that ended: its timer is gone
     assert echo({"n": 2})["echo"] == {"n": 2} and host.poll() is None
+
+
+def test_the_other_invocations_of_a_host_that_times_out_are_answered_as_recycled(
+    host: ReadyProcess, tmp_path: Path
+) -> None:
+    """A local host runs many invocations where a Lambda environment runs one: when one times out and
+    the host goes, the others were not at fault. They are answered as recycled (a NotInvoked, so the
+    SQS stand-in retries them without counting the receive), not as failures of their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = HostPool([host.url])
+    slow = RemoteFunction(pool, function("hang", 20))
+    quick = RemoteFunction(pool, function("hang", 1))
+    with ThreadPoolExecutor(2) as threads:
+        # GIVEN an invocation running within its 20 s timeout on the host
+        co_tenant = threads.submit(slow, {"sleepS": 5, "write": str(tmp_path / "co-tenant")})
+        time.sleep(0.3)
+        # WHEN another one on the same host times out
+        with pytest.raises(FunctionError) as timed_out:
+            quick({"sleepS": 5, "write": str(tmp_path / "timed-out")})
+        assert timed_out.value.error_type == "Sandbox.Timedout"
+        # THEN the first is answered as recycled, at once, and the host goes
+        with pytest.raises(Recycled):
+            co_tenant.result(timeout=3)
+    assert host.proc is not None and host.proc.wait(5) == RECYCLE_EXIT_CODE
