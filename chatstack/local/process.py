@@ -179,12 +179,15 @@ class ReadyProcess(Child):
 
 
 def http_alive(url: str, path: str, timeout_s: float, headers: dict[str, str] | None = None) -> bool:
-    """GET `path` of the server at `url` answers 200 within `timeout_s` (connecting included)."""
+    """GET `path` of the server at `url` is answered within `timeout_s` (connecting included). Any
+    status counts: the model server's /ping answers 503 while its backend is not ready, and a process
+    that answers is alive (its readiness is the breaker's and the health checks' business)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout_s)
     try:
         connection.request("GET", path, headers=headers or {})
-        return connection.getresponse().status == 200
+        connection.getresponse().read()
+        return True
     except (OSError, http.client.HTTPException):
         return False
     finally:

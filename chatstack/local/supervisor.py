@@ -26,6 +26,10 @@ class RestartPolicy:
     # `probe_interval_s` (each given that long), is killed and then restarted as a dead one. 0: off.
     probe_interval_s: float = 5.0
     probe_failures: int = 0
+    # A child that recycles itself (recycle_code) is started again at once and is no death, up to this
+    # many times within window_s; past that each recycle counts as a death (backoff, then giving up):
+    # a function that times out on every call must not keep killing its host's other invocations.
+    recycle_limit: int = 20
 
 
 class ChildKeepsDying(Exception):
@@ -67,6 +71,7 @@ class Supervisor:
     async def _watch(self, child: Child) -> None:
         p = self.policy
         deaths: deque[float] = deque()
+        recycles: deque[float] = deque()
         delay = p.first_delay_s
         up_since = time.monotonic()
         liveness = _Liveness(child, p)
@@ -80,12 +85,20 @@ class Supervisor:
             now = time.monotonic()
             self.on_down(child)
             if child.recycle_code is not None and code == child.recycle_code:
-                # It ended itself to be started anew (a Lambda host after a timed-out invocation, as
-                # Lambda recycles an environment): at once, and no death.
-                log.warning("%s exited after a timed-out invocation; starting a new one", child.what)
-                await self._restart(child)
-                up_since = time.monotonic()
-                continue
+                recycles.append(now)
+                while recycles and now - recycles[0] > p.window_s:
+                    recycles.popleft()
+                if len(recycles) <= p.recycle_limit:
+                    # It ended itself to be started anew (a Lambda host after a timed-out invocation, as
+                    # Lambda recycles an environment): at once, and no death.
+                    log.warning("%s exited after a timed-out invocation; starting a new one", child.what)
+                    await self._restart(child)
+                    up_since = time.monotonic()
+                    continue
+                log.warning(
+                    "%s timed out %d times in %g s: counted as a death from now on",
+                    child.what, len(recycles), p.window_s,
+                )
             if now - up_since > p.window_s:
                 delay = p.first_delay_s  # it ran well for a while: this is a new incident
             deaths.append(now)

@@ -139,7 +139,7 @@ HTTP = """
 import http.server, socketserver
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        self.send_response(200); self.send_header('Content-Length', '0'); self.end_headers()
+        self.send_response(STATUS); self.send_header('Content-Length', '0'); self.end_headers()
     def log_message(self, *a): pass
 s = socketserver.TCPServer(('127.0.0.1', 0), H)
 print(f'ready on http://127.0.0.1:{s.server_address[1]}', flush=True)
@@ -174,7 +174,8 @@ def test_a_child_alive_but_not_answering_its_probe_is_killed_and_restarted(
 
     async def scenario() -> None:
         c = ReadyProcess(
-            [sys.executable, "-c", HTTP], "ready on ", "test server", name="server", probe_path="/"
+            [sys.executable, "-c", "STATUS = 200\n" + HTTP], "ready on ", "test server", name="server",
+            probe_path="/",
         )
         c.wait_ready()
         first = c.pid
@@ -195,3 +196,44 @@ def test_a_child_alive_but_not_answering_its_probe_is_killed_and_restarted(
     with caplog.at_level(logging.WARNING, logger="chatstack.up"):
         asyncio.run(scenario())
     assert any("answered none of 3 probes" in m for m in caplog.messages)
+
+
+def test_a_child_answering_its_probe_with_an_error_status_is_alive_and_left_alone() -> None:
+    """The model server's /ping answers 503 while its backend is not ready (an upstream down): the
+    process answers, so it is alive; killing it would cut every answer it streams, every 30 s."""
+    policy = RestartPolicy(poll_s=0.05, probe_interval_s=0.2, probe_failures=2)
+
+    async def scenario() -> None:
+        c = ReadyProcess(
+            [sys.executable, "-c", "STATUS = 503\n" + HTTP], "ready on ", "test server", name="server",
+            probe_path="/",
+        )
+        c.wait_ready()
+        first = c.pid
+        sup = Supervisor([c], policy, lambda ch: None, lambda ch: None)
+        task = asyncio.create_task(sup.run())
+        await asyncio.sleep(1.5)  # seven probes, each answered 503
+        assert c.pid == first and sup.restarts == {"server": 0} and not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        c.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_child_that_recycles_itself_too_often_counts_as_dying() -> None:
+    """A function that times out on every call must not keep killing its host's other invocations:
+    past `recycle_limit` recycles in the window, each is a death, and `up` gives up in one sentence."""
+    policy = RestartPolicy(first_delay_s=0.05, max_delay_s=0.1, limit=2, window_s=60, poll_s=0.05,
+                           recycle_limit=2)
+
+    async def scenario() -> None:
+        c = child(RECYCLES)
+        c.recycle_code = 75
+        c.wait_ready()
+        sup = Supervisor([c], policy, lambda ch: None, lambda ch: None)
+        with pytest.raises(ChildKeepsDying, match="died 3 times"):
+            await asyncio.wait_for(sup.run(), timeout=20)
+        c.stop()
+
+    asyncio.run(scenario())
