@@ -27,7 +27,14 @@ from chatstack.local.cognito import CognitoUserPool, routes
 
 # Local plumbing that stays although the templates do not set it: where the stand-ins are, and the
 # run's credentials between the local processes (chatstack/local/internal_auth.py).
-LOCAL_ONLY = ("CHATSTACK_SQS_ENDPOINT_URL", "CHATSTACK_SAGEMAKER_ENDPOINT_URL", "CHATSTACK_INTERNAL_")
+LOCAL_ONLY = (
+    "CHATSTACK_SQS_ENDPOINT_URL",
+    "CHATSTACK_SAGEMAKER_ENDPOINT_URL",
+    "CHATSTACK_INTERNAL_",
+    # How `up` runs its children (function timeouts for tests, liveness probes): not the cloud's.
+    "CHATSTACK_FUNCTION_TIMEOUTS",
+    "CHATSTACK_LIVENESS_",
+)
 
 
 class AsDeployedMode:

@@ -257,3 +257,25 @@ def test_sign_in_follows_the_trigger_configuration_of_the_templates(tmp_path: Pa
     token = user_pool.sign_in("dora", "Pw-123456789!").access_token
     claims = jwt.decode(token, options={"verify_signature": False})
     assert ("tenant" in claims) == (version == "V2_0")
+
+
+def test_the_environment_of_the_templates_keeps_how_up_runs_its_children(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The templates' variables replace the local ones, but how `up` runs its children (liveness
+    probes, function timeouts for tests) is local plumbing the templates never set: it stays, so
+    CHATSTACK_LIVENESS_FAILURES=0 turns the probes off with --as-deployed too."""
+    import os
+
+    from chatstack.local.as_deployed_mode import AsDeployedMode
+
+    root = write_assembly(tmp_path / "cdk.out", rest_authorizer="JWT")
+    # apply_environment rewrites the process's environment: a copy, given back after the test.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
+    monkeypatch.setenv("CHATSTACK_LIVENESS_FAILURES", "0")
+    monkeypatch.setenv("CHATSTACK_FUNCTION_TIMEOUTS", "worker=8")
+    monkeypatch.setenv("CHATSTACK_SYSTEM_PROMPT", "a local setting the templates do not set")
+    AsDeployedMode(root, tmp_path / "data").apply_environment(URLS)
+    assert os.environ["CHATSTACK_LIVENESS_FAILURES"] == "0"
+    assert os.environ["CHATSTACK_FUNCTION_TIMEOUTS"] == "worker=8"
+    assert "CHATSTACK_SYSTEM_PROMPT" not in os.environ  # the rest is the templates'
