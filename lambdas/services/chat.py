@@ -120,8 +120,11 @@ class ChatService:
         )
         if accepted.created:
             return ack
-        # Redis had forgotten it, PostgreSQL had not: a repeat, which generates nothing unless it retries a
-        # failed answer (then admitted as that answer, by _follow), so the admission above is given back.
+        # Redis had forgotten it (after the day a requestId is remembered there, or a flush), PostgreSQL
+        # had not: a repeat, which generates nothing unless it retries a failed answer (then admitted as
+        # that answer, by _follow), so the admission above is given back. Known limit: it was admitted
+        # before it was known to be a repeat, so at a limit such a repeat is refused, and its per-minute
+        # message buckets are spent (only the reservation comes back).
         self._release(rid, identity)
         self._follow(rid, record, connection_id, retry=True, ack=ack, admit=identity)
         return None
