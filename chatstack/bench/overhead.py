@@ -177,9 +177,9 @@ class Floor:
 
     `own_ms`: each chat's time to first token less the model's, when the model holds every first token
     long enough that all N chats have done their work up to the model before any token comes back:
-    what the pipeline adds to a burst with no answers streaming at the same time. Scheduling cannot
-    take the pipeline's TTFT p50 much below p50(own_ms) plus the model's time to first token: what is
-    left is the burst's own work.
+    what the pipeline adds to one pure burst with no answers streaming at the same time, as the
+    pipeline schedules it now (all chats advancing together; another order could serve the median
+    chat sooner, within the CPU estimate below).
 
     `cpu_ms_per_chat`: the CPU every chat costs before its first token reaches the client, per process
     group. On C cores the median chat's first token needs ceil(N/2) chats' worth of it first, so
