@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -126,10 +128,110 @@ class PostgresChild(Child):
             time.sleep(0.1)
         raise SystemExit("PostgreSQL did not become ready in time.")
 
+    def probe(self, timeout_s: float) -> bool | None:
+        return postgres_answers(self.socket_dir / f".s.PGSQL.{self._port()}", timeout_s)
+
+    def _port(self) -> int:
+        """The port in the socket's name: postmaster.pid's (line 4), else PostgreSQL's default."""
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            return int((self.pgdata / "postmaster.pid").read_text().splitlines()[3])
+        return 5432
+
+    def kill_hung(self) -> None:
+        """SIGKILL the postmaster and every process it started. Each backend leads a process group of
+        its own (PostgreSQL makes its children group leaders), so the postmaster's group is not
+        enough; a stopped backend would never notice the postmaster's death and would hold its shared
+        memory, which the next postmaster waits for (`prepare`). The postmaster is stopped first, so
+        that it starts no backend while they are listed."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        postmaster = self.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(postmaster, signal.SIGSTOP)
+        _until_stopped(postmaster)
+        for pid in [*_descendants(postmaster), postmaster]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def close(self) -> None:
         self.stop(timeout_s=30)
         with self._lock:
             self._handles.get_and_remove(os.getpid())
+
+
+def postgres_answers(socket_path: Path, timeout_s: float) -> bool:
+    """Liveness of the PostgreSQL on `socket_path`: True if within `timeout_s` (connecting included) a
+    new backend ran `SELECT 1`, or the server refused in words (too many clients, starting up, shutting
+    down, a password wanted): a server that says no is alive, only one that says nothing is not. Spoken
+    in the wire protocol on a socket with a deadline, as a stopped server would hold a libpq call past
+    any statement_timeout (which the server itself would have to enforce)."""
+    deadline = time.monotonic() + timeout_s
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.settimeout(timeout_s)
+        conn.connect(str(socket_path))
+        params = b"user\0postgres\0database\0postgres\0application_name\0chatstack liveness\0\0"
+        conn.sendall(struct.pack("!ii", 8 + len(params), 3 << 16) + params)  # StartupMessage, v3.0
+        queried = False
+        while True:
+            kind, body = _pg_message(conn, deadline)
+            if kind == b"E" or (kind == b"R" and body[:4] != b"\0\0\0\0"):
+                return True  # an error, or a password wanted: a backend answered
+            if kind == b"Z":  # ReadyForQuery: after the start-up, then after the query
+                if queried:
+                    conn.sendall(b"X\0\0\0\x04")  # Terminate
+                    return True
+                conn.sendall(b"Q" + struct.pack("!i", 4 + 9) + b"SELECT 1\0")
+                queried = True
+    except (OSError, EOFError, ValueError):  # a timeout is an OSError
+        return False
+    finally:
+        conn.close()
+
+
+def _pg_message(conn: socket.socket, deadline: float) -> tuple[bytes, bytes]:
+    head = _recv_exactly(conn, 5, deadline)
+    length = struct.unpack("!i", head[1:])[0]
+    if not 4 <= length <= 1 << 20:
+        raise ValueError(f"not a PostgreSQL message (length {length})")
+    return head[:1], _recv_exactly(conn, length - 4, deadline)
+
+
+def _recv_exactly(conn: socket.socket, size: int, deadline: float) -> bytes:
+    data = b""
+    while len(data) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no answer in time")
+        conn.settimeout(left)
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the server closed the connection")
+        data += chunk
+    return data
+
+
+def _until_stopped(pid: int, timeout_s: float = 2.0) -> None:
+    """SIGSTOP takes effect when the process next leaves the kernel: wait until it is stopped (or gone),
+    so that no fork of it is still under way."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return  # gone, or no /proc (macOS): nothing to wait on
+        if state in ("T", "t", "Z", "X"):
+            return
+        time.sleep(0.01)
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def _shared_memory_id(pid_file: Path) -> int | None:
