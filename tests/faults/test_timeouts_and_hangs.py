@@ -6,12 +6,15 @@ handlers in Lambda host processes, embedded PostgreSQL and Redis, the local mode
   again, which completes the answer once;
 - a Lambda host that is alive but answers nothing (SIGSTOP) is killed and replaced by `up` within
   its liveness probe's threshold, and chats work again;
-- a burst of 50 chats does not make a busy host miss its probes.
+- so is the embedded PostgreSQL (its postmaster and backends SIGSTOPped, never continued): killed
+  with every backend and started again, the chats in flight end in a frame, and a new chat works;
+- a burst of 50 chats, and a big write, do not make a busy host or PostgreSQL miss its probes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 import uuid
@@ -19,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
+import psycopg
 import pytest
 
 from chatstack.chaos import ServiceDir, chat_works
@@ -78,6 +83,18 @@ async def until(condition: object, timeout_s: float, what: str) -> float:
 
 def lambda_pids(service: ServiceDir) -> dict[str, int]:
     return {name: pid for name, pid in service.children().items() if name.startswith("lambda-")}
+
+
+def postgres_pids(service: ServiceDir) -> list[int]:
+    """The postmaster and every process it started (backends, auxiliary processes)."""
+    postmaster = service.children()["postgres"]
+    return [postmaster, *(p.pid for p in psutil.Process(postmaster).children(recursive=True))]
+
+
+def database_url(service: ServiceDir) -> str:
+    """The embedded PostgreSQL's URL: its socket directory is line 5 of postmaster.pid."""
+    socket_dir = (service.data_dir / "pg" / "postmaster.pid").read_text().splitlines()[4]
+    return f"postgresql://postgres:@/postgres?host={socket_dir}"
 
 
 async def stored_answers(service: ServiceDir, user: str, conversation_id: str, request_id: str) -> list[str]:
@@ -141,9 +158,41 @@ async def test_a_burst_of_50_chats_does_not_make_a_busy_host_miss_its_probes(
             reply = await client.send(ASK)
             return await reply.text(timeout=120)
 
+    postmaster = service.children()["postgres"]
     answers = await asyncio.gather(*(one(i) for i in range(50)))
     assert all(answers)
     assert lambda_pids(service) == before  # no host was taken for hung
+    assert service.children()["postgres"] == postmaster  # nor PostgreSQL
+
+
+async def test_a_big_write_does_not_make_postgresql_miss_its_probes(probed_service: ServiceDir) -> None:
+    service = probed_service
+    postmaster = service.children()["postgres"]
+    url = database_url(service)
+
+    def write(table: str) -> int:
+        """Rows of ~300 bytes in batches of 200 000, WAL and all, for 3 probe thresholds."""
+        rows = 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"create table {table} (n int, text text)")
+            try:
+                started = time.monotonic()
+                while time.monotonic() - started < PROBE_INTERVAL_S * PROBE_FAILURES * 3:
+                    conn.execute(
+                        f"insert into {table} select g, repeat(md5(g::text), 9) "
+                        "from generate_series(1, 200000) g"
+                    )
+                    rows += 200_000
+            finally:
+                conn.execute(f"drop table {table}")
+        return rows
+
+    # GIVEN two sessions writing as fast as they can (a document ingest's bulk writes, standing in)
+    rows = await asyncio.gather(*(asyncio.to_thread(write, f"liveness_load_{i}") for i in range(2)))
+    # THEN PostgreSQL was left running, and it did answer chats
+    assert all(rows)
+    assert service.children()["postgres"] == postmaster
+    assert await chat_works(service, timeout=30)
 
 
 async def test_a_lambda_host_that_stops_answering_is_replaced_and_chats_work_again(
@@ -172,3 +221,48 @@ async def test_a_lambda_host_that_stops_answering_is_replaced_and_chats_work_aga
     await until(restarted, 60, "the new hosts")
     # AND a new chat works again
     assert await chat_works(service, timeout=30), f"no chat after the hosts were replaced ({gone:.1f} s)"
+
+
+async def test_a_postgresql_that_stops_answering_is_killed_with_its_backends_and_chats_work_again(
+    probed_service: ServiceDir,
+) -> None:
+    service = probed_service
+    assert await chat_works(service, timeout=60)
+    follows = []
+    stopped: list[int] = []
+    try:
+        for _ in range(3):
+            user, request_id = f"pg-hang-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
+            follow = await Follow.open(service, user, request_id)
+            follows.append(follow)
+            await follow.client.send(ASK, request_id=request_id)
+        for follow in follows:
+            await until(lambda f=follow: f.reply.first_delta_at is not None, 30, "the first delta")
+        stopped.extend(postgres_pids(service))
+        # GIVEN the postmaster and its backends alive, their sockets open, answering nothing, for good
+        service.kill("postgres", signal.SIGSTOP)
+        # THEN `up` kills the postmaster and every process it started (3 probes of 1 s, plus one
+        # interval's phase and slack for a loaded machine)
+        gone = await until(
+            lambda: not any(pid_alive(pid) for pid in stopped),
+            PROBE_INTERVAL_S * (PROBE_FAILURES + 1) + 3,
+            "the stopped PostgreSQL's kill",
+        )
+        # AND starts it again (runtime.json names the new postmaster once it is ready)
+        await until(
+            lambda: service.info().get("children", {}).get("postgres") not in (None, stopped[0]),
+            60,
+            "the new PostgreSQL",
+        )
+        # AND each chat that was streaming ends in a frame, `done` or `error`, never hangs
+        for follow in follows:
+            outcome, _ = await follow.end(60)
+            assert outcome in ("done", "error"), outcome
+    finally:
+        for follow in follows:
+            await follow.close()
+        for pid in stopped:  # the test failed: continue what is left, so that the service can stop
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGCONT)
+    # AND a new chat works again
+    assert await chat_works(service, timeout=30), f"no chat after PostgreSQL was replaced ({gone:.1f} s)"
