@@ -7,6 +7,7 @@ variables on each function; `chatstack up` sets them for the in-process handlers
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
 
@@ -237,41 +238,36 @@ class Settings(BaseModel):
         return self.auth_algorithms.split(",")
 
 
-def parse_function_timeouts(value: str) -> dict[str, float]:
-    """`function_timeouts` as {name: seconds}; raises ValueError for a malformed item."""
-    timeouts: dict[str, float] = {}
+def _name_numbers(value: str, accept: Callable[[float], bool], form: str) -> dict[str, float]:
+    """"NAME=NUMBER,..." as {name: number}; ValueError naming `form` for an item that is not one, or
+    whose number `accept` refuses."""
+    numbers: dict[str, float] = {}
     for item in (part.strip() for part in value.split(",")):
         if not item:
             continue
-        name, _, seconds = (text.strip() for text in item.partition("="))
+        name, _, number = (text.strip() for text in item.partition("="))
         try:
-            timeouts[name] = float(seconds)
+            numbers[name] = float(number)
         except ValueError:
-            timeouts[name] = 0.0
-        if not name or not 0 < timeouts[name] <= 900:
-            raise ValueError(f"{item!r} is not NAME=SECONDS with 0 < SECONDS <= 900")
-    return timeouts
+            numbers[name] = float("nan")
+        if not name or not accept(numbers[name]):
+            raise ValueError(f"{item!r} is not {form}")
+    return numbers
+
+
+def parse_function_timeouts(value: str) -> dict[str, float]:
+    """`function_timeouts` as {name: seconds}; raises ValueError for a malformed item."""
+    return _name_numbers(value, lambda s: 0 < s <= 900, "NAME=SECONDS with 0 < SECONDS <= 900")
+
+
+def parse_model_prices(value: str) -> dict[str, float]:
+    """`model_prices` as {model: USD per 1,000 output tokens}; raises ValueError for a malformed item."""
+    return _name_numbers(value, lambda usd: 0 <= usd < float("inf"), "NAME=USD with USD a number, 0 or more")
 
 
 def _offered_names(models: str, model_profile: str) -> list[str]:
     names = [item.partition("=")[0].strip() for item in models.split(",") if item.strip()]
     return names or [model_profile]
-
-
-def parse_model_prices(value: str) -> dict[str, float]:
-    """`model_prices` as {model: USD per 1,000 output tokens}; raises ValueError for a malformed item."""
-    prices: dict[str, float] = {}
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
-        name, _, usd = (text.strip() for text in item.partition("="))
-        try:
-            prices[name] = float(usd)
-        except ValueError:
-            prices[name] = -1.0
-        if not name or not 0 <= prices[name] < float("inf"):
-            raise ValueError(f"{item!r} is not NAME=USD with USD a number, 0 or more")
-    return prices
 
 
 def settings_from_env(environ: dict[str, str] | None = None) -> Settings:
