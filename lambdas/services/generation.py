@@ -251,6 +251,13 @@ class GenerationService:
         if trusted is None:
             return
         job = trusted
+        if stored.answered:
+            # Stored and final: a duplicate delivery, or one whose worker died after storing the answer
+            # and before settling its limits. Give back its reservation (nothing once it was settled),
+            # so the user's answer-in-flight slot does not wait out the reservation's expiry. Its
+            # tokens are not charged here: a duplicate of a settled answer would charge them twice.
+            self._charge(job, 0, Decimal(0))
+            return
         owner = uuid.uuid4().hex
         start = self._acquire(job, owner, answered=stored.answered)
         if start is None:

@@ -32,7 +32,7 @@ from lambdas.adapters.cache import Cache, RequestRecord
 from lambdas.adapters.db import Database
 from lambdas.adapters.model import ModelClient, SharedCircuitBreaker
 from lambdas.config import Settings
-from lambdas.errors import ModelUnavailable
+from lambdas.errors import ModelUnavailable, RateLimited
 from lambdas.runtime import Deps
 from lambdas.services.chat import ChatService
 from lambdas.services.generation import GenerationService, Job
@@ -751,3 +751,26 @@ def test_an_answer_the_model_never_began_bills_no_tokens(pg_url: str, redis_url:
     assert usage == {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0, "finish_reason": "error"}
     day = datetime.now(UTC).strftime("%Y%m%d")
     assert float(d.cache.r.get(f"cs:{{{identity.tenant_id}}}:qu:alice:d:{day}") or 0) == 0
+
+
+def test_a_redelivery_of_an_answer_stored_but_never_settled_frees_the_users_slot(
+    pg_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that died between storing its answer and settling its limits left the user's one
+    answer-in-flight slot held until the reservation expired (15 minutes): every new message was
+    refused meanwhile. The job's redelivery, which finds the answer stored, gives the slot back."""
+    d = make_deps(pg_url, redis_url, Model(), limits_enabled=True, limit_answers_in_flight_per_user=1)
+    identity, job = accept(d)
+    # GIVEN a generation that stores its answer and dies before settling (its charge never runs)
+    with monkeypatch.context() as patch:
+        patch.setattr(GenerationService, "_charge", lambda self, job, tokens, cost: None)
+        GenerationService(d).run(job)
+    assert answers(d, job.request_id)[0]["finish_reason"] != "error"
+    follow_up = protocol.SendMessage(action="sendMessage", requestId=uuid.uuid4(), text="and then?")
+    with pytest.raises(RateLimited):
+        ChatService(d).accept(identity, follow_up, "c1")  # the slot is still held
+    # WHEN the job is delivered again (SQS: its invocation never reported success)
+    GenerationService(d).run(job)
+    # THEN nothing is generated twice, and the user may ask again
+    assert len(answers(d, job.request_id)) == 1
+    assert isinstance(ChatService(d).accept(identity, follow_up, "c1"), protocol.Ack)
