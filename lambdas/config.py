@@ -260,6 +260,7 @@ def parse_function_timeouts(value: str) -> dict[str, float]:
     return _name_numbers(value, lambda s: 0 < s <= 900, "NAME=SECONDS with 0 < SECONDS <= 900")
 
 
+@lru_cache(maxsize=16)  # read for every message's reservation and every answer's cost
 def parse_model_prices(value: str) -> dict[str, float]:
     """`model_prices` as {model: USD per 1,000 output tokens}; raises ValueError for a malformed item."""
     return _name_numbers(value, lambda usd: 0 <= usd < float("inf"), "NAME=USD with USD a number, 0 or more")

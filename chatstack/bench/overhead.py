@@ -221,18 +221,14 @@ async def burst_floor(
     clients = await asyncio.gather(*(ChatClient.connect(ws_url, token=t, open_timeout=120) for t in tokens))
     async with httpx.AsyncClient(timeout=30) as http:
 
-        async def set_timing(ttft_ms: float, token_ms: float) -> int:
-            """The requests the model has taken so far."""
-            answer = await http.put(f"{model_url}/timing", json={"ttft_ms": ttft_ms, "token_ms": token_ms})
+        async def requests_taken(**timing: float) -> int:
+            """The requests the model has taken so far; with `timing` (ttft_ms, token_ms), set it first."""
+            url = f"{model_url}/timing"
+            answer = await (http.put(url, json=timing) if timing else http.get(url))
             answer.raise_for_status()
             return int(answer.json()["requests"])
 
-        async def requests_taken() -> int:
-            answer = await http.get(f"{model_url}/timing")
-            answer.raise_for_status()
-            return int(answer.json()["requests"])
-
-        taken_before = await set_timing(hold_s * 1000, hold_s * 1000)
+        taken_before = await requests_taken(ttft_ms=hold_s * 1000, token_ms=hold_s * 1000)
         try:
             await asyncio.sleep(0.5)  # what the last run left (stored answers, usage) settles
             idle = CpuMeter(groups, tree=frozenset({"postgres"}))
@@ -267,7 +263,7 @@ async def burst_floor(
                     async for _ in reply:
                         pass
         finally:
-            await set_timing(model_ttft_ms, model_token_ms)
+            await requests_taken(ttft_ms=model_ttft_ms, token_ms=model_token_ms)
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     idle_s = first_window + second_window
     per_chat = {

@@ -136,7 +136,7 @@ class ReadyProcess(Child):
         self.what = what
         self.name = name or what
         self.env = env
-        self.probe_path = probe_path  # GET it for liveness (200 expected); empty: not probed
+        self.probe_path = probe_path  # GET it for liveness (any answer counts); empty: not probed
         if spawn:
             self.spawn()
 

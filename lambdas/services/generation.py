@@ -259,7 +259,7 @@ class GenerationService:
             self._charge(job, 0, Decimal(0))
             return
         owner = uuid.uuid4().hex
-        start = self._acquire(job, owner, answered=stored.answered)
+        start = self._acquire(job, owner)
         if start is None:
             return
         keeper = lease_keeper(self.d.cache, self.s.generation_lease_s)
@@ -368,16 +368,13 @@ class GenerationService:
         with self.d.db.read() as conn:
             return chat_repo.answer_final(conn, job.answer_id)
 
-    def _acquire(self, job: Job, owner: str, *, answered: bool) -> GenerationStart | None:
+    def _acquire(self, job: Job, owner: str) -> GenerationStart | None:
         """Take the lease, waiting out a lease whose holder may be dead, and read with the claim what
         the generation needs from Redis (one round trip; a failure fails the delivery, which is
-        retried). None when the answer is stored, or when the holder keeps renewing (it is alive:
-        this delivery is a duplicate). `answered`: what the stored request said a moment ago (saves
-        the first query)."""
+        retried). None when the answer is stored meanwhile, or when the holder keeps renewing (it is
+        alive: this delivery is a duplicate). The caller has seen the answer not stored a moment ago."""
         lease_s = self.s.generation_lease_s
         deadline = time.monotonic() + lease_s * 1.5 + 1
-        if answered:
-            return None
         while True:
             start = self.d.cache.claim_generation_and_start(
                 job.request_id, owner, lease_s, job.conversation_id
